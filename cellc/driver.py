@@ -1,0 +1,89 @@
+"""The compiler driver: spec → IR → passes → printer → template → module source.
+
+Stages (each a plain function you can call and inspect on its own):
+
+  1. front end  `spec.read_spec(path)`        file → Cell IR (with Affine terms)
+  2. split      `passes.split(cell)`          Affine terms → affine nodes
+  3. schedule   `passes.schedule(cell)`       static/step programs, fused GEMMs and kernels
+  4. derive     `passes.derive(plan)`         symbolic backward (VJP + CSE), saved values
+  5. codegen    `codegen.build_context(...)`  storage, printed kernels and drivers
+  6. render     `render(context)`             Jinja2 template → Python source
+
+`compile_spec` runs them in order and times each, like FFCx's compiler.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jinja2
+
+from . import __version__
+from .codegen import build_context
+from .ir import Cell
+from .passes import derive, schedule, split
+from .passes.derive import Derivation
+from .spec import parse_spec
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "templates"),
+                          undefined=jinja2.StrictUndefined, trim_blocks=True,
+                          lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+
+
+class Compiled(NamedTuple):
+    cell: Cell                 # after the split pass
+    derivation: Derivation
+    source: str                # the generated module
+    timings: dict[str, float]  # seconds per stage
+
+
+def render(context: dict) -> str:
+    return _ENV.get_template("module.py.j2").render(**context)
+
+
+def compile_bytes(raw: bytes, path: str = "<spec>") -> Compiled:
+    timings = {}
+    t0 = time.perf_counter()
+
+    def lap(stage):
+        nonlocal t0
+        now = time.perf_counter()
+        timings[stage] = now - t0
+        t0 = now
+
+    cell = parse_spec(raw, path)
+    lap("frontend")
+    cell = split(cell)
+    lap("split")
+    plan = schedule(cell)
+    lap("schedule")
+    derivation = derive(plan)
+    lap("derive")
+    context = build_context(derivation, version=__version__, source_name=Path(path).name)
+    lap("codegen")
+    source = render(context)
+    lap("render")
+    return Compiled(cell, derivation, source, timings)
+
+
+def compile_spec(path: str | Path) -> Compiled:
+    """Compile the spec file at `path` to module source (nothing is written)."""
+    from .spec import read_spec_bytes
+    return compile_bytes(read_spec_bytes(path), str(path))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

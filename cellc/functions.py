@@ -1,0 +1,128 @@
+"""The elementwise functions a spec may call, each defined once: value and derivative.
+
+A function is a `sympy.Function` subclass whose `fdiff` comes from `grad`, so that
+`sympy.diff` differentiates it the way we choose. Derivatives are written in terms of
+the function's own output `y` where possible (sigmoid' = y*(1-y), tanh' = 1-y**2,
+exp' = y): the backward pass then reuses the saved activation instead of recomputing.
+
+Each entry has three faces, one per consumer of the IR:
+  numpy  -- the reference value, used by the NumPy interpreter;
+  kernel -- the Numba source for one element, `{0}`/`{1}` standing for the printed
+            arguments and `T(...)` for a constant of the kernel's dtype;
+  grad   -- partial derivatives as SymPy expressions over registered functions only,
+            so the derivative of anything in a spec stays inside this vocabulary.
+
+Adding a function means adding one `define(...)` call below, nothing else.
+
+Subgradients (documented, and matching PyTorch): relu'(0) = 0, abs'(0) = sign(0) = 0,
+step'(x) = sign'(x) = 0; at a tie max(a, b) and min(a, b) send half the gradient to
+each argument.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import sympy
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    arity: int
+    numpy: Callable
+    kernel: str
+    grad: Callable
+    doc: str
+
+
+class CellFunction(sympy.Function):
+    """Base class of every function a spec may call (see `define`)."""
+
+    spec: FunctionSpec
+
+    def fdiff(self, argindex=1):
+        return self.spec.grad(self, *self.args)[argindex - 1]
+
+
+FUNCTIONS: dict[str, type[CellFunction]] = {}
+
+
+def define(name: str, *, numpy: Callable, kernel: str, grad: Callable, doc: str,
+           arity: int = 1) -> type[CellFunction]:
+    """Register an elementwise function: its value (NumPy and Numba) and its derivative."""
+    spec = FunctionSpec(name, arity, numpy, kernel, grad, doc)
+    cls = type(name, (CellFunction,), {"nargs": arity, "spec": spec, "__doc__": doc})
+    FUNCTIONS[name] = cls
+    return cls
+
+
+def _np_sigmoid(x):
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+step = define(
+    "step", numpy=lambda x: np.where(x > 0, 1.0, 0.0),
+    kernel="(T(1) if {0} > T(0) else T(0))",
+    grad=lambda y, x: [sympy.S.Zero],
+    doc="Heaviside step: 1 where x > 0, else 0.")
+sign = define(
+    "sign", numpy=np.sign,
+    kernel="np.sign({0})",
+    grad=lambda y, x: [sympy.S.Zero],
+    doc="Sign of x: -1, 0 or 1.")
+sigmoid = define(
+    "sigmoid", numpy=_np_sigmoid,
+    kernel="T(1) / (T(1) + np.exp(-{0}))",
+    grad=lambda y, x: [y * (1 - y)],
+    doc="Logistic function 1 / (1 + exp(-x)).")
+tanh = define(
+    "tanh", numpy=np.tanh,
+    kernel="np.tanh({0})",
+    grad=lambda y, x: [1 - y**2],
+    doc="Hyperbolic tangent.")
+relu = define(
+    "relu", numpy=lambda x: np.maximum(x, 0.0),
+    kernel="np.maximum({0}, T(0))",
+    grad=lambda y, x: [step(x)],
+    doc="max(x, 0); relu'(0) = 0.")
+exp = define(
+    "exp", numpy=np.exp,
+    kernel="np.exp({0})",
+    grad=lambda y, x: [y],
+    doc="Exponential.")
+log = define(
+    "log", numpy=np.log,
+    kernel="np.log({0})",
+    grad=lambda y, x: [1 / x],
+    doc="Natural logarithm.")
+softplus = define(
+    "softplus", numpy=lambda x: np.logaddexp(0.0, x),
+    kernel="np.maximum({0}, T(0)) + np.log1p(np.exp(-np.abs({0})))",
+    grad=lambda y, x: [sigmoid(x)],
+    doc="log(1 + exp(x)), computed without overflow.")
+abs_ = define(
+    "abs", numpy=np.abs,
+    kernel="np.abs({0})",
+    grad=lambda y, x: [sign(x)],
+    doc="Absolute value; abs'(0) = 0.")
+sqrt = define(
+    "sqrt", numpy=np.sqrt,
+    kernel="np.sqrt({0})",
+    grad=lambda y, x: [1 / (2 * y)],
+    doc="Square root.")
+maximum = define(
+    "max", arity=2, numpy=np.maximum,
+    kernel="np.maximum({0}, {1})",
+    grad=lambda y, a, b: [(step(a - b) + 1 - step(b - a)) / 2,
+                          (step(b - a) + 1 - step(a - b)) / 2],
+    doc="Elementwise maximum; at a tie each argument gets half the gradient.")
+minimum = define(
+    "min", arity=2, numpy=np.minimum,
+    kernel="np.minimum({0}, {1})",
+    grad=lambda y, a, b: [(step(b - a) + 1 - step(a - b)) / 2,
+                          (step(a - b) + 1 - step(b - a)) / 2],
+    doc="Elementwise minimum; at a tie each argument gets half the gradient.")

@@ -1,0 +1,142 @@
+"""The reference semantics: a plain NumPy interpreter of the IR, float64 by default.
+
+It walks the nodes of one time step in order, for each step, and differentiates by
+the textbook rule (one node at a time, in reverse, `sympy.diff` of that node's
+expression evaluated numerically). It deliberately shares nothing with the code
+generator but the IR: no fusion, no CSE, no saving decisions. It is slow and simple
+enough to trust by reading; every compiled kernel is tested against it, and it is
+tested against finite differences.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import sympy
+
+from .functions import CellFunction
+from .ir import Cell, new_name, symbol
+
+
+def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray]):
+    """Value of a SymPy expression whose symbols are IR names bound in `env`."""
+    if expr.is_Symbol:
+        return env[expr.name]
+    if expr.is_Number:
+        return float(expr)
+    args = [evaluate(a, env) for a in expr.args]
+    with np.errstate(all="ignore"):
+        if expr.is_Add:
+            return sum(args[1:], args[0])
+        if expr.is_Mul:
+            out = args[0]
+            for a in args[1:]:
+                out = out * a
+            return out
+        if expr.is_Pow:
+            exponent = expr.args[1]
+            return args[0] ** (int(exponent) if exponent.is_Integer else float(exponent))
+        if isinstance(expr, CellFunction):
+            return expr.spec.numpy(*args)
+    raise TypeError(f"interpreter cannot evaluate {expr.func}")
+
+
+@lru_cache(maxsize=None)
+def _partial(expr: sympy.Expr, wrt: str) -> sympy.Expr:
+    return sympy.diff(expr, symbol(wrt))
+
+
+def _as_dict(cell: Cell, values, names) -> dict:
+    if values is None:
+        return {}
+    if isinstance(values, dict):
+        return dict(values)
+    assert len(names) == 1, "pass a dict when the cell has several of these"
+    return {names[0]: values}
+
+
+def forward(cell: Cell, params, inputs, states=None):
+    """Run the cell over x[T, B, *]. Returns (outputs[T, B, *], final states, tape)."""
+    inputs = {k: np.asarray(v, dtype=np.float64)
+              for k, v in _as_dict(cell, inputs, [v.name for v in cell.inputs]).items()}
+    T, B = next(iter(inputs.values())).shape[:2]
+    params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    sizes = _sizes(cell, params, inputs)
+    states = {k: np.asarray(v, dtype=np.float64) for k, v in (states or {}).items()}
+    current = {s.name: states.get(s.name, np.zeros((B, sizes[s.dim]))) for s in cell.states}
+    initial = dict(current)
+    outputs, tape = [], []
+    for t in range(T):
+        env = dict(params)
+        env.update(current)
+        env.update({k: v[t] for k, v in inputs.items()})
+        for node in cell.nodes:
+            if node.is_matmul:
+                env[node.name] = env[node.operand] @ params[node.weight]
+            else:
+                value = evaluate(node.expr, env)
+                env[node.name] = np.broadcast_to(value, (B, sizes[node.dim])).astype(np.float64)
+        tape.append(env)
+        current = {s.name: env[new_name(s.name)] for s in cell.states}
+        outputs.append(env[cell.output])
+    out_dim = sizes[cell.node(cell.output).dim]
+    y = np.stack(outputs) if outputs else np.zeros((0, B, out_dim))
+    return y, current, {"params": params, "inputs": inputs, "initial": initial,
+                        "tape": tape, "sizes": sizes, "B": B}
+
+
+def backward(cell: Cell, tape, dy=None, dstates=None):
+    """Gradients of sum(y*dy) + sum(final*dstates) w.r.t. params, inputs, initial states."""
+    params, inputs, steps = tape["params"], tape["inputs"], tape["tape"]
+    sizes, B = tape["sizes"], tape["B"]
+    dparams = {k: np.zeros_like(v) for k, v in params.items()}
+    dinputs = {k: np.zeros_like(v) for k, v in inputs.items()}
+    carry = {s.name: np.zeros((B, sizes[s.dim])) for s in cell.states}
+    for k, v in (dstates or {}).items():
+        carry[k] = carry[k] + v
+    for t in reversed(range(len(steps))):
+        env = steps[t]
+        adj: dict[str, np.ndarray] = {}
+
+        def add(name, value):
+            adj[name] = adj[name] + value if name in adj else value
+
+        for s in cell.states:
+            add(new_name(s.name), carry[s.name])
+        if dy is not None:
+            add(cell.output, dy[t])
+        for node in reversed(cell.nodes):
+            g = adj.get(node.name)
+            if g is None:
+                continue
+            if node.is_matmul:
+                add(node.operand, g @ params[node.weight].T)
+                dparams[node.weight] += env[node.operand].T @ g
+                continue
+            for s in sorted(node.expr.free_symbols, key=lambda s: s.name):
+                with np.errstate(all="ignore"):
+                    contribution = g * evaluate(_partial(node.expr, s.name), env)
+                add(s.name, np.broadcast_to(contribution, g.shape))
+        for name in list(adj):
+            if name in params:
+                dparams[name] += adj[name].sum(axis=0)
+            elif name in inputs:
+                dinputs[name][t] += adj[name]
+        carry = {s.name: adj.get(s.name, np.zeros((B, sizes[s.dim]))) for s in cell.states}
+    return dparams, dinputs, carry
+
+
+def _sizes(cell: Cell, params, inputs) -> dict[str, int]:
+    sizes = {}
+    for v in cell.inputs:
+        sizes[v.dim] = inputs[v.name].shape[-1]
+    for p in cell.params:
+        for d, n in zip(p.shape, params[p.name].shape):
+            assert sizes.setdefault(d, n) == n, f"size of {d} is inconsistent"
+    return sizes
+
+
+def init_params(cell: Cell, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float64 parameters, uniform in [-0.5, 0.5], for tests."""
+    rng = np.random.default_rng(seed)
+    return {p.name: rng.uniform(-0.5, 0.5, tuple(sizes[d] for d in p.shape)) for p in cell.params}

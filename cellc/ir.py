@@ -1,0 +1,161 @@
+"""The one IR shared by the NumPy interpreter and the code generator.
+
+A cell is a list of single-assignment nodes, one time step of the recurrence:
+
+    Node(name, dim, expr)                  elementwise: `expr` is a SymPy expression
+                                           over other values and registered functions
+    Node(name, dim, operand=v, weight=W)   affine: name = v @ W (row-vector convention)
+
+Values a node may read are the cell's inputs (x_t), the previous states (h_{t-1},
+written `h`), parameters, and earlier nodes. The new value of state `h` (written `h'`
+in specs) is the node named `new_name("h")`. The front end may leave `Affine(e, W)`
+terms inside expressions; the `split` pass turns each into an affine node, after
+which every expression is purely elementwise.
+
+Dimensions are names ("I", "H", ...), bound to sizes only when a kernel runs.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import sympy
+
+from .functions import CellFunction
+
+NEW_SUFFIX = "__new"
+
+
+def new_name(state: str) -> str:
+    """IR name of the updated value of `state` (`h'` in a spec)."""
+    return state + NEW_SUFFIX
+
+
+def display_name(name: str) -> str:
+    """How a user writes an IR name: `h__new` is `h'`."""
+    return name[: -len(NEW_SUFFIX)] + "'" if name.endswith(NEW_SUFFIX) else name
+
+
+class Affine(sympy.Function):
+    """`operand @ weight` inside an expression, before the `split` pass."""
+
+    nargs = 2
+
+    def _sympystr(self, printer):
+        return f"({printer._print(self.args[0])} @ {printer._print(self.args[1])})"
+
+
+def symbol(name: str) -> sympy.Symbol:
+    """The SymPy symbol standing for IR value `name` (all values are real)."""
+    return sympy.Symbol(name, real=True)
+
+
+class Var(NamedTuple):
+    name: str
+    dim: str
+
+
+class Init(NamedTuple):
+    """How a parameter is initialised: kind in {default, constant, zeros, ones, uniform,
+    normal, orthogonal}, with numeric arguments."""
+
+    kind: str = "default"
+    args: tuple[float, ...] = ()
+
+
+class Param(NamedTuple):
+    name: str
+    shape: tuple[str, ...]   # (dim,) for a per-unit vector, (in, out) for a matrix
+    init: Init = Init()
+
+
+class Node(NamedTuple):
+    name: str
+    dim: str
+    expr: sympy.Expr | None = None   # elementwise nodes
+    operand: str | None = None       # affine nodes: name = operand @ weight
+    weight: str | None = None
+    line: int | None = None          # line in the spec file, for messages
+
+    @property
+    def is_matmul(self) -> bool:
+        return self.weight is not None
+
+    def reads(self) -> tuple[str, ...]:
+        """Names of the values this node reads, in a deterministic order."""
+        if self.is_matmul:
+            return (self.operand, self.weight)
+        return tuple(sorted(s.name for s in self.expr.free_symbols))
+
+
+class Cell(NamedTuple):
+    name: str
+    summary: str
+    reference: str
+    inputs: tuple[Var, ...]
+    states: tuple[Var, ...]
+    params: tuple[Param, ...]
+    nodes: tuple[Node, ...]          # topologically ordered, single assignment
+    output: str                      # the node whose value is the output sequence
+    path: str = "<spec>"
+    spec_hash: str = ""
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """All dimension names, sorted, e.g. ("H", "I")."""
+        names = {v.dim for v in self.inputs + self.states} | {n.dim for n in self.nodes}
+        names.update(d for p in self.params for d in p.shape)
+        return tuple(sorted(names))
+
+    def node(self, name: str) -> Node:
+        return self._node_map()[name]
+
+    def _node_map(self) -> dict[str, Node]:
+        return {n.name: n for n in self.nodes}
+
+    def dim_of(self) -> dict[str, str]:
+        """Map from every vector value's name to its dimension."""
+        dims = {v.name: v.dim for v in self.inputs + self.states}
+        dims.update((p.name, p.shape[0]) for p in self.params if len(p.shape) == 1)
+        dims.update((n.name, n.dim) for n in self.nodes)
+        return dims
+
+
+def typecheck(cell: Cell) -> Cell:
+    """Check the IR's invariants: single assignment, defined-before-use, shapes, and
+    that every state is updated. Raises AssertionError: a failure is a compiler bug
+    (spec errors are reported earlier, as SpecError, by the front end)."""
+    params = {p.name: p for p in cell.params}
+    dims = {v.name: v.dim for v in cell.inputs + cell.states}
+    for p in cell.params:
+        assert p.name not in dims, f"{p.name} defined twice"
+        if len(p.shape) == 1:
+            dims[p.name] = p.shape[0]
+    for node in cell.nodes:
+        assert node.name not in dims and node.name not in params, f"{node.name} assigned twice"
+        if node.is_matmul:
+            weight = params[node.weight]
+            assert weight.shape == (dims[node.operand], node.dim), f"bad shape in {node}"
+        else:
+            for s in node.expr.free_symbols:
+                assert s.name in dims, f"{node.name} reads undefined {s.name}"
+                assert dims[s.name] == node.dim, f"{node.name}: {s.name} has dim {dims[s.name]}"
+            for f in node.expr.atoms(sympy.Function):
+                assert isinstance(f, (CellFunction, Affine)), f"unknown function {f.func}"
+        dims[node.name] = node.dim
+    for s in cell.states:
+        assert dims.get(new_name(s.name)) == s.dim, f"state {s.name} not updated"
+    assert cell.output in dims
+    return cell
+
+
+def format_cell(cell: Cell) -> str:
+    """Deterministic text form of the IR, one line per node (like autodidax's pp_jaxpr)."""
+    lines = [f"cell {cell.name}",
+             "  inputs  " + ", ".join(f"{v.name}[{v.dim}]" for v in cell.inputs),
+             "  states  " + ", ".join(f"{v.name}[{v.dim}]" for v in cell.states),
+             "  params  " + ", ".join(f"{p.name}[{','.join(p.shape)}]" for p in cell.params)]
+    for n in cell.nodes:
+        rhs = f"{n.operand} @ {n.weight}" if n.is_matmul else sympy.sstr(n.expr, order="lex")
+        lines.append(f"  {n.name}[{n.dim}] = {rhs}")
+    lines.append(f"  output {cell.output}")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""`cellc.load(spec)`: compile a spec from anywhere and import it, cached on disk.
+
+The cache key hashes the spec's bytes, the cellc version and cellc's own source, so an
+edited spec or an upgraded compiler never reuses a stale module. Modules are written
+atomically (temporary file + rename), so concurrent processes never import a
+half-written file; Numba's on-disk cache sits beside each module.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from . import __version__
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("CELLC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cellc")
+    return Path(root)
+
+
+@lru_cache(maxsize=1)
+def compiler_fingerprint() -> str:
+    """Hash of cellc's version and its own source files (templates included)."""
+    h = hashlib.sha256(__version__.encode())
+    package = Path(__file__).parent
+    for f in sorted(package.rglob("*")):
+        if f.suffix in (".py", ".j2") and "__pycache__" not in f.parts:
+            h.update(f.relative_to(package).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+_LOADED: dict[str, object] = {}
+
+
+def load(spec: str | os.PathLike):
+    """Compile the spec file (if not cached) and return the imported module."""
+    from .driver import compile_bytes, write_atomic
+    from .spec import read_spec_bytes
+
+    raw = read_spec_bytes(spec)
+    key = hashlib.sha256(raw + b"\0" + compiler_fingerprint().encode()).hexdigest()[:20]
+    if key in _LOADED:
+        return _LOADED[key]
+    compiled = None
+    name = None
+    directory = cache_dir()
+    existing = sorted(directory.glob(f"*_{key}.py")) if directory.exists() else []
+    if existing:
+        path = existing[0]
+    else:
+        compiled = compile_bytes(raw, str(spec))
+        name = compiled.cell.name
+        path = directory / f"{name}_{key}.py"
+        write_atomic(path, compiled.source)
+    module = import_file(path, f"cellc_cache.{path.stem}")
+    _LOADED[key] = module
+    return module
+
+
+def import_file(path: Path, module_name: str):
+    """Import a generated module from its file (so tracebacks, inspect and Numba's
+    cache all see a real file)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,94 @@
+"""Pass 2: schedule the step into stages of fused GEMMs and fused elementwise kernels.
+
+Values split into two programs:
+  static -- nodes that depend only on inputs and parameters. They run once for all
+            time steps before the time loop, over T*B rows: this hoists the input
+            projections `x @ W_*` of every step into one big GEMM.
+  step   -- everything that depends on a previous state, run once per time step.
+
+Within a program, a node's stage is the number of GEMMs on its longest path from the
+program's inputs. Stage k runs its GEMMs, then its elementwise nodes. The GEMMs of a
+stage that share an operand fuse into one GEMM against the concatenated weights (all
+gates' `h @ W_h*` become `h @ [W_hi | W_hf | ...]`), and the elementwise nodes of a
+stage fuse into one kernel per dimension.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..ir import Cell, Node, new_name
+
+
+class Gemm(NamedTuple):
+    """`operand @ [weights...]`, one column block per affine node."""
+
+    name: str                 # buffer name, e.g. "mm__h"
+    operand: str
+    nodes: tuple[Node, ...]   # the affine nodes, in column order
+
+
+class Region(NamedTuple):
+    """A maximal set of elementwise nodes computed in one fused loop nest."""
+
+    name: str                 # e.g. "step1_H"
+    dim: str
+    nodes: tuple[Node, ...]
+    inputs: tuple[str, ...]   # values read but computed elsewhere
+    outputs: tuple[str, ...]  # nodes read outside this region (live-out)
+
+
+class Stage(NamedTuple):
+    gemms: tuple[Gemm, ...]
+    regions: tuple[Region, ...]
+
+
+class Plan(NamedTuple):
+    cell: Cell
+    static: tuple[Stage, ...]
+    step: tuple[Stage, ...]
+    static_values: frozenset     # names computed by the static program (plus inputs)
+
+
+def schedule(cell: Cell) -> Plan:
+    params = {p.name for p in cell.params}
+    static = {v.name for v in cell.inputs} | params
+    for node in cell.nodes:
+        if all(r in static for r in node.reads()):
+            static.add(node.name)
+    readers: dict[str, set[str]] = {}
+    for node in cell.nodes:
+        for r in node.reads():
+            readers.setdefault(r, set()).add(node.name)
+    for s in cell.states:                         # carried to the next step
+        readers.setdefault(new_name(s.name), set()).add("<next step>")
+    readers.setdefault(cell.output, set()).add("<output>")
+
+    def program(nodes: list[Node], kind: str) -> tuple[Stage, ...]:
+        depth: dict[str, int] = {}
+        for node in nodes:
+            inner = [depth.get(r, 0) for r in node.reads()]
+            depth[node.name] = (depth.get(node.operand, 0) + 1 if node.is_matmul
+                                else max(inner, default=0))
+        stages = []
+        for k in range(max(depth.values(), default=-1) + 1):
+            here = [n for n in nodes if depth[n.name] == k]
+            gemms = []
+            for op in dict.fromkeys(n.operand for n in here if n.is_matmul):
+                members = tuple(n for n in here if n.is_matmul and n.operand == op)
+                gemms.append(Gemm(f"mm__{op}", op, members))
+            regions = []
+            for dim in dict.fromkeys(n.dim for n in here if not n.is_matmul):
+                members = tuple(n for n in here if not n.is_matmul and n.dim == dim)
+                names = {n.name for n in members}
+                inputs = sorted({r for n in members for r in n.reads()} - names)
+                outputs = [n.name for n in members if readers.get(n.name, set()) - names]
+                regions.append(Region(f"{kind}{k}_{dim}", dim, members, tuple(inputs),
+                                      tuple(outputs)))
+            if gemms or regions:
+                stages.append(Stage(tuple(gemms), tuple(regions)))
+        return tuple(stages)
+
+    static_nodes = [n for n in cell.nodes if n.name in static]
+    step_nodes = [n for n in cell.nodes if n.name not in static]
+    return Plan(cell, program(static_nodes, "static"), program(step_nodes, "step"),
+                frozenset(static - params))

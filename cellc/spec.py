@@ -1,0 +1,530 @@
+"""Front end: a spec file (TOML data, never executed) → the cell IR.
+
+A spec is read with `tomllib`; its `equations` string is parsed with Python's `ast`
+module and converted to SymPy through a whitelist of node types, so nothing in a spec
+is ever evaluated. Shapes are inferred by unification (see `dims.py`). Every problem is
+reported as a `SpecError` naming the file, line, column, symbol and a fix.
+
+The result still holds `Affine(e, W)` terms inside expressions; the `split` pass lifts
+them into affine nodes.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import keyword
+import math
+import re
+import tomllib
+from pathlib import Path
+
+import sympy
+
+from .dims import DimConflict, Dims
+from .errors import SpecError, did_you_mean
+from .functions import FUNCTIONS
+from .ir import NEW_SUFFIX, Cell, Init, Affine, Node, Param, Var, display_name, new_name, symbol
+
+MAX_SPEC_BYTES = 256 * 1024
+MAX_DEPTH = 64
+FIELDS = {"name": str, "summary": str, "reference": str, "inputs": (list, dict),
+          "states": (list, dict), "parameters": list, "equations": str, "output": str,
+          "shapes": dict, "init": dict}
+REQUIRED = ("name", "inputs", "states", "parameters", "equations")
+INIT_KINDS = {"default": 0, "zeros": 0, "ones": 0, "orthogonal": 0, "uniform": 2, "normal": 2}
+RESERVED = (set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
+            | set(FUNCTIONS) | {"np", "nb", "numpy", "numba", "math", "T", "params", "states",
+                                 "cache", "grads", "B", "t", "dtype", "sizes", "inputs", "dy",
+                                 "dstates", "new", "Gradients"})
+_IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+_PRIME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)'")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_INIT = re.compile(rf"\s*([a-z]+)\s*(?:\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\))?\s*\Z")
+
+
+def read_spec_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise SpecError(f"cannot read spec: {err.strerror}", path=str(path),
+                        fix="check the path") from None
+
+
+def read_spec(path: str | Path) -> Cell:
+    """Parse and check the spec file at `path`; return its IR (before passes)."""
+    return parse_spec(read_spec_bytes(path), str(path))
+
+
+def parse_spec(raw: bytes, path: str = "<spec>") -> Cell:
+    """Parse spec bytes; `path` is used in messages only."""
+    return _Frontend(raw, path).cell()
+
+
+class _Frontend:
+    def __init__(self, raw: bytes, path: str):
+        self.path = path
+        if len(raw) > MAX_SPEC_BYTES:
+            self.fail(f"spec is {len(raw)} bytes; the limit is {MAX_SPEC_BYTES}",
+                      fix="a cell spec is a few dozen lines; check that this is the right file")
+        try:
+            self.text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw[: err.start].count(b"\n") + 1
+            self.fail(f"spec is not valid UTF-8 (byte {err.start})", line=line,
+                      fix="save the file as UTF-8")
+        if not self.text.strip():
+            self.fail("spec is empty", fix="start from `cellc new NAME`, or see README.md")
+        try:
+            self.data = tomllib.loads(self.text)
+        except tomllib.TOMLDecodeError as err:
+            m = re.search(r"\(at line (\d+), column (\d+)\)", str(err))
+            line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+            msg = re.sub(r"\s*\(at line.*\)", "", str(err))
+            self.fail(f"not valid TOML: {msg}", line=line, col=col,
+                      fix="a spec is TOML: `key = \"value\"`, lists in [...], "
+                          "equations in a \"\"\"...\"\"\" string")
+        self.lines = self.text.splitlines()
+        self.dims = Dims()
+
+    # ---- reporting -------------------------------------------------------------
+    def fail(self, message, *, line=None, col=None, symbol=None, fix=None):
+        source = None
+        if line is not None and getattr(self, "lines", None) and 0 < line <= len(self.lines):
+            source = self.lines[line - 1]
+        raise SpecError(message, path=self.path, line=line, col=col, symbol=symbol, fix=fix,
+                        source_line=source)
+
+    def key_line(self, key: str) -> int | None:
+        pattern = re.compile(rf"\s*{re.escape(key)}\s*=")
+        for i, text in enumerate(self.lines, 1):
+            if pattern.match(text):
+                return i
+        return None
+
+    def col_of(self, line: int | None, name: str) -> int | None:
+        if line is None or not 0 < line <= len(self.lines):
+            return None
+        m = re.search(rf"(?<![A-Za-z0-9_]){re.escape(display_name(name))}(?![A-Za-z0-9_])",
+                      self.lines[line - 1])
+        return m.start() + 1 if m else None
+
+    # ---- fields ----------------------------------------------------------------
+    def field(self, key, default=None):
+        value = self.data.get(key, default)
+        expected = FIELDS[key]
+        if value is not None and not isinstance(value, expected):
+            kinds = expected if isinstance(expected, tuple) else (expected,)
+            names = " or ".join({str: "a string", list: "a list", dict: "a table"}[k]
+                                for k in kinds)
+            self.fail(f"`{key}` must be {names}, not {type(value).__name__}",
+                      line=self.key_line(key), symbol=key, fix=f"see README.md for `{key}`")
+        return value
+
+    def check_fields(self):
+        for key in self.data:
+            if key not in FIELDS:
+                self.fail(f"unknown field `{key}`.{did_you_mean(key, FIELDS)}",
+                          line=self.key_line(key), symbol=key,
+                          fix="known fields: " + ", ".join(FIELDS))
+        for key in REQUIRED:
+            if key not in self.data:
+                self.fail(f"missing field `{key}`", symbol=key,
+                          fix=f"add `{key} = ...` (see README.md)")
+
+    def identifier(self, name, what: str, key: str) -> str:
+        line = self.key_line(key)
+        if not isinstance(name, str):
+            self.fail(f"{what} must be a string name, not {type(name).__name__}", line=line)
+        problem = None
+        if not _IDENT.match(name):
+            problem = "is not a valid name (ASCII letters, digits and _, starting with a letter)"
+        elif "__" in name:
+            problem = "contains `__`, which cellc reserves for its own names"
+        elif name in RESERVED:
+            problem = "is reserved (a Python keyword or builtin, a function, or a module name)"
+        if problem:
+            self.fail(f"{what} {name!r} {problem}", line=line, symbol=name,
+                      fix="rename it, e.g. `h`, `W_xi`, `b_f`")
+        return name
+
+    def vars(self, key: str, default_dim: str) -> tuple[Var, ...]:
+        value = self.field(key)
+        items = list(value.items()) if isinstance(value, dict) else [(n, default_dim) for n in value]
+        if not items:
+            self.fail(f"`{key}` is empty", line=self.key_line(key),
+                      fix=f"declare at least one, e.g. {key} = [\"{default_dim.lower()}\"]")
+        return tuple(Var(self.identifier(n, key[:-1], key), self.identifier(d, "dimension", key))
+                     for n, d in items)
+
+    # ---- the cell --------------------------------------------------------------
+    def cell(self) -> Cell:
+        self.check_fields()
+        name = self.identifier(self.field("name"), "cell name", "name")
+        self.inputs = self.vars("inputs", "I")
+        self.states = self.vars("states", "H")
+        self.param_names = [self.identifier(p, "parameter", "parameters")
+                            for p in self.field("parameters")]
+        declared = {}
+        for v in [*self.inputs, *self.states] + [Var(p, "") for p in self.param_names]:
+            if v.name in declared:
+                self.fail(f"`{v.name}` is declared twice", line=self.key_line(declared[v.name]),
+                          symbol=v.name, fix="give each input, state and parameter its own name")
+            declared[v.name] = ("inputs" if v in self.inputs else
+                                "states" if v in self.states else "parameters")
+        self.var_dim = {v.name: self.dims.named(v.dim) for v in self.inputs + self.states}
+        self.param_kind: dict[str, tuple] = {}      # name -> ("vector", d) | ("matrix", a, b)
+        self.declare_shapes()
+        equations = self.parse_equations()
+        nodes = self.convert(equations)
+        nodes = self.topological(nodes)
+        output = self.output(nodes)
+        self.check_used(nodes, output)
+        params = self.resolve_params()
+        nodes = tuple(n._replace(dim=self.resolve(self.node_dim[n.name], n.name, n.line))
+                      for n in nodes)
+        return Cell(name=name, summary=self.field("summary", ""),
+                    reference=self.field("reference", ""), inputs=self.inputs,
+                    states=self.states, params=params, nodes=nodes, output=output,
+                    path=self.path, spec_hash=hashlib.sha256(self.text.encode()).hexdigest())
+
+    def declare_shapes(self):
+        line = self.key_line("shapes")
+        for pname, shape in self.field("shapes", {}).items():
+            if pname not in self.param_names:
+                self.fail(f"[shapes] names `{pname}`, which is not a parameter."
+                          f"{did_you_mean(pname, self.param_names)}", line=line, symbol=pname,
+                          fix="list it in `parameters` or remove it from [shapes]")
+            if not isinstance(shape, list) or len(shape) not in (1, 2):
+                self.fail(f"shape of `{pname}` must be a list of one or two dimension names",
+                          line=line, symbol=pname, fix=f'e.g. {pname} = ["H", "Q"]')
+            dvars = [self.dims.named(self.identifier(d, "dimension", "shapes")) for d in shape]
+            self.param_kind[pname] = ("vector" if len(dvars) == 1 else "matrix", *dvars)
+
+    def parse_equations(self) -> list[tuple[str, ast.expr, int, str]]:
+        text = self.field("equations")
+        key_line = self.key_line("equations") or 1
+        opener = self.lines[key_line - 1].split("=", 1)[1].strip() if key_line <= len(self.lines) else ""
+        first = key_line + 1 if opener in ('"""', "'''") else key_line
+        depth = 0
+        for ch in text:   # bound nesting before ast sees it
+            depth += ch in "([{"
+            depth -= ch in ")]}"
+            if depth > MAX_DEPTH:
+                self.fail(f"equations are nested more than {MAX_DEPTH} parentheses deep",
+                          line=key_line, fix="split the expression into named intermediate equations")
+        equations = []
+        for offset, raw_line in enumerate(text.split("\n")):
+            line = first + offset
+            code = raw_line.split("#", 1)[0]
+            if not code.strip():
+                continue
+            prepared = _PRIME.sub(lambda m: m.group(1) + NEW_SUFFIX, code.strip())
+            try:
+                tree = ast.parse(prepared, mode="exec")
+            except SyntaxError as err:
+                self.fail(f"cannot parse equation: {err.msg}", line=line,
+                          fix="write one equation per line as `name = expression`; "
+                              "use `h'` for the new value of state h")
+            except (RecursionError, MemoryError, ValueError):
+                self.fail("cannot parse equation: too complex", line=line,
+                          fix="split the expression into named intermediate equations")
+            body = tree.body
+            if (len(body) != 1 or not isinstance(body[0], ast.Assign)
+                    or len(body[0].targets) != 1 or not isinstance(body[0].targets[0], ast.Name)):
+                self.fail("expected an equation `name = expression`", line=line,
+                          fix="one equation per line, e.g. `i = sigmoid(x @ W_xi + h @ W_hi + b_i)`")
+            equations.append((body[0].targets[0].id, body[0].value, line, prepared))
+        if not equations:
+            self.fail("`equations` holds no equation", line=key_line,
+                      fix="add one equation per line, e.g. h' = tanh(x @ W_x + h @ W_h + b)")
+        return equations
+
+    # ---- expressions -----------------------------------------------------------
+    def convert(self, equations) -> list[Node]:
+        states = {s.name for s in self.states}
+        self.defined: dict[str, int] = {}
+        for lhs, _, line, _ in equations:
+            self.check_lhs(lhs, line, states)
+            self.defined[lhs] = line
+        self.node_dim = {name: (self.var_dim[name[: -len(NEW_SUFFIX)]] if name.endswith(NEW_SUFFIX)
+                                else self.dims.fresh()) for name in self.defined}
+        nodes = []
+        for lhs, tree, line, source in equations:
+            self.line, self.source = line, source
+            expr, dim = self.expr(tree, 0)
+            if dim is None:
+                self.fail(f"`{display_name(lhs)}` is a constant: an equation needs a vector "
+                          "operand", line=line, symbol=display_name(lhs),
+                          fix="multiply by a state or input, or use a parameter")
+            self.unify(self.node_dim[lhs], dim, display_name(lhs), tree)
+            nodes.append(Node(lhs, "", expr=expr, line=line))
+        return nodes
+
+    def check_lhs(self, lhs, line, states):
+        shown = display_name(lhs)
+        if lhs.endswith(NEW_SUFFIX) and lhs[: -len(NEW_SUFFIX)] not in states:
+            self.fail(f"`{shown}`: only a state has a new value `name'`", line=line,
+                      col=self.col_of(line, lhs), symbol=shown,
+                      fix="declare it in `states`, or drop the prime")
+        if lhs in self.defined:
+            self.fail(f"`{shown}` is defined twice (first on line {self.defined[lhs]})",
+                      line=line, col=self.col_of(line, lhs), symbol=shown,
+                      fix="each name is assigned once; rename one of them")
+        if lhs in self.var_dim or lhs in self.param_names:
+            hint = f"write `{lhs}' = ...` for its new value" if lhs in states else "rename it"
+            self.fail(f"`{lhs}` is an input, state or parameter and cannot be assigned",
+                      line=line, col=self.col_of(line, lhs), symbol=lhs, fix=hint)
+        if not lhs.endswith(NEW_SUFFIX):
+            self.identifier_at(lhs, line)
+
+    def identifier_at(self, name, line):
+        problem = ("contains `__`, which cellc reserves" if "__" in name else
+                   "is reserved (a Python keyword or builtin, a function, or a module name)"
+                   if name in RESERVED else "is not a valid name" if not _IDENT.match(name) else None)
+        if problem:
+            self.fail(f"name `{name}` {problem}", line=line, col=self.col_of(line, name),
+                      symbol=name, fix="rename it")
+
+    def where(self, tree) -> str:
+        text = ast.get_source_segment(self.source, tree) or ""
+        return re.sub(r"([A-Za-z0-9_]+)" + NEW_SUFFIX, r"\1'", text)
+
+    def unify(self, a, b, what, tree):
+        try:
+            self.dims.unify(a, b)
+        except DimConflict as err:
+            x, y = err.names
+            self.fail(f"shape mismatch in `{self.where(tree)}`: size {x} vs size {y} "
+                      f"({what})", line=self.line, symbol=what,
+                      fix="elementwise operations need equal sizes; project one side with a "
+                          "weight matrix (`v @ W`) or declare the sizes in `inputs`/`states`")
+
+    def expr(self, tree, depth):
+        """Convert one AST expression to (SymPy expression, dimension variable or None)."""
+        if depth > MAX_DEPTH:
+            self.fail("expression nested too deeply", line=self.line,
+                      fix="split it into named intermediate equations")
+        depth += 1
+        if isinstance(tree, ast.Constant):
+            value = tree.value
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.fail(f"unsupported constant {value!r}", line=self.line,
+                          fix="constants are plain numbers such as 1, 0.5 or 1e-3")
+            if not math.isfinite(value) or abs(value) > 1e300:
+                self.fail(f"constant {value!r} is not a finite number", line=self.line,
+                          fix="use a finite number")
+            return (sympy.Integer(value) if isinstance(value, int) else sympy.Float(value)), None
+        if isinstance(tree, ast.Name):
+            return self.name(tree.id, tree)
+        if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, (ast.USub, ast.UAdd)):
+            expr, dim = self.expr(tree.operand, depth)
+            return (-expr if isinstance(tree.op, ast.USub) else expr), dim
+        if isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.MatMult):
+            return self.matmul(tree, depth)
+        if isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.Pow):
+            base, dim = self.expr(tree.left, depth)
+            exponent, edim = self.expr(tree.right, depth)
+            if edim is not None or not exponent.is_Number:
+                self.fail(f"exponent in `{self.where(tree)}` must be a number", line=self.line,
+                          fix="write a constant power such as h**2; use exp(b * log(a)) "
+                              "for a variable exponent")
+            return base ** exponent, dim
+        if isinstance(tree, ast.BinOp) and isinstance(tree.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            a, da = self.expr(tree.left, depth)
+            b, db = self.expr(tree.right, depth)
+            if da is not None and db is not None:
+                self.unify(da, db, self.where(tree), tree)
+            if isinstance(tree.op, ast.Div) and b.is_Number and b == 0:
+                self.fail(f"division by zero in `{self.where(tree)}`", line=self.line)
+            op = {ast.Add: sympy.Add, ast.Sub: lambda p, q: p - q, ast.Mult: sympy.Mul,
+                  ast.Div: lambda p, q: p / q}[type(tree.op)]
+            return op(a, b), da if da is not None else db
+        if isinstance(tree, ast.Call):
+            return self.call(tree, depth)
+        kind = type(tree).__name__
+        hint = {"Attribute": "attributes (a.b) are not part of the language",
+                "Subscript": "indexing is not part of the language; every value is a vector",
+                "Compare": "comparisons are not supported; use step(a - b) or max/min"}
+        self.fail(f"unsupported syntax ({kind}) in `{self.where(tree)}`", line=self.line,
+                  fix=hint.get(kind, "equations use + - * / ** @, numbers, names and the "
+                                     "functions " + ", ".join(sorted(FUNCTIONS))))
+
+    def name(self, ident, tree):
+        shown = display_name(ident)
+        col = self.col_of(self.line, ident)
+        if ident in self.var_dim:
+            return symbol(ident), self.var_dim[ident]
+        if ident in self.node_dim:
+            return symbol(ident), self.node_dim[ident]
+        if ident in self.param_names:
+            kind = self.param_kind.setdefault(ident, ("vector", self.dims.fresh()))
+            if kind[0] != "vector":
+                self.fail(f"parameter `{ident}` is used as a matrix elsewhere but as a vector "
+                          "here", line=self.line, col=col, symbol=ident,
+                          fix="use a separate parameter for each role")
+            return symbol(ident), kind[1]
+        if ident.endswith(NEW_SUFFIX):
+            base = ident[: -len(NEW_SUFFIX)]
+            if any(s.name == base for s in self.states):
+                self.fail(f"`{shown}` is used but never defined", line=self.line, col=col,
+                          symbol=shown, fix=f"add an equation `{shown} = ...`")
+            self.fail(f"`{shown}`: only states have a new value", line=self.line, col=col,
+                      symbol=shown, fix="declare it in `states`, or drop the prime")
+        if ident in FUNCTIONS:
+            self.fail(f"function `{ident}` used as a value", line=self.line, col=col,
+                      symbol=ident, fix=f"call it: {ident}(...)")
+        known = set(self.var_dim) | set(self.node_dim) | set(self.param_names)
+        self.fail(f"`{ident}` is never defined.{did_you_mean(ident, known)}", line=self.line,
+                  col=col, symbol=ident,
+                  fix=f"define it with an equation `{ident} = ...`, or declare it in "
+                      "`inputs`, `states` or `parameters`")
+
+    def matmul(self, tree, depth):
+        left, dim = self.expr(tree.left, depth)
+        right = tree.right
+        if not (isinstance(right, ast.Name) and right.id in self.param_names):
+            what = self.where(right)
+            fix = ("cellc uses row vectors: write `v @ W`, with W of shape (in, out)"
+                   if isinstance(tree.left, ast.Name) and tree.left.id in self.param_names
+                   else f"declare `{what}` in `parameters`" if isinstance(right, ast.Name)
+                   else "the right operand of @ must be a weight parameter")
+            self.fail(f"`{what}` on the right of @ is not a parameter", line=self.line,
+                      col=self.col_of(self.line, what), symbol=what, fix=fix)
+        if dim is None:
+            self.fail(f"left operand of `{self.where(tree)}` is a constant", line=self.line,
+                      fix="the left operand of @ must be a vector expression")
+        kind = self.param_kind.setdefault(right.id, ("matrix", self.dims.fresh(), self.dims.fresh()))
+        if kind[0] != "matrix":
+            self.fail(f"parameter `{right.id}` is used as a vector elsewhere but as a matrix "
+                      "here", line=self.line, col=self.col_of(self.line, right.id),
+                      symbol=right.id, fix="use a separate parameter for each role")
+        self.unify(kind[1], dim, f"rows of {right.id}", tree)
+        return Affine(left, symbol(right.id)), kind[2]
+
+    def call(self, tree, depth):
+        fname = tree.func.id if isinstance(tree.func, ast.Name) else None
+        if fname not in FUNCTIONS:
+            shown = fname or self.where(tree.func)
+            self.fail(f"unknown function `{shown}`.{did_you_mean(shown, FUNCTIONS)}",
+                      line=self.line, col=self.col_of(self.line, shown), symbol=shown,
+                      fix="available: " + ", ".join(sorted(FUNCTIONS)) +
+                          "; add a new one with define() in cellc/functions.py")
+        fn = FUNCTIONS[fname]
+        if tree.keywords or len(tree.args) != fn.spec.arity or any(
+                isinstance(a, ast.Starred) for a in tree.args):
+            self.fail(f"`{fname}` takes {fn.spec.arity} argument(s), given "
+                      f"`{self.where(tree)}`", line=self.line, symbol=fname,
+                      fix=f"call it as {fname}(" + ", ".join("ab"[: fn.spec.arity]) + ")")
+        args = [self.expr(a, depth) for a in tree.args]
+        dims = [d for _, d in args if d is not None]
+        for d in dims[1:]:
+            self.unify(dims[0], d, self.where(tree), tree)
+        return fn(*(a for a, _ in args)), (dims[0] if dims else None)
+
+    # ---- whole-cell checks -----------------------------------------------------
+    def topological(self, nodes: list[Node]) -> list[Node]:
+        by_name = {n.name: n for n in nodes}
+        order, state = [], {}
+
+        def visit(node, path):
+            if state.get(node.name) == "done":
+                return
+            if state.get(node.name) == "active":
+                cycle = path[path.index(node.name):] + [node.name]
+                shown = " -> ".join(display_name(c) for c in cycle)
+                self.fail(f"cyclic definition: {shown}", line=node.line,
+                          col=self.col_of(node.line, node.name), symbol=display_name(node.name),
+                          fix="a value cannot depend on itself within a step; read the "
+                              "previous state (`h`) instead of the new one (`h'`)")
+            state[node.name] = "active"
+            for s in sorted(node.expr.free_symbols, key=lambda s: s.name):
+                if s.name in by_name:
+                    visit(by_name[s.name], path + [node.name])
+            state[node.name] = "done"
+            order.append(node)
+
+        for node in nodes:
+            visit(node, [])
+        return order
+
+    def output(self, nodes) -> str:
+        out = self.field("output")
+        if out is None:
+            return new_name(self.states[0].name)
+        ident = _PRIME.sub(lambda m: m.group(1) + NEW_SUFFIX, out.strip())
+        if ident in {s.name for s in self.states}:
+            ident = new_name(ident)
+        if ident not in {n.name for n in nodes}:
+            self.fail(f"output `{out}` is not defined by an equation."
+                      f"{did_you_mean(out, [display_name(n.name) for n in nodes])}",
+                      line=self.key_line("output"), symbol=out,
+                      fix="name an equation's left-hand side, e.g. output = \"y\"")
+        return ident
+
+    def check_used(self, nodes, output):
+        for s in self.states:
+            if new_name(s.name) not in self.defined:
+                self.fail(f"state `{s.name}` is never updated", line=self.key_line("states"),
+                          col=self.col_of(self.key_line("states"), s.name), symbol=s.name,
+                          fix=f"add an equation `{s.name}' = ...` (use `{s.name}' = {s.name}` "
+                              "to keep it constant)")
+        by_name = {n.name: n for n in nodes}
+        live, todo = set(), [new_name(s.name) for s in self.states] + [output]
+        while todo:
+            name = todo.pop()
+            if name in live:
+                continue
+            live.add(name)
+            if name in by_name:
+                todo.extend(s.name for s in by_name[name].expr.free_symbols)
+        for n in nodes:
+            if n.name not in live:
+                self.fail(f"`{display_name(n.name)}` is computed but never used", line=n.line,
+                          col=self.col_of(n.line, n.name), symbol=display_name(n.name),
+                          fix="use it in a state update or the output, or remove it")
+        for p in self.param_names:
+            if p not in live:
+                self.fail(f"parameter `{p}` is declared but never used",
+                          line=self.key_line("parameters"),
+                          col=self.col_of(self.key_line("parameters"), p), symbol=p,
+                          fix="use it in an equation or remove it from `parameters`")
+
+    def resolve(self, var, what, line=None) -> str:
+        name = self.dims.name(var)
+        if name is None:
+            self.fail(f"cannot infer the size of `{display_name(what)}`", line=line,
+                      symbol=display_name(what),
+                      fix="declare the parameter's shape that fixes it, e.g. "
+                          "[shapes] W_hq = [\"H\", \"Q\"]")
+        return name
+
+    def resolve_params(self) -> tuple[Param, ...]:
+        inits = self.field("init", {})
+        params = []
+        for pname in self.param_names:
+            kind = self.param_kind[pname]
+            shape = tuple(self.resolve(v, pname, self.key_line("parameters")) for v in kind[1:])
+            params.append(Param(pname, shape, self.init(pname, inits.get(pname))))
+        for pname in inits:
+            if pname not in self.param_names:
+                self.fail(f"[init] names `{pname}`, which is not a parameter."
+                          f"{did_you_mean(pname, self.param_names)}", line=self.key_line("init"),
+                          symbol=pname, fix="list it in `parameters` or remove it from [init]")
+        return tuple(params)
+
+    def init(self, pname, value) -> Init:
+        line = self.key_line(pname) or self.key_line("init")
+        if value is None:
+            return Init()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                self.fail(f"init of `{pname}` is not finite", line=line, symbol=pname)
+            return Init("constant", (float(value),))
+        m = _INIT.match(value) if isinstance(value, str) else None
+        if not m or m.group(1) not in INIT_KINDS or (m.group(2) is None) != (INIT_KINDS[m.group(1)] == 0):
+            self.fail(f"bad init {value!r} for `{pname}`", line=line, symbol=pname,
+                      fix="use a number, or one of: default, zeros, ones, orthogonal, "
+                          "uniform(a, b), normal(mean, std)")
+        args = () if m.group(2) is None else (float(m.group(2)), float(m.group(3)))
+        return Init(m.group(1), args)
