@@ -1,0 +1,63 @@
+"""Shared helpers: run a compiled module and the NumPy interpreter on the same problem."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from cellc import interpreter
+from cellc.passes import split
+from cellc.spec import read_spec
+
+
+def generated(spec_path):
+    """(generated module, split IR) for a spec shipped in specs/."""
+    cell = split(read_spec(spec_path))
+    return importlib.import_module(f"generated.{cell.name}"), cell
+
+
+def problem(module, *, T, B, sizes, dtype, seed, nonzero_states=True):
+    rng = np.random.default_rng(seed)
+    params = module.init_params(dtype=dtype, seed=seed, **sizes)
+    inputs = {k: rng.normal(size=(T, B, sizes[d])).astype(dtype) for k, d in module.INPUTS.items()}
+    states = ({k: rng.normal(scale=0.5, size=(B, sizes[d])).astype(dtype)
+               for k, d in module.STATES.items()} if nonzero_states else None)
+    return params, inputs, states
+
+
+def upstream(module, y, final, *, which, seed):
+    rng = np.random.default_rng(seed + 1)
+    dy = rng.normal(size=y.shape).astype(y.dtype) if which in ("outputs", "both") else None
+    ds = ({k: rng.normal(size=v.shape).astype(v.dtype) for k, v in final.items()}
+          if which in ("states", "both") else None)
+    return dy, ds
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return np.inf
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+def compare(module, cell, *, T, B, sizes, dtype, seed, which="both", nonzero_states=True):
+    """Largest relative error of every output and gradient, kernels vs interpreter."""
+    params, inputs, states = problem(module, T=T, B=B, sizes=sizes, dtype=dtype, seed=seed,
+                                     nonzero_states=nonzero_states)
+    x = inputs if len(inputs) > 1 else next(iter(inputs.values()))
+    y, final, cache = module.forward(params, x, states)
+    dy, ds = upstream(module, y, final, which=which, seed=seed)
+    grads = module.backward(cache, dy, ds)
+    y_ref, final_ref, tape = interpreter.forward(cell, params, inputs, states)
+    dp, dx, d0 = interpreter.backward(cell, tape, dy, ds)
+    errors = {"outputs": rel_err(y, y_ref)}
+    errors.update({f"final {k}": rel_err(final[k], final_ref[k]) for k in final_ref})
+    errors.update({f"d {k}": rel_err(grads.params[k], dp[k]) for k in dp})
+    errors.update({f"d {k}": rel_err(grads.inputs[k], dx[k]) for k in dx})
+    errors.update({f"d {k}0": rel_err(grads.states[k], d0[k]) for k in d0})
+    for name, value in [("outputs", y), *final.items(), *grads.params.items(),
+                        *grads.inputs.items(), *grads.states.items()]:
+        assert np.asarray(value).dtype == dtype, f"{name} came back as {np.asarray(value).dtype}"
+    return errors
