@@ -96,7 +96,7 @@ class _Frontend:
                         source_line=source)
 
     def key_line(self, key: str) -> int | None:
-        pattern = re.compile(rf"\s*{re.escape(key)}\s*=")
+        pattern = re.compile(rf"\s*(?:{re.escape(key)}\s*=|\[\s*{re.escape(key)}\s*\])")
         for i, text in enumerate(self.lines, 1):
             if pattern.match(text):
                 return i
@@ -166,12 +166,19 @@ class _Frontend:
         self.param_names = [self.identifier(p, "parameter", "parameters")
                             for p in self.field("parameters")]
         declared = {}
-        for v in [*self.inputs, *self.states] + [Var(p, "") for p in self.param_names]:
-            if v.name in declared:
-                self.fail(f"`{v.name}` is declared twice", line=self.key_line(declared[v.name]),
-                          symbol=v.name, fix="give each input, state and parameter its own name")
-            declared[v.name] = ("inputs" if v in self.inputs else
-                                "states" if v in self.states else "parameters")
+        for key, names in (("inputs", [v.name for v in self.inputs]),
+                           ("states", [v.name for v in self.states]),
+                           ("parameters", self.param_names)):
+            for n in names:
+                if n in declared:
+                    self.fail(f"`{n}` is declared twice (also in `{declared[n]}`)",
+                              line=self.key_line(key), col=self.col_of(self.key_line(key), n),
+                              symbol=n, fix="give each input, state and parameter its own name")
+                declared[n] = key
+        dims = {v.dim for v in self.inputs + self.states}
+        for n in sorted(set(declared) & dims):
+            self.fail(f"`{n}` names both a dimension and a value", line=self.key_line(declared[n]),
+                      symbol=n, fix="use upper-case names for dimensions, e.g. H")
         self.var_dim = {v.name: self.dims.named(v.dim) for v in self.inputs + self.states}
         self.param_kind: dict[str, tuple] = {}      # name -> ("vector", d) | ("matrix", a, b)
         self.declare_shapes()
@@ -336,7 +343,8 @@ class _Frontend:
             if da is not None and db is not None:
                 self.unify(da, db, self.where(tree), tree)
             if isinstance(tree.op, ast.Div) and b.is_Number and b == 0:
-                self.fail(f"division by zero in `{self.where(tree)}`", line=self.line)
+                self.fail(f"division by zero in `{self.where(tree)}`", line=self.line,
+                          fix="divide by a non-zero constant or by an expression")
             op = {ast.Add: sympy.Add, ast.Sub: lambda p, q: p - q, ast.Mult: sympy.Mul,
                   ast.Div: lambda p, q: p / q}[type(tree.op)]
             return op(a, b), da if da is not None else db
@@ -509,7 +517,8 @@ class _Frontend:
         for pname in inits:
             if pname not in self.param_names:
                 self.fail(f"[init] names `{pname}`, which is not a parameter."
-                          f"{did_you_mean(pname, self.param_names)}", line=self.key_line("init"),
+                          f"{did_you_mean(pname, self.param_names)}",
+                          line=self.key_line(pname) or self.key_line("init"),
                           symbol=pname, fix="list it in `parameters` or remove it from [init]")
         return tuple(params)
 
@@ -519,7 +528,8 @@ class _Frontend:
             return Init()
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                self.fail(f"init of `{pname}` is not finite", line=line, symbol=pname)
+                self.fail(f"init of `{pname}` is not finite", line=line, symbol=pname,
+                          fix="use a finite number")
             return Init("constant", (float(value),))
         m = _INIT.match(value) if isinstance(value, str) else None
         if not m or m.group(1) not in INIT_KINDS or (m.group(2) is None) != (INIT_KINDS[m.group(1)] == 0):

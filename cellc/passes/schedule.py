@@ -5,6 +5,8 @@ Values split into two programs:
             time steps before the time loop, over T*B rows: this hoists the input
             projections `x @ W_*` of every step into one big GEMM.
   step   -- everything that depends on a previous state, run once per time step.
+            New states and the output always belong here, even when they happen not
+            to read a previous state: they are produced step by step.
 
 Within a program, a node's stage is the number of GEMMs on its longest path from the
 program's inputs. Stage k runs its GEMMs, then its elementwise nodes. The GEMMs of a
@@ -52,8 +54,9 @@ class Plan(NamedTuple):
 def schedule(cell: Cell) -> Plan:
     params = {p.name for p in cell.params}
     static = {v.name for v in cell.inputs} | params
+    per_step = {new_name(s.name) for s in cell.states} | {cell.output}
     for node in cell.nodes:
-        if all(r in static for r in node.reads()):
+        if node.name not in per_step and all(r in static for r in node.reads()):
             static.add(node.name)
     readers: dict[str, set[str]] = {}
     for node in cell.nodes:

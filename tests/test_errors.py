@@ -1,0 +1,105 @@
+"""Malformed specs: each gives a SpecError naming the file, the line, and a fix."""
+import pytest
+
+from cellc import SpecError
+from cellc.driver import compile_bytes
+
+HEADER = '''name = "cell"
+inputs = ["x"]
+states = ["h"]
+parameters = ["W", "U", "b"]
+equations = """
+'''
+
+
+def spec(equations, extra="", header=HEADER):
+    return (header + equations + '\n"""\n' + extra).encode()
+
+
+GOOD = "h' = tanh(x @ W + h @ U + b)"
+
+# (id, spec bytes, line or None, substrings the message must contain)
+CATALOGUE = [
+    ("unknown-function", spec("h' = tanhh(x @ W + h @ U + b)"), 6,
+     ["unknown function `tanhh`", "Did you mean `tanh`", "fix:"]),
+    ("undefined-symbol", spec("h' = tanh(x @ W + h @ U + bb)"), 6,
+     ["`bb` is never defined", "Did you mean `b`", "declare it"]),
+    ("cycle", spec("a = tanh(h @ U + q)\nq = sigmoid(a) + x @ W\nh' = a + b"), 6,
+     ["cyclic definition", "a -> q -> a"]),
+    ("state-never-updated", spec(GOOD, header=HEADER.replace('["h"]', '["h", "c"]')), 3,
+     ["state `c` is never updated", "c' = ..."]),
+    ("shape-mismatch", spec("h' = tanh(x + h @ U + b) + 0 * (x @ W)"), 6,
+     ["shape mismatch", "size I", "size H"]),
+    ("invalid-identifier", spec(GOOD, header=HEADER.replace('"W", "U"', '"W", "U-1"')), 4,
+     ["'U-1' is not a valid name"]),
+    ("reserved-name", spec("lambda_ = 1\n" + GOOD), 6, []),
+    ("keyword-name", spec("class = tanh(h @ U)\n" + GOOD), 6, ["cannot parse"]),
+    ("double-underscore", spec("a__b = tanh(h @ U)\nh' = a__b + x @ W + b"), 6,
+     ["reserves"]),
+    ("defined-twice", spec("a = tanh(h @ U)\na = sigmoid(h @ U)\nh' = a + x @ W + b"), 7,
+     ["`a` is defined twice (first on line 6)"]),
+    ("state-updated-twice", spec(GOOD + "\n" + GOOD), 7, ["`h'` is defined twice"]),
+    ("assign-to-state", spec("h = tanh(x @ W)\n" + GOOD), 6, ["write `h' = ...`"]),
+    ("prime-on-non-state", spec("x' = tanh(h @ U)\n" + GOOD), 6, ["only a state has a new value"]),
+    ("left-multiplication", spec("h' = tanh(W @ x + h @ U + b)"), 6, ["row vectors", "v @ W"]),
+    ("matmul-by-non-param", spec("h' = tanh(x @ W + h @ h + b) + 0 * (h @ U)"), 6,
+     ["on the right of @ is not a parameter"]),
+    ("vector-and-matrix", spec("h' = tanh(x @ W + h @ U + b + W)"), 6, ["used as a matrix"]),
+    ("variable-exponent", spec("h' = tanh(x @ W + h @ U + b) ** h"), 6, ["must be a number"]),
+    ("syntax-error", spec("h' = tanh(x @ W + h @ U + b"), 6, ["cannot parse equation"]),
+    ("not-an-equation", spec("tanh(x @ W)\n" + GOOD), 6, ["expected an equation"]),
+    ("comparison", spec("h' = tanh(x @ W + h @ U + b) * (h > 0)"), 6, ["comparisons"]),
+    ("attribute", spec("h' = np.tanh(x @ W + h @ U + b)"), 6, ["unknown function"]),
+    ("string-constant", spec("h' = tanh(x @ W + h @ U + b) * \"a\""), 6, ["unsupported constant"]),
+    ("unused-parameter", spec(GOOD, header=HEADER.replace('"b"]', '"b", "V"]')), 4,
+     ["parameter `V` is declared but never used"]),
+    ("unused-node", spec("a = tanh(h @ U)\n" + GOOD), 6, ["`a` is computed but never used"]),
+    ("constant-equation", spec("a = 2 * 3\nh' = a * tanh(x @ W + h @ U + b)"), 6,
+     ["is a constant"]),
+    ("wrong-arity", spec("h' = max(x @ W + h @ U + b)"), 6, ["takes 2 argument"]),
+    ("division-by-zero", spec("h' = tanh(x @ W + h @ U + b) / 0"), 6, ["division by zero"]),
+    ("output-undefined", spec(GOOD, 'output = "y"\n'), 8, ["output `y` is not defined"]),
+    ("unknown-field", spec(GOOD, 'outptu = "h"\n'), 8, ["unknown field `outptu`",
+                                                        "Did you mean `output`"]),
+    ("missing-field", b'name = "cell"\ninputs = ["x"]\nstates = ["h"]\n', None,
+     ["missing field `parameters`"]),
+    ("wrong-type", spec(GOOD, header=HEADER.replace('states = ["h"]', 'states = 3')), 3,
+     ["`states` must be a list or a table, not int"]),
+    ("bad-toml", b'name = "cell\n', 1, ["not valid TOML"]),
+    ("empty-file", b"   \n", None, ["spec is empty"]),
+    ("non-utf8", b'name = "\xff\xfe"\n', 1, ["not valid UTF-8"]),
+    ("huge-file", b"# " + b"x" * 300_000 + b"\n", None, ["the limit is"]),
+    ("deep-nesting", spec("h' = " + "tanh(" * 80 + "x @ W + h @ U + b" + ")" * 80), 5,
+     ["nested more than"]),
+    ("unresolved-shape", spec(GOOD + "\ny = h' @ V + c", 'output = "y"\n',
+                              header=HEADER.replace('"b"]', '"b", "V", "c"]')), 4,
+     ["cannot infer the size"]),
+    ("bad-init", spec(GOOD, '[init]\nb = "gaussian"\n'), 9, ["bad init 'gaussian'"]),
+    ("init-unknown-param", spec(GOOD, '[init]\nbq = 1.0\n'), 9, ["not a parameter",
+                                                               "Did you mean `b`"]),
+    ("duplicate-declaration", spec(GOOD, header=HEADER.replace('"W", "U"', '"W", "h"')), 4,
+     ["`h` is declared twice"]),
+    ("injection-name", spec(GOOD, header=HEADER.replace('"cell"', '"__import__(\'os\')"')), 1,
+     ["is not a valid name"]),
+]
+
+
+@pytest.mark.parametrize("case", CATALOGUE, ids=[c[0] for c in CATALOGUE])
+def test_malformed_spec_gives_clear_error(case):
+    _, raw, line, needles = case
+    with pytest.raises(SpecError) as info:
+        compile_bytes(raw, "specs/cell.toml")
+    err = info.value
+    text = str(err)
+    assert text.startswith("specs/cell.toml"), text
+    assert err.line == line, text
+    if line is not None:
+        assert text.startswith(f"specs/cell.toml:{line}"), text
+    assert "fix:" in text or "Did you mean" in text, text
+    for needle in needles:
+        assert needle in text, text
+    assert "Traceback" not in text
+
+
+def test_catalogue_is_large():
+    assert len(CATALOGUE) >= 30
