@@ -140,7 +140,8 @@ class _Kernel:
                 "loads": self.loads, "body": self.body, "stores": self.stores}
 
 
-def build_context(d: Derivation, *, version: str, source_name: str) -> dict:
+def build_context(d: Derivation, *, version: str, source_name: str,
+                  equations: list[str]) -> dict:
     cell = d.plan.cell
     layout = _Layout(d)
     kernels: list[dict] = []
@@ -303,7 +304,7 @@ def build_context(d: Derivation, *, version: str, source_name: str) -> dict:
         "cell": cell,
         "version": version,
         "source_name": source_name,
-        "equations": [_display(n) for n in cell.nodes if not n.name.startswith("_")],
+        "equations": equations,
         "kernels": kernels,
         "forward": forward,
         "backward": backward,
@@ -311,11 +312,7 @@ def build_context(d: Derivation, *, version: str, source_name: str) -> dict:
         "output_expr": output_expr,
         "output_dim": cell.dim_of()[out],
         "output_display": display_name(out),
-        "dims": list(cell.dims),
+        "dims": tuple(cell.dims),
         "vector_params": [p.name for p in cell.params if len(p.shape) == 1],
     }
 
-
-def _display(node) -> str:
-    return f"{display_name(node.name)} = {node.expr}" if not node.is_matmul else \
-        f"{display_name(node.name)} = {display_name(node.operand)} @ {node.weight}"

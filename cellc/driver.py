@@ -23,7 +23,7 @@ import jinja2
 
 from . import __version__
 from .codegen import build_context
-from .ir import Cell
+from .ir import Cell, format_equation
 from .passes import derive, schedule, split
 from .passes.derive import Derivation
 from .spec import parse_spec
@@ -31,6 +31,7 @@ from .spec import parse_spec
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "templates"),
                           undefined=jinja2.StrictUndefined, trim_blocks=True,
                           lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+_ENV.filters["py"] = repr   # Python literals in the generated module
 
 
 class Compiled(NamedTuple):
@@ -55,6 +56,7 @@ def compile_bytes(raw: bytes, path: str = "<spec>") -> Compiled:
         t0 = now
 
     cell = parse_spec(raw, path)
+    equations = [format_equation(n) for n in cell.nodes]
     lap("frontend")
     cell = split(cell)
     lap("split")
@@ -62,7 +64,8 @@ def compile_bytes(raw: bytes, path: str = "<spec>") -> Compiled:
     lap("schedule")
     derivation = derive(plan)
     lap("derive")
-    context = build_context(derivation, version=__version__, source_name=Path(path).name)
+    context = build_context(derivation, version=__version__, source_name=Path(path).name,
+                            equations=equations)
     lap("codegen")
     source = render(context)
     lap("render")

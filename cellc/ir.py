@@ -16,6 +16,7 @@ Dimensions are names ("I", "H", ...), bound to sizes only when a kernel runs.
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import sympy
@@ -146,6 +147,13 @@ def typecheck(cell: Cell) -> Cell:
         assert dims.get(new_name(s.name)) == s.dim, f"state {s.name} not updated"
     assert cell.output in dims
     return cell
+
+
+def format_equation(node: Node) -> str:
+    """`name = expression` the way a user writes it: `h'` for new states, `v @ W`."""
+    rhs = f"{node.operand} @ {node.weight}" if node.is_matmul else sympy.sstr(node.expr, order="none")
+    rhs = re.sub(rf"\b([A-Za-z][A-Za-z0-9_]*?){NEW_SUFFIX}\b", r"\1'", rhs)
+    return f"{display_name(node.name)} = {rhs}"
 
 
 def format_cell(cell: Cell) -> str:
