@@ -49,6 +49,10 @@ class _Layout:
                     for n in g.nodes:
                         self.member[n.name] = (g, " + ".join(offset) or "0")
                         offset.append(n.dim)
+        # A per-step GEMM whose outputs backward never reads needs one [B, w] buffer,
+        # not one per step.
+        self.transient = {g.name for kind, g in self.gemms if kind == "step"
+                          and not any(n.name in d.saved for n in g.nodes)}
         region_of = {n.name: r for _, r in self.regions(plan) for n in r.nodes}
         outside = set(d.saved) | {cell.output}
         outside.update(o for _, r in self.regions(plan) for o in r.outputs)
@@ -73,6 +77,8 @@ class _Layout:
             return f"_{name}", None
         if name in self.member:
             g, offset = self.member[name]
+            if g.name in self.transient:
+                return f"_{g.name}", offset
             return self.at(f"_{g.name}", self.width(g), where), offset
         if name in self.states:
             return f"_{name}[t]", "0"
@@ -97,10 +103,10 @@ class _Layout:
             return self.at(f"_{adjoint(name)}", self.dim[name], where), "0"
         return f"_{adjoint(name)}", "0"          # per-step buffer [B, D]
 
-    def block(self, name: str, where: str, adjoint: bool = False) -> str:
+    def block(self, name: str, where: str, grad: bool = False) -> str:
         """A 2-D [rows, D] array expression for value `name` (or its adjoint), slicing
         the column block out of a fused GEMM buffer where needed."""
-        array, offset = (self.adjoint if adjoint else self.value)(name, where)
+        array, offset = (self.adjoint if grad else self.value)(name, where)
         if name in self.member:
             return f"{array}[:, {offset}:{offset} + {self.dim[name]}]"
         return array
@@ -140,179 +146,204 @@ class _Kernel:
                 "loads": self.loads, "body": self.body, "stores": self.stores}
 
 
-def build_context(d: Derivation, *, version: str, source_name: str,
-                  equations: list[str]) -> dict:
-    cell = d.plan.cell
-    layout = _Layout(d)
-    kernels: list[dict] = []
-    forward: list[str] = []
-    backward: list[str] = []
+class _Emitter:
+    """Prints the kernels and the forward/backward drivers of one derivation."""
 
-    def call(kernel: _Kernel, rows: str) -> str:
+    def __init__(self, d: Derivation):
+        self.d, self.cell = d, d.plan.cell
+        self.layout = _Layout(d)
+        self.kernels: list[dict] = []
+
+    def call(self, kernel: _Kernel, kind: str) -> str:
         ctx = kernel.context()
-        kernels.append(ctx)
+        self.kernels.append(ctx)
+        rows = "T * B" if kind == "static" else "B"
         return f"_{kernel.name}({rows}, {', '.join(ctx['dims'] + ctx['call_args'])})"
 
-    def fwd_kernel(kind: str, region: Region) -> str:
+    def load(self, k: _Kernel, local: str, access: tuple[str, str | None]) -> None:
+        array, offset = access
+        k.loads.append(f"{local} = {_element(k.arg(array, offset), offset)}")
+
+    # ---- forward ---------------------------------------------------------------
+    def fwd_kernel(self, kind: str, region: Region) -> str:
+        L = self.layout
         k = _Kernel(f"fwd_{region.name}", region.dim)
         for name in region.inputs:
-            array, offset = layout.value(name, kind)
-            k.loads.append(f"{name} = {_element(k.arg(array, offset), offset)}")
+            self.load(k, name, L.value(name, kind))
         for node in region.nodes:
             k.body.append(f"{node.name} = {kernel_source(node.expr)}")
-            if node.name in layout.stored or node.name in layout.new_states:
-                array, offset = layout.value(node.name, kind)
+            if node.name in L.stored or node.name in L.new_states:
+                array, offset = L.value(node.name, kind)
                 k.stores.append(f"{_element(k.arg(array, offset), offset)} = {node.name}")
-        return call(k, "T * B" if kind == "static" else "B")
+        return self.call(k, kind)
 
-    def bwd_kernel(kind: str, region: Region, written: set) -> str:
-        grad = (d.static if kind == "static" else d.step)[region.name]
+    def forward(self) -> list[str]:
+        L, lines = self.layout, []
+        for kind, g in L.gemms:
+            weights = [n.weight for n in g.nodes]
+            joined = (f"params[{weights[0]!r}]" if len(weights) == 1 else "np.concatenate(("
+                      + ", ".join(f"params[{w!r}]" for w in weights) + "), axis=1)")
+            lines.append(f"_w__{g.name} = {joined}")
+        for name in L.stored:
+            lines.append(f"_{name} = np.empty((T, B, {L.dim[name]}), dtype)")
+        for kind, g in L.gemms:
+            if kind == "step":
+                shape = "B" if g.name in L.transient else "T, B"
+                lines.append(f"_{g.name} = np.empty(({shape}, {L.width(g)}), dtype)")
+        for kind, program in (("static", self.d.plan.static), ("step", self.d.plan.step)):
+            body = []
+            for stage in program:
+                for g in stage.gemms:
+                    operand = L.block(g.operand, kind)
+                    if kind == "static":
+                        body.append(f"_{g.name} = ({operand} @ _w__{g.name})"
+                                    f".reshape(T, B, {L.width(g)})")
+                    else:
+                        out, _ = L.value(g.nodes[0].name, "step")
+                        body.append(f"np.matmul({operand}, _w__{g.name}, out={out})")
+                for region in stage.regions:
+                    body.append(self.fwd_kernel(kind, region))
+            if kind == "step":
+                lines.append("for t in range(T):")
+                body = ["    " + line for line in body] or ["    pass"]
+            lines.extend(body)
+        return lines
+
+    # ---- backward --------------------------------------------------------------
+    def bwd_kernel(self, kind: str, region: Region, written: set) -> str:
+        L = self.layout
+        grad = (self.d.static if kind == "static" else self.d.step)[region.name]
         k = _Kernel(f"bwd_{region.name}", region.dim)
         for name in grad.reads:
-            array, offset = layout.value(name, kind)
-            k.loads.append(f"{name} = {_element(k.arg(array, offset), offset)}")
+            self.load(k, name, L.value(name, kind))
         for name in grad.seeds:
-            array, offset = layout.adjoint(name, kind)
-            k.loads.append(f"{adjoint(name)} = {_element(k.arg(array, offset), offset)}")
+            self.load(k, adjoint(name), L.adjoint(name, kind))
         for name, expr in grad.temps:
             k.body.append(f"{name} = {kernel_source(expr)}")
         for name, expr in grad.grads:
-            array, offset = layout.adjoint(name, kind)
+            array, offset = L.adjoint(name, kind)
             target = _element(k.arg(array, offset), offset)
-            accumulate = name in layout.params or name in written
+            accumulate = name in L.params or name in written
             written.add(name)
             k.stores.append(f"{target} {'+=' if accumulate else '='} {kernel_source(expr)}")
-        return call(k, "T * B" if kind == "static" else "B")
+        return self.call(k, kind)
 
-    # ---- forward ---------------------------------------------------------------
-    for kind, gemm in layout.gemms:
-        weights = [n.weight for n in gemm.nodes]
-        joined = (f"params[{weights[0]!r}]" if len(weights) == 1 else
-                  "np.concatenate((" + ", ".join(f"params[{w!r}]" for w in weights) + "), axis=1)")
-        forward.append(f"_w__{gemm.name} = {joined}")
-    for name in layout.stored:
-        forward.append(f"_{name} = np.empty((T, B, {layout.dim[name]}), dtype)")
-    for kind, program in (("static", d.plan.static), ("step", d.plan.step)):
-        body = []
-        for stage in program:
-            for g in stage.gemms:
-                operand = layout.block(g.operand, kind)
-                if kind == "static":
-                    body.append(f"_{g.name} = ({operand} @ _w__{g.name}).reshape(T, B, "
-                                f"{layout.width(g)})")
-                else:
-                    body.append(f"np.matmul({operand}, _w__{g.name}, out=_{g.name}[t])")
-            for region in stage.regions:
-                body.append(fwd_kernel(kind, region))
-        if kind == "step":
-            for _, g in (x for x in layout.gemms if x[0] == "step"):
-                forward.append(f"_{g.name} = np.empty((T, B, {layout.width(g)}), dtype)")
-            forward.append("for t in range(T):")
-            body = ["    " + line for line in body] or ["    pass"]
-        forward.extend(body)
-
-    # ---- backward --------------------------------------------------------------
-    static_gemms = [g for kind, g in layout.gemms if kind == "static"]
-    step_gemms = [g for kind, g in layout.gemms if kind == "step"]
-    for p in cell.params:
-        if len(p.shape) == 1:
-            backward.append(f"_{adjoint(p.name)} = np.zeros_like(_{p.name})")
-    for name in sorted(layout.inputs | set(layout.static)):
-        if name not in layout.member:
-            backward.append(f"_{adjoint(name)} = np.empty((T, B, {layout.dim[name]}), dtype)")
-    for g in static_gemms + step_gemms:
-        backward.append(f"_{adjoint(g.name)} = np.empty((T, B, {layout.width(g)}), dtype)")
-    crossing = {seed for g in d.step.values() for seed in g.seeds}
-    crossing.update(g.operand for g in step_gemms)
-    crossing.add(cell.output)
-    step_buffers = sorted(f"_{adjoint(n)}" for n in crossing
-                          if n not in layout.static and n not in layout.states
-                          and n not in layout.new_states and n not in layout.member)
-    for s, dim in layout.states.items():
-        backward.append(f"_{adjoint(s)} = np.empty((B, {dim}), dtype)")
-        backward.append(f"_{adjoint(new_name(s))} = carry__[{s!r}]")
-    for buffer in step_buffers:
-        name = buffer[len("_d__"):]
-        backward.append(f"{buffer} = np.empty((B, {layout.dim[name]}), dtype)")
-
-    loop: list[str] = []
-    written = set(layout.new_states)          # carried in from the step after
-    out = cell.output
-    if out in layout.new_states:
-        loop.append("if dy__ is not None:")
-        loop.append(f"    _{adjoint(out)} += dy__[t]")
-    else:
-        loop.append(f"{layout.block(out, 'step', adjoint=True)} = 0 if dy__ is None else dy__[t]")
-        written.add(out)
-
-    def gemm_transpose(g: Gemm, kind: str, written: set) -> list[str]:
-        dm, _ = layout.adjoint(g.nodes[0].name, kind)
-        target = layout.block(g.operand, kind, adjoint=True)
+    def gemm_transpose(self, g: Gemm, kind: str, written: set) -> str:
+        dm, _ = self.layout.adjoint(g.nodes[0].name, kind)
+        target = self.layout.block(g.operand, kind, grad=True)
         if g.operand in written:
-            return [f"{target} += {dm} @ _w__{g.name}.T"]
+            return f"{target} += {dm} @ _w__{g.name}.T"
         written.add(g.operand)
-        return [f"np.matmul({dm}, _w__{g.name}.T, out={target})"]
+        return f"np.matmul({dm}, _w__{g.name}.T, out={target})"
 
-    for stage in reversed(d.plan.step):
-        for region in stage.regions:
-            loop.append(bwd_kernel("step", region, written))
-        for g in stage.gemms:
-            loop.extend(gemm_transpose(g, "step", written))
-    for s in layout.states:
-        if s not in written:
-            loop.append(f"_{adjoint(s)}[...] = 0")
-        loop.append(f"_{adjoint(s)}, _{adjoint(new_name(s))} = "
-                    f"_{adjoint(new_name(s))}, _{adjoint(s)}")
-    backward.append("for t in range(T - 1, -1, -1):")
-    backward.extend("    " + line for line in loop)
+    def backward(self) -> list[str]:
+        return self.allocate_adjoints() + self.time_loop() + self.after_loop()
 
-    # Buffers of [T, ...] adjoints written inside the loop count as written for the
-    # static backward that follows (the loop covered every t).
-    static_written = {n for n in written if n in layout.inputs or n in layout.static}
-    for stage in reversed(d.plan.static):
-        for region in stage.regions:
-            backward.append(bwd_kernel("static", region, static_written))
-        for g in stage.gemms:
-            backward.extend(gemm_transpose(g, "static", static_written))
-    for x in sorted(layout.inputs):
-        if x not in static_written:
-            backward.append(f"_{adjoint(x)}[...] = 0")
-    weight_done: set[str] = set()
-    for kind, g in layout.gemms:
-        operand = layout.block(g.operand, "static")
-        if g.operand in layout.states:
-            operand = f"_{g.operand}[:T].reshape(T * B, {layout.dim[g.operand]})"
-        elif g.operand in layout.new_states:
-            s = layout.new_states[g.operand]
-            operand = f"_{s}[1:].reshape(T * B, {layout.dim[s]})"
-        dm = f"_{adjoint(g.name)}.reshape(T * B, {layout.width(g)})"
-        backward.append(f"gw__ = {operand}.T @ {dm}")
-        for node in g.nodes:
-            _, offset = layout.member[node.name]
-            block = f"gw__[:, {offset}:{offset} + {node.dim}]"
-            if node.weight in weight_done:
-                backward.append(f"_{adjoint(node.weight)} += {block}")
-            else:
-                weight_done.add(node.weight)
-                backward.append(f"_{adjoint(node.weight)} = np.ascontiguousarray({block})")
+    def allocate_adjoints(self) -> list[str]:
+        L, lines = self.layout, []
+        for p in self.cell.params:
+            if len(p.shape) == 1:
+                lines.append(f"_{adjoint(p.name)} = np.zeros_like(_{p.name})")
+        for name in sorted(L.inputs | set(L.static)):
+            if name not in L.member:
+                lines.append(f"_{adjoint(name)} = np.empty((T, B, {L.dim[name]}), dtype)")
+        for _, g in L.gemms:
+            lines.append(f"_{adjoint(g.name)} = np.empty((T, B, {L.width(g)}), dtype)")
+        for s, dim in L.states.items():
+            lines.append(f"_{adjoint(s)} = np.empty((B, {dim}), dtype)")
+            lines.append(f"_{adjoint(new_name(s))} = carry__[{s!r}]")
+        crossing = {seed for g in self.d.step.values() for seed in g.seeds}
+        crossing.update(g.operand for kind, g in L.gemms if kind == "step")
+        crossing.add(self.cell.output)
+        for n in sorted(crossing):
+            if not (n in L.static or n in L.states or n in L.new_states or n in L.member):
+                lines.append(f"_{adjoint(n)} = np.empty((B, {L.dim[n]}), dtype)")
+        return lines
 
-    saved = sorted({f"_{n}" for n in layout.stored} | {f"_{s}" for s in layout.states}
-                   | {f"_w__{g.name}" for _, g in layout.gemms}
-                   | {f"_{g.name}" for _, g in layout.gemms})
-    output_expr = (f"_{layout.new_states[out]}[1:]" if out in layout.new_states else f"_{out}")
+    def time_loop(self) -> list[str]:
+        L, out = self.layout, self.cell.output
+        self.written = written = set(L.new_states)      # carried in from the step after
+        loop = []
+        if out in L.new_states:
+            loop += ["if dy__ is not None:", f"    _{adjoint(out)} += dy__[t]"]
+        else:
+            loop.append(f"{L.block(out, 'step', grad=True)} = 0 if dy__ is None else dy__[t]")
+            written.add(out)
+        for stage in reversed(self.d.plan.step):
+            for region in stage.regions:
+                loop.append(self.bwd_kernel("step", region, written))
+            for g in stage.gemms:
+                loop.append(self.gemm_transpose(g, "step", written))
+        for s in L.states:   # the adjoint of h_t becomes that of the previous step's h'
+            if s not in written:
+                loop.append(f"_{adjoint(s)}[...] = 0")
+            loop.append(f"_{adjoint(s)}, _{adjoint(new_name(s))} = "
+                        f"_{adjoint(new_name(s))}, _{adjoint(s)}")
+        return ["for t in range(T - 1, -1, -1):"] + ["    " + line for line in loop]
+
+    def after_loop(self) -> list[str]:
+        L, lines = self.layout, []
+        # [T, ...] adjoints written inside the loop were written for every t.
+        written = {n for n in self.written if n in L.inputs or n in L.static}
+        for stage in reversed(self.d.plan.static):
+            for region in stage.regions:
+                lines.append(self.bwd_kernel("static", region, written))
+            for g in stage.gemms:
+                lines.append(self.gemm_transpose(g, "static", written))
+        for x in sorted(L.inputs - written):
+            lines.append(f"_{adjoint(x)}[...] = 0")
+        done: set[str] = set()
+        for _, g in L.gemms:         # weight gradients: one big GEMM per fused GEMM
+            operand = L.block(g.operand, "static")
+            if g.operand in L.states:
+                operand = f"_{g.operand}[:T].reshape(T * B, {L.dim[g.operand]})"
+            elif g.operand in L.new_states:
+                s = L.new_states[g.operand]
+                operand = f"_{s}[1:].reshape(T * B, {L.dim[s]})"
+            lines.append(f"gw__ = {operand}.T @ _{adjoint(g.name)}.reshape(T * B, {L.width(g)})")
+            for node in g.nodes:
+                _, offset = L.member[node.name]
+                block = f"gw__[:, {offset}:{offset} + {node.dim}]"
+                if node.weight in done:
+                    lines.append(f"_{adjoint(node.weight)} += {block}")
+                else:
+                    done.add(node.weight)
+                    lines.append(f"_{adjoint(node.weight)} = np.ascontiguousarray({block})")
+        return lines
+
+    def output_expr(self) -> str:
+        L, out = self.layout, self.cell.output
+        if out in L.new_states:
+            return f"_{L.new_states[out]}[1:]"
+        if out in L.member:
+            g, offset = L.member[out]
+            return f"np.ascontiguousarray(_{g.name}[..., {offset}:{offset} + {L.dim[out]}])"
+        return f"_{out}"
+
+    def saved(self) -> list[str]:
+        L = self.layout
+        return sorted({f"_{n}" for n in L.stored} | {f"_{s}" for s in L.states}
+                      | {f"_w__{g.name}" for _, g in L.gemms}
+                      | {f"_{g.name}" for _, g in L.gemms if g.name not in L.transient})
+
+
+def build_context(d: Derivation, *, version: str, source_name: str,
+                  equations: list[str]) -> dict:
+    cell = d.plan.cell
+    emit = _Emitter(d)
+    forward, backward = emit.forward(), emit.backward()
     return {
         "cell": cell,
         "version": version,
         "source_name": source_name,
         "equations": equations,
-        "kernels": kernels,
+        "kernels": emit.kernels,
         "forward": forward,
         "backward": backward,
-        "saved": saved,
-        "output_expr": output_expr,
-        "output_dim": cell.dim_of()[out],
-        "output_display": display_name(out),
+        "saved": emit.saved(),
+        "output_expr": emit.output_expr(),
+        "output_dim": cell.dim_of()[cell.output],
+        "output_display": display_name(cell.output),
         "dims": tuple(cell.dims),
         "vector_params": [p.name for p in cell.params if len(p.shape) == 1],
     }
-

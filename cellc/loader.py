@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import __version__
+from .errors import SpecError
 
 
 def cache_dir() -> Path:
@@ -40,23 +41,22 @@ _LOADED: dict[str, object] = {}
 
 def load(spec: str | os.PathLike):
     """Compile the spec file (if not cached) and return the imported module."""
-    from .driver import compile_bytes, write_atomic
-    from .spec import read_spec_bytes
-
-    raw = read_spec_bytes(spec)
+    try:
+        raw = Path(spec).read_bytes()
+    except OSError as err:
+        raise SpecError(f"cannot read spec: {err.strerror}", path=str(spec),
+                        fix="check the path") from None
     key = hashlib.sha256(raw + b"\0" + compiler_fingerprint().encode()).hexdigest()[:20]
     if key in _LOADED:
         return _LOADED[key]
-    compiled = None
-    name = None
     directory = cache_dir()
     existing = sorted(directory.glob(f"*_{key}.py")) if directory.exists() else []
     if existing:
         path = existing[0]
     else:
+        from .driver import compile_bytes, write_atomic   # SymPy is only needed on a miss
         compiled = compile_bytes(raw, str(spec))
-        name = compiled.cell.name
-        path = directory / f"{name}_{key}.py"
+        path = directory / f"{compiled.cell.name}_{key}.py"
         write_atomic(path, compiled.source)
     module = import_file(path, f"cellc_cache.{path.stem}")
     _LOADED[key] = module

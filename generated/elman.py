@@ -192,13 +192,13 @@ def forward(params, inputs, states=None):
     _h[0] = states['h']
     _w__mm__x = params['W_x']
     _w__mm__h = params['W_h']
+    _mm__h = np.empty((B, H), dtype)
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H)
-    _mm__h = np.empty((T, B, H), dtype)
     for t in range(T):
-        np.matmul(_h[t], _w__mm__h, out=_mm__h[t])
-        _fwd_step1_H(B, H, _b, _mm__h[t], _mm__x[t], _h[t + 1])
+        np.matmul(_h[t], _w__mm__h, out=_mm__h)
+        _fwd_step1_H(B, H, _b, _mm__h, _mm__x[t], _h[t + 1])
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_h': _h, '_mm__h': _mm__h, '_mm__x': _mm__x, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
+             "saved": {'_h': _h, '_mm__x': _mm__x, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
     final = {'h': _h[T]}
     return _h[1:], final, cache
 
@@ -218,7 +218,6 @@ def backward(cache, d_outputs=None, d_states=None):
     _x = inputs['x']
     _b = params['b']
     _h = saved['_h']
-    _mm__h = saved['_mm__h']
     _mm__x = saved['_mm__x']
     _w__mm__h = saved['_w__mm__h']
     _w__mm__x = saved['_w__mm__x']

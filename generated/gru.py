@@ -240,8 +240,8 @@ def forward(params, inputs, states=None):
     _r = np.empty((T, B, H), dtype)
     _z = np.empty((T, B, H), dtype)
     _n = np.empty((T, B, H), dtype)
-    _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H)
     _mm__h = np.empty((T, B, H + H + H), dtype)
+    _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H)
     for t in range(T):
         np.matmul(_h[t], _w__mm__h, out=_mm__h[t])
         _fwd_step1_H(B, H, _b_hn, _b_r, _b_xn, _b_z, _h[t], _mm__h[t], _mm__x[t], _r[t], _z[t], _n[t], _h[t + 1])

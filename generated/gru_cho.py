@@ -258,16 +258,16 @@ def forward(params, inputs, states=None):
     _z = np.empty((T, B, H), dtype)
     _W_ss__in = np.empty((T, B, H), dtype)
     _u = np.empty((T, B, H), dtype)
+    _mm__s = np.empty((B, H + H), dtype)
+    _mm__W_ss__in = np.empty((B, H), dtype)
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H)
-    _mm__s = np.empty((T, B, H + H), dtype)
-    _mm__W_ss__in = np.empty((T, B, H), dtype)
     for t in range(T):
-        np.matmul(_s[t], _w__mm__s, out=_mm__s[t])
-        _fwd_step1_H(B, H, _b_r, _b_z, _s[t], _mm__s[t], _mm__x[t], _r[t], _z[t], _W_ss__in[t])
-        np.matmul(_W_ss__in[t], _w__mm__W_ss__in, out=_mm__W_ss__in[t])
-        _fwd_step2_H(B, H, _mm__W_ss__in[t], _b_s, _s[t], _mm__x[t], _z[t], _u[t], _s[t + 1])
+        np.matmul(_s[t], _w__mm__s, out=_mm__s)
+        _fwd_step1_H(B, H, _b_r, _b_z, _s[t], _mm__s, _mm__x[t], _r[t], _z[t], _W_ss__in[t])
+        np.matmul(_W_ss__in[t], _w__mm__W_ss__in, out=_mm__W_ss__in)
+        _fwd_step2_H(B, H, _mm__W_ss__in, _b_s, _s[t], _mm__x[t], _z[t], _u[t], _s[t + 1])
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_W_ss__in': _W_ss__in, '_mm__W_ss__in': _mm__W_ss__in, '_mm__s': _mm__s, '_mm__x': _mm__x, '_r': _r, '_s': _s, '_u': _u, '_w__mm__W_ss__in': _w__mm__W_ss__in, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x, '_z': _z}}
+             "saved": {'_W_ss__in': _W_ss__in, '_mm__x': _mm__x, '_r': _r, '_s': _s, '_u': _u, '_w__mm__W_ss__in': _w__mm__W_ss__in, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x, '_z': _z}}
     final = {'s': _s[T]}
     return _s[1:], final, cache
 
@@ -289,8 +289,6 @@ def backward(cache, d_outputs=None, d_states=None):
     _b_z = params['b_z']
     _b_s = params['b_s']
     _W_ss__in = saved['_W_ss__in']
-    _mm__W_ss__in = saved['_mm__W_ss__in']
-    _mm__s = saved['_mm__s']
     _mm__x = saved['_mm__x']
     _r = saved['_r']
     _s = saved['_s']

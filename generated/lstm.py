@@ -260,13 +260,13 @@ def forward(params, inputs, states=None):
     _f = np.empty((T, B, H), dtype)
     _g = np.empty((T, B, H), dtype)
     _o = np.empty((T, B, H), dtype)
+    _mm__h = np.empty((B, H + H + H + H), dtype)
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H + H)
-    _mm__h = np.empty((T, B, H + H + H + H), dtype)
     for t in range(T):
-        np.matmul(_h[t], _w__mm__h, out=_mm__h[t])
-        _fwd_step1_H(B, H, _b_f, _b_g, _b_i, _b_o, _c[t], _mm__h[t], _mm__x[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _h[t + 1])
+        np.matmul(_h[t], _w__mm__h, out=_mm__h)
+        _fwd_step1_H(B, H, _b_f, _b_g, _b_i, _b_o, _c[t], _mm__h, _mm__x[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _h[t + 1])
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_mm__h': _mm__h, '_mm__x': _mm__x, '_o': _o, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
+             "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_mm__x': _mm__x, '_o': _o, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
     final = {'h': _h[T], 'c': _c[T]}
     return _h[1:], final, cache
 
@@ -293,7 +293,6 @@ def backward(cache, d_outputs=None, d_states=None):
     _g = saved['_g']
     _h = saved['_h']
     _i = saved['_i']
-    _mm__h = saved['_mm__h']
     _mm__x = saved['_mm__x']
     _o = saved['_o']
     _w__mm__h = saved['_w__mm__h']

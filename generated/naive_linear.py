@@ -196,8 +196,8 @@ def forward(params, inputs, states=None):
     _s[0] = states['s']
     _w__mm__x = params['W_i']
     _w__mm__s = params['W_s']
-    _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H)
     _mm__s = np.empty((T, B, H), dtype)
+    _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H)
     for t in range(T):
         np.matmul(_s[t], _w__mm__s, out=_mm__s[t])
         _fwd_step1_H(B, H, _b, _s[t], _mm__s[t], _mm__x[t], _s[t + 1])

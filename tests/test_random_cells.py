@@ -69,8 +69,9 @@ def cells(draw):
     equations += updates
     output = ""
     if draw(st.booleans()):
-        equations.append("y = s0' @ W_out + b_out")
-        params += ["W_out", "b_out"]
+        with_bias = draw(st.booleans())      # without a bias the output is itself a GEMM
+        equations.append("y = s0' @ W_out" + (" + b_out" if with_bias else ""))
+        params += ["W_out", "b_out"] if with_bias else ["W_out"]
         shapes.append('W_out = ["H", "Q"]')
         output = 'output = "y"\n'
     inputs = '{x = "I", u = "U"}' if extra_input else '["x"]'
