@@ -61,3 +61,22 @@ def compare(module, cell, *, T, B, sizes, dtype, seed, which="both", nonzero_sta
                         *grads.inputs.items(), *grads.states.items()]:
         assert np.asarray(value).dtype == dtype, f"{name} came back as {np.asarray(value).dtype}"
     return errors
+
+
+def directional_derivative(module, params, inputs, states, dy, ds, rng, eps):
+    """(central finite difference, analytic) derivative of sum(y*dy) + sum(final*ds)
+    along one random direction of every parameter, input and initial state at once."""
+    y, final, cache = module.forward(params, inputs, states)
+    grads = module.backward(cache, dy, ds)
+    groups = (params, inputs, states)
+    direction = [{k: rng.normal(size=v.shape) for k, v in g.items()} for g in groups]
+
+    def loss(step):
+        moved = ({k: v + step * d[k] for k, v in g.items()} for g, d in zip(groups, direction))
+        y, final, _ = module.forward(*moved)
+        return np.sum(y * dy) + sum(np.sum(final[k] * ds[k]) for k in final)
+
+    numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+    analytic = sum(np.sum(g[k] * d[k]) for g, d in zip(
+        (grads.params, grads.inputs, grads.states), direction) for k in d)
+    return numeric, analytic

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from cellcheck import rel_err
+from cellcheck import directional_derivative, rel_err
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -118,16 +118,5 @@ def test_random_cell_kernels_match_interpreter_and_finite_differences(text, seed
         for k in ref:
             assert rel_err(mine[k], ref[k]) < 1e-9, f"d{k}\n{text}"
 
-    direction = [{k: rng.normal(size=v.shape) for k, v in g.items()}
-                 for g in (params, inputs, states)]
-
-    def loss(eps):
-        p, i, s = ({k: v + eps * d[k] for k, v in g.items()}
-                   for g, d in zip((params, inputs, states), direction))
-        y, final, _ = module.forward(p, i, s)
-        return np.sum(y * dy) + sum(np.sum(final[k] * ds[k]) for k in final)
-
-    numeric = (loss(1e-6) - loss(-1e-6)) / 2e-6
-    analytic = sum(np.sum(g[k] * d[k]) for g, d in zip(
-        (grads.params, grads.inputs, grads.states), direction) for k in d)
+    numeric, analytic = directional_derivative(module, params, inputs, states, dy, ds, rng, 1e-6)
     assert abs(numeric - analytic) <= 1e-5 * max(1.0, abs(analytic)), text
