@@ -97,3 +97,20 @@ def test_forward_is_deterministic():
     assert np.array_equal(y1, y2)
     assert all(np.array_equal(g1.params[k], g2.params[k]) for k in g1.params)
     assert rel_err(y1, y2) == 0
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("dtype,scale", [(np.float32, 1e4), (np.float64, 1e30)])
+def test_saturated_gates_give_no_nan(spec, dtype, scale):
+    """Pre-activations far beyond the range of exp: sigmoid(-1e4) goes through
+    exp(1e4) = inf and must come out as 0, with derivative 0, never NaN."""
+    module, _ = generated(spec)
+    params, inputs, states = problem(module, T=4, B=3, sizes={"I": 3, "H": 4}, dtype=dtype,
+                                     seed=2, nonzero_states=False)
+    x = (np.sign(inputs["x"]) * scale).astype(dtype)
+    y, final, cache = module.forward(params, x, states)
+    grads = module.backward(cache, np.ones_like(y), {k: np.ones_like(v) for k, v in final.items()})
+    for name, value in [("outputs", y), *final.items(), *grads.params.items(),
+                        *grads.states.items()]:
+        assert not np.isnan(value).any(), f"NaN in {name}"
+    assert np.isfinite(y).all()
