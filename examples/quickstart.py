@@ -18,7 +18,7 @@ t0 = time.perf_counter()
 cell = cellc.load(spec)                       # compiled once, then cached by content hash
 print(f"loaded {cell.NAME} from {spec} in {time.perf_counter() - t0:.2f} s")
 print(f"  inputs {cell.INPUTS}, states {cell.STATES}, output {cell.OUTPUT}")
-print(f"  parameters: " + ", ".join(f"{k}{list(v)}" for k, v in cell.PARAMS.items()))
+print("  parameters: " + ", ".join(f"{k}{list(v)}" for k, v in cell.PARAMS.items()))
 
 T, B, I, H = 20, 4, 8, 16
 rng = np.random.default_rng(0)

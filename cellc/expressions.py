@@ -1,0 +1,164 @@
+"""Equations → SymPy, through a whitelist of Python AST node types, with shape inference.
+
+`ExpressionConverter` is the part of the front end that reads one right-hand side. It
+never evaluates anything: each AST node it accepts maps to a SymPy constructor (`+` to
+`Add`, `sigmoid(...)` to the registered function, `v @ W` to `Affine`), and every
+other node is refused with a `SpecError` that says what the language offers instead.
+Alongside each expression it returns a dimension variable, unified as it goes (`dims.py`),
+so `x + h` with different sizes fails on the line that says so.
+
+It relies on the front end (`spec._Frontend`) for the spec's names and for `fail`.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import re
+
+import sympy
+
+from .dims import DimConflict
+from .errors import did_you_mean
+from .functions import FUNCTIONS
+from .ir import NEW_SUFFIX, Affine, display_name, symbol
+
+MAX_DEPTH = 64
+
+
+class ExpressionConverter:
+    def where(self, tree) -> str:
+        text = ast.get_source_segment(self.source, tree) or ""
+        return re.sub(r"([A-Za-z0-9_]+)" + NEW_SUFFIX, r"\1'", text)
+
+    def unify(self, a, b, what, tree):
+        try:
+            self.dims.unify(a, b)
+        except DimConflict as err:
+            x, y = err.names
+            self.fail(f"shape mismatch in `{self.where(tree)}`: size {x} vs size {y} "
+                      f"({what})", line=self.line, symbol=what,
+                      fix="elementwise operations need equal sizes; project one side with a "
+                          "weight matrix (`v @ W`) or declare the sizes in `inputs`/`states`")
+
+    def expr(self, tree, depth):
+        """Convert one AST expression to (SymPy expression, dimension variable or None)."""
+        if depth > MAX_DEPTH:
+            self.fail("expression nested too deeply", line=self.line,
+                      fix="split it into named intermediate equations")
+        depth += 1
+        if isinstance(tree, ast.Constant):
+            value = tree.value
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.fail(f"unsupported constant {value!r}", line=self.line,
+                          fix="constants are plain numbers such as 1, 0.5 or 1e-3")
+            if not math.isfinite(value) or abs(value) > 1e300:
+                self.fail(f"constant {value!r} is not a finite number", line=self.line,
+                          fix="use a finite number")
+            return (sympy.Integer(value) if isinstance(value, int) else sympy.Float(value)), None
+        if isinstance(tree, ast.Name):
+            return self.name(tree.id, tree)
+        if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, (ast.USub, ast.UAdd)):
+            expr, dim = self.expr(tree.operand, depth)
+            return (-expr if isinstance(tree.op, ast.USub) else expr), dim
+        if isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.MatMult):
+            return self.matmul(tree, depth)
+        if isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.Pow):
+            base, dim = self.expr(tree.left, depth)
+            exponent, edim = self.expr(tree.right, depth)
+            if edim is not None or not exponent.is_Number:
+                self.fail(f"exponent in `{self.where(tree)}` must be a number", line=self.line,
+                          fix="write a constant power such as h**2; use exp(b * log(a)) "
+                              "for a variable exponent")
+            return base ** exponent, dim
+        if isinstance(tree, ast.BinOp) and isinstance(tree.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+            a, da = self.expr(tree.left, depth)
+            b, db = self.expr(tree.right, depth)
+            if da is not None and db is not None:
+                self.unify(da, db, self.where(tree), tree)
+            if isinstance(tree.op, ast.Div) and b.is_Number and b == 0:
+                self.fail(f"division by zero in `{self.where(tree)}`", line=self.line,
+                          fix="divide by a non-zero constant or by an expression")
+            op = {ast.Add: sympy.Add, ast.Sub: lambda p, q: p - q, ast.Mult: sympy.Mul,
+                  ast.Div: lambda p, q: p / q}[type(tree.op)]
+            return op(a, b), da if da is not None else db
+        if isinstance(tree, ast.Call):
+            return self.call(tree, depth)
+        kind = type(tree).__name__
+        hint = {"Attribute": "attributes (a.b) are not part of the language",
+                "Subscript": "indexing is not part of the language; every value is a vector",
+                "Compare": "comparisons are not supported; use step(a - b) or max/min"}
+        self.fail(f"unsupported syntax ({kind}) in `{self.where(tree)}`", line=self.line,
+                  fix=hint.get(kind, "equations use + - * / ** @, numbers, names and the "
+                                     "functions " + ", ".join(sorted(FUNCTIONS))))
+
+    def name(self, ident, tree):
+        shown = display_name(ident)
+        col = self.col_of(self.line, ident)
+        if ident in self.var_dim:
+            return symbol(ident), self.var_dim[ident]
+        if ident in self.node_dim:
+            return symbol(ident), self.node_dim[ident]
+        if ident in self.param_names:
+            kind = self.param_kind.setdefault(ident, ("vector", self.dims.fresh()))
+            if kind[0] != "vector":
+                self.fail(f"parameter `{ident}` is used as a matrix elsewhere but as a vector "
+                          "here", line=self.line, col=col, symbol=ident,
+                          fix="use a separate parameter for each role")
+            return symbol(ident), kind[1]
+        if ident.endswith(NEW_SUFFIX):
+            base = ident[: -len(NEW_SUFFIX)]
+            if any(s.name == base for s in self.states):
+                self.fail(f"`{shown}` is used but never defined", line=self.line, col=col,
+                          symbol=shown, fix=f"add an equation `{shown} = ...`")
+            self.fail(f"`{shown}`: only states have a new value", line=self.line, col=col,
+                      symbol=shown, fix="declare it in `states`, or drop the prime")
+        if ident in FUNCTIONS:
+            self.fail(f"function `{ident}` used as a value", line=self.line, col=col,
+                      symbol=ident, fix=f"call it: {ident}(...)")
+        known = set(self.var_dim) | set(self.node_dim) | set(self.param_names)
+        self.fail(f"`{ident}` is never defined.{did_you_mean(ident, known)}", line=self.line,
+                  col=col, symbol=ident,
+                  fix=f"define it with an equation `{ident} = ...`, or declare it in "
+                      "`inputs`, `states` or `parameters`")
+
+    def matmul(self, tree, depth):
+        left, dim = self.expr(tree.left, depth)
+        right = tree.right
+        if not (isinstance(right, ast.Name) and right.id in self.param_names):
+            what = self.where(right)
+            fix = ("cellc uses row vectors: write `v @ W`, with W of shape (in, out)"
+                   if isinstance(tree.left, ast.Name) and tree.left.id in self.param_names
+                   else f"declare `{what}` in `parameters`" if isinstance(right, ast.Name)
+                   else "the right operand of @ must be a weight parameter")
+            self.fail(f"`{what}` on the right of @ is not a parameter", line=self.line,
+                      col=self.col_of(self.line, what), symbol=what, fix=fix)
+        if dim is None:
+            self.fail(f"left operand of `{self.where(tree)}` is a constant", line=self.line,
+                      fix="the left operand of @ must be a vector expression")
+        kind = self.param_kind.setdefault(right.id, ("matrix", self.dims.fresh(), self.dims.fresh()))
+        if kind[0] != "matrix":
+            self.fail(f"parameter `{right.id}` is used as a vector elsewhere but as a matrix "
+                      "here", line=self.line, col=self.col_of(self.line, right.id),
+                      symbol=right.id, fix="use a separate parameter for each role")
+        self.unify(kind[1], dim, f"rows of {right.id}", tree)
+        return Affine(left, symbol(right.id)), kind[2]
+
+    def call(self, tree, depth):
+        fname = tree.func.id if isinstance(tree.func, ast.Name) else None
+        if fname not in FUNCTIONS:
+            shown = fname or self.where(tree.func)
+            self.fail(f"unknown function `{shown}`.{did_you_mean(shown, FUNCTIONS)}",
+                      line=self.line, col=self.col_of(self.line, shown), symbol=shown,
+                      fix="available: " + ", ".join(sorted(FUNCTIONS)) +
+                          "; add a new one with define() in cellc/functions.py")
+        fn = FUNCTIONS[fname]
+        if tree.keywords or len(tree.args) != fn.spec.arity or any(
+                isinstance(a, ast.Starred) for a in tree.args):
+            self.fail(f"`{fname}` takes {fn.spec.arity} argument(s), given "
+                      f"`{self.where(tree)}`", line=self.line, symbol=fname,
+                      fix=f"call it as {fname}(" + ", ".join("ab"[: fn.spec.arity]) + ")")
+        args = [self.expr(a, depth) for a in tree.args]
+        dims = [d for _, d in args if d is not None]
+        for d in dims[1:]:
+            self.unify(dims[0], d, self.where(tree), tree)
+        return fn(*(a for a, _ in args)), (dims[0] if dims else None)
