@@ -21,6 +21,7 @@ buffer is cleared inside the time loop.
 """
 from __future__ import annotations
 
+from .functions import CellFunction
 from .ir import display_name, new_name
 from .passes.derive import Derivation, adjoint
 from .passes.schedule import Gemm, Region
@@ -346,4 +347,15 @@ def build_context(d: Derivation, *, version: str, source_name: str,
         "output_display": display_name(cell.output),
         "dims": tuple(cell.dims),
         "vector_params": [p.name for p in cell.params if len(p.shape) == 1],
+        "fast_functions": fast_functions(d),
     }
+
+
+def fast_functions(d: Derivation) -> list[dict]:
+    """The registered functions with a fast float32 form that the kernels call."""
+    exprs = [n.expr for n in d.plan.cell.nodes if not n.is_matmul]
+    for grad in (*d.static.values(), *d.step.values()):
+        exprs += [e for _, e in grad.temps] + [e for _, e in grad.grads]
+    used = {f.func for e in exprs for f in e.atoms(CellFunction) if f.spec.fast32}
+    return [{"name": f.spec.name, "doc": f.spec.doc, "fast32": f.spec.fast32,
+             "exact": f.spec.kernel.format("x")} for f in sorted(used, key=lambda f: f.spec.name)]

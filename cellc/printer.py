@@ -49,6 +49,8 @@ class KernelPrinter(StrPrinter):
     def _print_Function(self, expr):
         if not isinstance(expr, CellFunction):
             return self.emptyPrinter(expr)
+        if expr.spec.fast32:      # dtype-dispatched helper in the generated module
+            return f"_{expr.spec.name}({', '.join(self._print(a) for a in expr.args)})"
         args = [a.name if a.is_Symbol else f"({self._print(a)})" for a in expr.args]
         return "(" + expr.spec.kernel.format(*args) + ")"
 

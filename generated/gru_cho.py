@@ -20,6 +20,7 @@ from collections import namedtuple
 
 import numba as nb
 import numpy as np
+from numba.extending import overload
 
 NAME = 'gru_cho'
 CELLC_VERSION = '0.1.0'
@@ -48,6 +49,64 @@ Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _tanh_f32(x):
+    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7)."""
+    T = np.float32
+    x = min(max(x, T(-7.90531110763549805)), T(7.90531110763549805))
+    x2 = x * x
+    p = T(-2.76076847742355e-16)
+    p = p * x2 + T(2.00018790482477e-13)
+    p = p * x2 + T(-8.60467152213735e-11)
+    p = p * x2 + T(5.12229709037114e-08)
+    p = p * x2 + T(1.48572235717979e-05)
+    p = p * x2 + T(6.37261928875436e-04)
+    p = p * x2 + T(4.89352455891786e-03)
+    q = T(1.19825839466702e-06)
+    q = q * x2 + T(1.18534705686654e-04)
+    q = q * x2 + T(2.26843463243900e-03)
+    q = q * x2 + T(4.89352518554385e-03)
+    return x * p / q
+
+
+def _sigmoid(x):
+    """Logistic function 1 / (1 + exp(-x)). Inside kernels: a fast version for float32, exact for float64."""
+    raise TypeError("_sigmoid is for use inside Numba kernels")
+
+
+@overload(_sigmoid, inline="always")
+def _sigmoid_for_dtype(x):
+    if x == nb.types.float32:
+        def fast(x):
+            T = np.float32
+            return T(0.5) + T(0.5) * _tanh_f32(T(0.5) * x)
+        return fast
+
+    def exact(x):
+        T = np.float64
+        return T(1) / (T(1) + np.exp(-x))
+    return exact
+
+
+def _tanh(x):
+    """Hyperbolic tangent. Inside kernels: a fast version for float32, exact for float64."""
+    raise TypeError("_tanh is for use inside Numba kernels")
+
+
+@overload(_tanh, inline="always")
+def _tanh_for_dtype(x):
+    if x == nb.types.float32:
+        def fast(x):
+            T = np.float32
+            return _tanh_f32(x)
+        return fast
+
+    def exact(x):
+        T = np.float64
+        return np.tanh(x)
+    return exact
 
 
 def init_params(dtype=np.float32, seed=0, **sizes):
@@ -173,8 +232,8 @@ def _fwd_step1_H(rows__, H, _b_r, _b_z, _s, _mm__s, _mm__x, _r, _z, _W_ss__in):
             s__W_sz = _mm__s[r__, H + j__]
             x__W_xr = _mm__x[r__, j__]
             x__W_xz = _mm__x[r__, H + j__]
-            r = (T(1) / (T(1) + np.exp(-(b_r + s__W_sr + x__W_xr))))
-            z = (T(1) / (T(1) + np.exp(-(b_z + s__W_sz + x__W_xz))))
+            r = _sigmoid(b_r + s__W_sr + x__W_xr)
+            z = _sigmoid(b_z + s__W_sz + x__W_xz)
             W_ss__in = r*s
             _r[r__, j__] = r
             _z[r__, j__] = z
@@ -191,7 +250,7 @@ def _fwd_step2_H(rows__, H, _mm__W_ss__in, _b_s, _s, _mm__x, _z, _u, _s__new):
             s = _s[r__, j__]
             x__W_xs = _mm__x[r__, H + H + j__]
             z = _z[r__, j__]
-            u = (np.tanh((W_ss__in__W_ss + b_s + x__W_xs)))
+            u = _tanh(W_ss__in__W_ss + b_s + x__W_xs)
             s__new = s*(T(1) - z) + u*z
             _u[r__, j__] = u
             _s__new[r__, j__] = s__new

@@ -22,6 +22,7 @@ from collections import namedtuple
 
 import numba as nb
 import numpy as np
+from numba.extending import overload
 
 NAME = 'lstm'
 CELLC_VERSION = '0.1.0'
@@ -54,6 +55,64 @@ Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _tanh_f32(x):
+    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7)."""
+    T = np.float32
+    x = min(max(x, T(-7.90531110763549805)), T(7.90531110763549805))
+    x2 = x * x
+    p = T(-2.76076847742355e-16)
+    p = p * x2 + T(2.00018790482477e-13)
+    p = p * x2 + T(-8.60467152213735e-11)
+    p = p * x2 + T(5.12229709037114e-08)
+    p = p * x2 + T(1.48572235717979e-05)
+    p = p * x2 + T(6.37261928875436e-04)
+    p = p * x2 + T(4.89352455891786e-03)
+    q = T(1.19825839466702e-06)
+    q = q * x2 + T(1.18534705686654e-04)
+    q = q * x2 + T(2.26843463243900e-03)
+    q = q * x2 + T(4.89352518554385e-03)
+    return x * p / q
+
+
+def _sigmoid(x):
+    """Logistic function 1 / (1 + exp(-x)). Inside kernels: a fast version for float32, exact for float64."""
+    raise TypeError("_sigmoid is for use inside Numba kernels")
+
+
+@overload(_sigmoid, inline="always")
+def _sigmoid_for_dtype(x):
+    if x == nb.types.float32:
+        def fast(x):
+            T = np.float32
+            return T(0.5) + T(0.5) * _tanh_f32(T(0.5) * x)
+        return fast
+
+    def exact(x):
+        T = np.float64
+        return T(1) / (T(1) + np.exp(-x))
+    return exact
+
+
+def _tanh(x):
+    """Hyperbolic tangent. Inside kernels: a fast version for float32, exact for float64."""
+    raise TypeError("_tanh is for use inside Numba kernels")
+
+
+@overload(_tanh, inline="always")
+def _tanh_for_dtype(x):
+    if x == nb.types.float32:
+        def fast(x):
+            T = np.float32
+            return _tanh_f32(x)
+        return fast
+
+    def exact(x):
+        T = np.float64
+        return np.tanh(x)
+    return exact
 
 
 def init_params(dtype=np.float32, seed=0, **sizes):
@@ -185,12 +244,12 @@ def _fwd_step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _mm__x, _i, _f, 
             x__W_xg = _mm__x[r__, H + H + j__]
             x__W_xi = _mm__x[r__, j__]
             x__W_xo = _mm__x[r__, H + H + H + j__]
-            i = (T(1) / (T(1) + np.exp(-(b_i + h__W_hi + x__W_xi))))
-            f = (T(1) / (T(1) + np.exp(-(b_f + h__W_hf + x__W_xf))))
-            g = (np.tanh((b_g + h__W_hg + x__W_xg)))
-            o = (T(1) / (T(1) + np.exp(-(b_o + h__W_ho + x__W_xo))))
+            i = _sigmoid(b_i + h__W_hi + x__W_xi)
+            f = _sigmoid(b_f + h__W_hf + x__W_xf)
+            g = _tanh(b_g + h__W_hg + x__W_xg)
+            o = _sigmoid(b_o + h__W_ho + x__W_xo)
             c__new = c*f + g*i
-            h__new = o*(np.tanh(c__new))
+            h__new = o*_tanh(c__new)
             _i[r__, j__] = i
             _f[r__, j__] = f
             _g[r__, j__] = g
@@ -212,7 +271,7 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _d__c__new, _d__h__new,
             o = _o[r__, j__]
             d__c__new = _d__c__new[r__, j__]
             d__h__new = _d__h__new[r__, j__]
-            t__0 = (np.tanh(c__new))
+            t__0 = _tanh(c__new)
             t__1 = d__h__new*o
             t__2 = d__c__new + t__1*(T(1) - t__0*t__0)
             t__3 = f*t__2

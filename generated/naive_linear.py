@@ -17,6 +17,7 @@ from collections import namedtuple
 
 import numba as nb
 import numpy as np
+from numba.extending import overload
 
 NAME = 'naive_linear'
 CELLC_VERSION = '0.1.0'
@@ -39,6 +40,45 @@ Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _tanh_f32(x):
+    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7)."""
+    T = np.float32
+    x = min(max(x, T(-7.90531110763549805)), T(7.90531110763549805))
+    x2 = x * x
+    p = T(-2.76076847742355e-16)
+    p = p * x2 + T(2.00018790482477e-13)
+    p = p * x2 + T(-8.60467152213735e-11)
+    p = p * x2 + T(5.12229709037114e-08)
+    p = p * x2 + T(1.48572235717979e-05)
+    p = p * x2 + T(6.37261928875436e-04)
+    p = p * x2 + T(4.89352455891786e-03)
+    q = T(1.19825839466702e-06)
+    q = q * x2 + T(1.18534705686654e-04)
+    q = q * x2 + T(2.26843463243900e-03)
+    q = q * x2 + T(4.89352518554385e-03)
+    return x * p / q
+
+
+def _tanh(x):
+    """Hyperbolic tangent. Inside kernels: a fast version for float32, exact for float64."""
+    raise TypeError("_tanh is for use inside Numba kernels")
+
+
+@overload(_tanh, inline="always")
+def _tanh_for_dtype(x):
+    if x == nb.types.float32:
+        def fast(x):
+            T = np.float32
+            return _tanh_f32(x)
+        return fast
+
+    def exact(x):
+        T = np.float64
+        return np.tanh(x)
+    return exact
 
 
 def init_params(dtype=np.float32, seed=0, **sizes):
@@ -161,7 +201,7 @@ def _fwd_step1_H(rows__, H, _b, _s, _mm__s, _mm__x, _s__new):
             s = _s[r__, j__]
             s__W_s = _mm__s[r__, j__]
             x__W_i = _mm__x[r__, j__]
-            s__new = s + (np.tanh((b + s__W_s + x__W_i)))
+            s__new = s + _tanh(b + s__W_s + x__W_i)
             _s__new[r__, j__] = s__new
 
 
@@ -174,7 +214,7 @@ def _bwd_step1_H(rows__, H, _b, _mm__s, _mm__x, _d__s__new, _d__b, _d__s, _d__mm
             s__W_s = _mm__s[r__, j__]
             x__W_i = _mm__x[r__, j__]
             d__s__new = _d__s__new[r__, j__]
-            t__0 = d__s__new*(T(1) - (np.tanh((b + s__W_s + x__W_i)))*(np.tanh((b + s__W_s + x__W_i))))
+            t__0 = d__s__new*(T(1) - _tanh(b + s__W_s + x__W_i)*_tanh(b + s__W_s + x__W_i))
             _d__b[j__] += t__0
             _d__s[r__, j__] = d__s__new
             _d__mm__s[r__, j__] = t__0
