@@ -54,6 +54,13 @@ class _Layout:
         # not one per step.
         self.transient = {g.name for kind, g in self.gemms if kind == "step"
                           and not any(n.name in d.saved for n in g.nodes)}
+        # How many kernels and GEMMs write each value's adjoint.
+        self.writers: dict[str, int] = {}
+        for _, r in self.regions(plan):
+            for name in r.inputs:
+                self.writers[name] = self.writers.get(name, 0) + 1
+        for _, g in self.gemms:
+            self.writers[g.operand] = self.writers.get(g.operand, 0) + 1
         region_of = {n.name: r for _, r in self.regions(plan) for n in r.nodes}
         outside = set(d.saved) | {cell.output}
         outside.update(o for _, r in self.regions(plan) for o in r.outputs)
@@ -154,6 +161,8 @@ class _Emitter:
         self.d, self.cell = d, d.plan.cell
         self.layout = _Layout(d)
         self.kernels: list[dict] = []
+        self.reductions: dict[str, list[str]] = {}   # vector param -> [rows, D] terms
+        self.term_buffers: list[str] = []
 
     def call(self, kernel: _Kernel, kind: str) -> str:
         ctx = kernel.context()
@@ -222,12 +231,36 @@ class _Emitter:
         for name, expr in grad.temps:
             k.body.append(f"{name} = {kernel_source(expr)}")
         for name, expr in grad.grads:
+            if name in L.params:
+                self.param_grad(k, kind, region, name, expr, grad)
+                continue
             array, offset = L.adjoint(name, kind)
             target = _element(k.arg(array, offset), offset)
-            accumulate = name in L.params or name in written
+            accumulate = name in written
             written.add(name)
             k.stores.append(f"{target} {'+=' if accumulate else '='} {kernel_source(expr)}")
         return self.call(k, kind)
+
+    def param_grad(self, k: _Kernel, kind: str, region: Region, name: str, expr, grad) -> None:
+        """A vector parameter's gradient is a sum over all steps and rows. Summing inside
+        the kernel (`d[j] += ...`) would stop LLVM from vectorizing it, so the kernel only
+        stores per-element terms and one reduction after the loop adds them up. When the
+        term equals the adjoint of another input that this kernel alone writes to a
+        [T, ...] buffer (a bias beside a GEMM output), that buffer is reduced instead."""
+        L = self.layout
+        for other, other_expr in grad.grads:
+            if (other not in L.params and other_expr == expr and L.writers.get(other) == 1
+                    and (other in L.member or other in L.inputs or other in L.static)):
+                array, offset = L.adjoint(other, "static")
+                if other in L.member:
+                    array = f"{array}[:, {offset}:{offset} + {L.dim[name]}]"
+                self.reductions.setdefault(name, []).append(array)
+                return
+        buffer = f"_e__{name}__{region.name}"
+        self.term_buffers.append(f"{buffer} = np.empty((T, B, {L.dim[name]}), dtype)")
+        array = L.at(buffer, L.dim[name], kind)
+        k.stores.append(f"{_element(k.arg(array, '0'), '0')} = {kernel_source(expr)}")
+        self.reductions.setdefault(name, []).append(L.at(buffer, L.dim[name], "static"))
 
     def gemm_transpose(self, g: Gemm, kind: str, written: set) -> str:
         dm, _ = self.layout.adjoint(g.nodes[0].name, kind)
@@ -238,13 +271,11 @@ class _Emitter:
         return f"np.matmul({dm}, _w__{g.name}.T, out={target})"
 
     def backward(self) -> list[str]:
-        return self.allocate_adjoints() + self.time_loop() + self.after_loop()
+        loop, after = self.time_loop(), self.after_loop()
+        return self.allocate_adjoints() + self.term_buffers + loop + after
 
     def allocate_adjoints(self) -> list[str]:
         L, lines = self.layout, []
-        for p in self.cell.params:
-            if len(p.shape) == 1:
-                lines.append(f"_{adjoint(p.name)} = np.zeros_like(_{p.name})")
         for name in sorted(L.inputs | set(L.static)):
             if name not in L.member:
                 lines.append(f"_{adjoint(name)} = np.empty((T, B, {L.dim[name]}), dtype)")
@@ -293,6 +324,11 @@ class _Emitter:
                 lines.append(self.gemm_transpose(g, "static", written))
         for x in sorted(L.inputs - written):
             lines.append(f"_{adjoint(x)}[...] = 0")
+        for p in self.cell.params:     # vector parameters: one reduction over all rows
+            if len(p.shape) == 1:
+                terms = [f"{t}.sum(axis=0)" for t in self.reductions.get(p.name, [])]
+                lines.append(f"_{adjoint(p.name)} = " + (" + ".join(terms) if terms
+                                                        else f"np.zeros_like(_{p.name})"))
         done: set[str] = set()
         for _, g in L.gemms:         # weight gradients: one big GEMM per fused GEMM
             operand = L.block(g.operand, "static")

@@ -248,7 +248,7 @@ def _fwd_step1_H(rows__, H, _b_hn, _b_r, _b_xn, _b_z, _h, _mm__h, _mm__x, _r, _z
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _b_hn, _h, _mm__h, _n, _r, _z, _d__h__new, _d__b_hn, _d__b_r, _d__b_xn, _d__b_z, _d__h, _d__mm__h, _d__mm__x):
+def _bwd_step1_H(rows__, H, _b_hn, _h, _mm__h, _n, _r, _z, _d__h__new, _d__h, _d__mm__h, _d__mm__x):
     T = _b_hn.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -265,10 +265,6 @@ def _bwd_step1_H(rows__, H, _b_hn, _h, _mm__h, _n, _r, _z, _d__h__new, _d__b_hn,
             t__3 = t__2*(T(1) - r)*(b_hn + h__W_hn)
             t__4 = d__h__new*z
             t__5 = t__0*t__4*(h - n)
-            _d__b_hn[j__] += t__2
-            _d__b_r[j__] += t__3
-            _d__b_xn[j__] += t__1
-            _d__b_z[j__] += t__5
             _d__h[r__, j__] = t__4
             _d__mm__h[r__, H + H + j__] = t__2
             _d__mm__h[r__, j__] = t__3
@@ -343,10 +339,6 @@ def backward(cache, d_outputs=None, d_states=None):
     for name, dim in STATES.items():
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
-    _d__b_r = np.zeros_like(_b_r)
-    _d__b_z = np.zeros_like(_b_z)
-    _d__b_xn = np.zeros_like(_b_xn)
-    _d__b_hn = np.zeros_like(_b_hn)
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H + H + H), dtype)
     _d__mm__h = np.empty((T, B, H + H + H), dtype)
@@ -355,10 +347,14 @@ def backward(cache, d_outputs=None, d_states=None):
     for t in range(T - 1, -1, -1):
         if dy__ is not None:
             _d__h__new += dy__[t]
-        _bwd_step1_H(B, H, _b_hn, _h[t], _mm__h[t], _n[t], _r[t], _z[t], _d__h__new, _d__b_hn, _d__b_r, _d__b_xn, _d__b_z, _d__h, _d__mm__h[t], _d__mm__x[t])
+        _bwd_step1_H(B, H, _b_hn, _h[t], _mm__h[t], _n[t], _r[t], _z[t], _d__h__new, _d__h, _d__mm__h[t], _d__mm__x[t])
         _d__h += _d__mm__h[t] @ _w__mm__h.T
         _d__h, _d__h__new = _d__h__new, _d__h
     np.matmul(_d__mm__x.reshape(T * B, H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
+    _d__b_r = _d__mm__h.reshape(T * B, H + H + H)[:, 0:0 + H].sum(axis=0)
+    _d__b_z = _d__mm__h.reshape(T * B, H + H + H)[:, H:H + H].sum(axis=0)
+    _d__b_xn = _d__mm__x.reshape(T * B, H + H + H)[:, H + H:H + H + H].sum(axis=0)
+    _d__b_hn = _d__mm__h.reshape(T * B, H + H + H)[:, H + H:H + H + H].sum(axis=0)
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H + H + H)
     _d__W_xr = np.ascontiguousarray(gw__[:, 0:0 + H])
     _d__W_xz = np.ascontiguousarray(gw__[:, H:H + H])

@@ -257,7 +257,7 @@ def _fwd_step2_H(rows__, H, _mm__W_ss__in, _b_s, _s, _mm__x, _z, _u, _s__new):
 
 
 @nb.njit(**_JIT)
-def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, _d__mm__W_ss__in, _d__b_s, _d__s, _d__mm__x, _d__z):
+def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, _d__mm__W_ss__in, _d__s, _d__mm__x, _d__z):
     T = _s.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -267,14 +267,13 @@ def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, _d__mm__W_ss__in, _d__b_s, _
             d__s__new = _d__s__new[r__, j__]
             t__0 = d__s__new*z*(T(1) - u*u)
             _d__mm__W_ss__in[r__, j__] = t__0
-            _d__b_s[j__] += t__0
             _d__s[r__, j__] = d__s__new*(T(1) - z)
             _d__mm__x[r__, H + H + j__] = t__0
             _d__z[r__, j__] = d__s__new*(u - s)
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__b_r, _d__b_z, _d__s, _d__mm__s, _d__mm__x):
+def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__s, _d__mm__s, _d__mm__x):
     T = _r.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -286,8 +285,6 @@ def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__b_r, _d__b_z, _
             t__0 = d__W_ss__in*r
             t__1 = s*t__0*(T(1) - r)
             t__2 = d__z*z*(T(1) - z)
-            _d__b_r[j__] += t__1
-            _d__b_z[j__] += t__2
             _d__s[r__, j__] += t__0
             _d__mm__s[r__, j__] = t__1
             _d__mm__s[r__, H + j__] = t__2
@@ -364,9 +361,6 @@ def backward(cache, d_outputs=None, d_states=None):
     for name, dim in STATES.items():
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
-    _d__b_r = np.zeros_like(_b_r)
-    _d__b_z = np.zeros_like(_b_z)
-    _d__b_s = np.zeros_like(_b_s)
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H + H + H), dtype)
     _d__mm__s = np.empty((T, B, H + H), dtype)
@@ -378,12 +372,15 @@ def backward(cache, d_outputs=None, d_states=None):
     for t in range(T - 1, -1, -1):
         if dy__ is not None:
             _d__s__new += dy__[t]
-        _bwd_step2_H(B, H, _s[t], _u[t], _z[t], _d__s__new, _d__mm__W_ss__in[t], _d__b_s, _d__s, _d__mm__x[t], _d__z)
+        _bwd_step2_H(B, H, _s[t], _u[t], _z[t], _d__s__new, _d__mm__W_ss__in[t], _d__s, _d__mm__x[t], _d__z)
         np.matmul(_d__mm__W_ss__in[t], _w__mm__W_ss__in.T, out=_d__W_ss__in)
-        _bwd_step1_H(B, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__b_r, _d__b_z, _d__s, _d__mm__s[t], _d__mm__x[t])
+        _bwd_step1_H(B, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__s, _d__mm__s[t], _d__mm__x[t])
         _d__s += _d__mm__s[t] @ _w__mm__s.T
         _d__s, _d__s__new = _d__s__new, _d__s
     np.matmul(_d__mm__x.reshape(T * B, H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
+    _d__b_r = _d__mm__s.reshape(T * B, H + H)[:, 0:0 + H].sum(axis=0)
+    _d__b_z = _d__mm__s.reshape(T * B, H + H)[:, H:H + H].sum(axis=0)
+    _d__b_s = _d__mm__W_ss__in.reshape(T * B, H)[:, 0:0 + H].sum(axis=0)
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H + H + H)
     _d__W_xr = np.ascontiguousarray(gw__[:, 0:0 + H])
     _d__W_xz = np.ascontiguousarray(gw__[:, H:H + H])

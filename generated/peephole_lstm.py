@@ -265,7 +265,7 @@ def _fwd_step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _p_f, _p_i, _p_o
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c__new, _d__h__new, _d__b_f, _d__b_g, _d__b_i, _d__b_o, _d__c, _d__mm__h, _d__p_f, _d__p_i, _d__p_o, _d__mm__x):
+def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c__new, _d__h__new, _d__c, _d__mm__h, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _d__mm__x):
     T = _c.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -290,18 +290,14 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c
             t__7 = i*t__3
             t__8 = t__7*(T(1) - g*g)
             t__9 = g*t__7*(T(1) - i)
-            _d__b_f[j__] += t__6
-            _d__b_g[j__] += t__8
-            _d__b_i[j__] += t__9
-            _d__b_o[j__] += t__2
             _d__c[r__, j__] = t__4 + p_f*t__6 + p_i*t__9
             _d__mm__h[r__, H + j__] = t__6
             _d__mm__h[r__, H + H + j__] = t__8
             _d__mm__h[r__, j__] = t__9
             _d__mm__h[r__, H + H + H + j__] = t__2
-            _d__p_f[j__] += t__5*c*c
-            _d__p_i[j__] += c*t__9
-            _d__p_o[j__] += c__new*t__2
+            _e__p_f__step1_H[r__, j__] = t__5*c*c
+            _e__p_i__step1_H[r__, j__] = c*t__9
+            _e__p_o__step1_H[r__, j__] = c__new*t__2
             _d__mm__x[r__, H + j__] = t__6
             _d__mm__x[r__, H + H + j__] = t__8
             _d__mm__x[r__, j__] = t__9
@@ -383,13 +379,6 @@ def backward(cache, d_outputs=None, d_states=None):
     for name, dim in STATES.items():
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
-    _d__p_i = np.zeros_like(_p_i)
-    _d__b_i = np.zeros_like(_b_i)
-    _d__p_f = np.zeros_like(_p_f)
-    _d__b_f = np.zeros_like(_b_f)
-    _d__b_g = np.zeros_like(_b_g)
-    _d__p_o = np.zeros_like(_p_o)
-    _d__b_o = np.zeros_like(_b_o)
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H + H + H + H), dtype)
     _d__mm__h = np.empty((T, B, H + H + H + H), dtype)
@@ -397,14 +386,24 @@ def backward(cache, d_outputs=None, d_states=None):
     _d__h__new = carry__['h']
     _d__c = np.empty((B, H), dtype)
     _d__c__new = carry__['c']
+    _e__p_f__step1_H = np.empty((T, B, H), dtype)
+    _e__p_i__step1_H = np.empty((T, B, H), dtype)
+    _e__p_o__step1_H = np.empty((T, B, H), dtype)
     for t in range(T - 1, -1, -1):
         if dy__ is not None:
             _d__h__new += dy__[t]
-        _bwd_step1_H(B, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _p_f, _p_i, _p_o, _d__c__new, _d__h__new, _d__b_f, _d__b_g, _d__b_i, _d__b_o, _d__c, _d__mm__h[t], _d__p_f, _d__p_i, _d__p_o, _d__mm__x[t])
+        _bwd_step1_H(B, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _p_f, _p_i, _p_o, _d__c__new, _d__h__new, _d__c, _d__mm__h[t], _e__p_f__step1_H[t], _e__p_i__step1_H[t], _e__p_o__step1_H[t], _d__mm__x[t])
         np.matmul(_d__mm__h[t], _w__mm__h.T, out=_d__h)
         _d__h, _d__h__new = _d__h__new, _d__h
         _d__c, _d__c__new = _d__c__new, _d__c
     np.matmul(_d__mm__x.reshape(T * B, H + H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
+    _d__p_i = _e__p_i__step1_H.reshape(T * B, H).sum(axis=0)
+    _d__b_i = _d__mm__h.reshape(T * B, H + H + H + H)[:, 0:0 + H].sum(axis=0)
+    _d__p_f = _e__p_f__step1_H.reshape(T * B, H).sum(axis=0)
+    _d__b_f = _d__mm__h.reshape(T * B, H + H + H + H)[:, H:H + H].sum(axis=0)
+    _d__b_g = _d__mm__h.reshape(T * B, H + H + H + H)[:, H + H:H + H + H].sum(axis=0)
+    _d__p_o = _e__p_o__step1_H.reshape(T * B, H).sum(axis=0)
+    _d__b_o = _d__mm__h.reshape(T * B, H + H + H + H)[:, H + H + H:H + H + H + H].sum(axis=0)
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H + H + H + H)
     _d__W_xi = np.ascontiguousarray(gw__[:, 0:0 + H])
     _d__W_xf = np.ascontiguousarray(gw__[:, H:H + H])
