@@ -61,12 +61,35 @@ class _Layout:
                 self.writers[name] = self.writers.get(name, 0) + 1
         for _, g in self.gemms:
             self.writers[g.operand] = self.writers.get(g.operand, 0) + 1
+        self.shared = self.shared_adjoints(d)
         region_of = {n.name: r for _, r in self.regions(plan) for n in r.nodes}
         outside = set(d.saved) | {cell.output}
         outside.update(o for _, r in self.regions(plan) for o in r.outputs)
         self.stored = [n.name for n in cell.nodes
                        if n.name in outside and n.name in region_of
                        and n.name not in self.new_states]
+
+    def shared_adjoints(self, d: Derivation) -> dict[str, str]:
+        """GEMMs whose outputs have identical adjoints share one adjoint buffer.
+
+        In an LSTM, d(x @ W_x*) and d(h @ W_h*) are both the gradient of the
+        pre-activations; storing it once halves the backward kernel's biggest writes."""
+        single = {}
+        for grad in (*d.static.values(), *d.step.values()):
+            for name, expr in grad.grads:
+                if name in self.member and self.writers.get(name) == 1:
+                    single[name] = (grad.region.name, expr)
+        shared, owners = {}, []
+        for _, g in self.gemms:
+            key = tuple((n.dim, single.get(n.name)) for n in g.nodes)
+            if any(k[1] is None for k in key):
+                continue
+            owner = next((o for o, k in owners if k == key), None)
+            if owner is None:
+                owners.append((g.name, key))
+            else:
+                shared[g.name] = owner
+        return shared
 
     @staticmethod
     def regions(plan):
@@ -104,7 +127,8 @@ class _Layout:
             return f"_{adjoint(name)}", None
         if name in self.member:
             g, offset = self.member[name]
-            return self.at(f"_{adjoint(g.name)}", self.width(g), where), offset
+            buffer = self.shared.get(g.name, g.name)
+            return self.at(f"_{adjoint(buffer)}", self.width(g), where), offset
         if name in self.states or name in self.new_states:
             return f"_{adjoint(name)}", "0"
         if name in self.inputs or name in self.static:
@@ -161,7 +185,8 @@ class _Emitter:
         self.d, self.cell = d, d.plan.cell
         self.layout = _Layout(d)
         self.kernels: list[dict] = []
-        self.reductions: dict[str, list[str]] = {}   # vector param -> [rows, D] terms
+        # vector param -> [(array of rows, column offset or None for all, width)]
+        self.reductions: dict[str, list[tuple[str, str | None, str]]] = {}
         self.term_buffers: list[str] = []
 
     def call(self, kernel: _Kernel, kind: str) -> str:
@@ -234,6 +259,9 @@ class _Emitter:
             if name in L.params:
                 self.param_grad(k, kind, region, name, expr, grad)
                 continue
+            if name in L.member and L.member[name][0].name in L.shared:
+                written.add(name)      # the same value is stored for the owning GEMM
+                continue
             array, offset = L.adjoint(name, kind)
             target = _element(k.arg(array, offset), offset)
             accumulate = name in written
@@ -252,15 +280,14 @@ class _Emitter:
             if (other not in L.params and other_expr == expr and L.writers.get(other) == 1
                     and (other in L.member or other in L.inputs or other in L.static)):
                 array, offset = L.adjoint(other, "static")
-                if other in L.member:
-                    array = f"{array}[:, {offset}:{offset} + {L.dim[name]}]"
-                self.reductions.setdefault(name, []).append(array)
+                self.reductions.setdefault(name, []).append((array, offset, L.dim[name]))
                 return
         buffer = f"_e__{name}__{region.name}"
         self.term_buffers.append(f"{buffer} = np.empty((T, B, {L.dim[name]}), dtype)")
         array = L.at(buffer, L.dim[name], kind)
         k.stores.append(f"{_element(k.arg(array, '0'), '0')} = {kernel_source(expr)}")
-        self.reductions.setdefault(name, []).append(L.at(buffer, L.dim[name], "static"))
+        self.reductions.setdefault(name, []).append(
+            (L.at(buffer, L.dim[name], "static"), None, L.dim[name]))   # the whole buffer
 
     def gemm_transpose(self, g: Gemm, kind: str, written: set) -> str:
         dm, _ = self.layout.adjoint(g.nodes[0].name, kind)
@@ -280,7 +307,8 @@ class _Emitter:
             if name not in L.member:
                 lines.append(f"_{adjoint(name)} = np.empty((T, B, {L.dim[name]}), dtype)")
         for _, g in L.gemms:
-            lines.append(f"_{adjoint(g.name)} = np.empty((T, B, {L.width(g)}), dtype)")
+            if g.name not in L.shared:
+                lines.append(f"_{adjoint(g.name)} = np.empty((T, B, {L.width(g)}), dtype)")
         for s, dim in L.states.items():
             lines.append(f"_{adjoint(s)} = np.empty((B, {dim}), dtype)")
             lines.append(f"_{adjoint(new_name(s))} = carry__[{s!r}]")
@@ -324,9 +352,16 @@ class _Emitter:
                 lines.append(self.gemm_transpose(g, "static", written))
         for x in sorted(L.inputs - written):
             lines.append(f"_{adjoint(x)}[...] = 0")
-        for p in self.cell.params:     # vector parameters: one reduction over all rows
+        # Vector parameters: column sums over all rows, one contiguous sum per buffer.
+        sums = {}
+        for array, _, _ in (t for terms in self.reductions.values() for t in terms):
+            if array not in sums:
+                sums[array] = f"colsum{len(sums)}__"
+                lines.append(f"{sums[array]} = {array}.sum(axis=0)")
+        for p in self.cell.params:
             if len(p.shape) == 1:
-                terms = [f"{t}.sum(axis=0)" for t in self.reductions.get(p.name, [])]
+                terms = [sums[a] if off is None else f"{sums[a]}[{off}:{off} + {dim}]"
+                         for a, off, dim in self.reductions.get(p.name, [])]
                 lines.append(f"_{adjoint(p.name)} = " + (" + ".join(terms) if terms
                                                         else f"np.zeros_like(_{p.name})"))
         done: set[str] = set()
@@ -337,7 +372,8 @@ class _Emitter:
             elif g.operand in L.new_states:
                 s = L.new_states[g.operand]
                 operand = f"_{s}[1:].reshape(T * B, {L.dim[s]})"
-            lines.append(f"gw__ = {operand}.T @ _{adjoint(g.name)}.reshape(T * B, {L.width(g)})")
+            dm = f"_{adjoint(L.shared.get(g.name, g.name))}.reshape(T * B, {L.width(g)})"
+            lines.append(f"gw__ = {operand}.T @ {dm}")
             for node in g.nodes:
                 _, offset = L.member[node.name]
                 block = f"gw__[:, {offset}:{offset} + {node.dim}]"

@@ -205,14 +205,13 @@ def _fwd_step1_H(rows__, H, _b, _mm__h, _mm__x, _h__new):
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _h__new, _d__h__new, _d__mm__h, _d__mm__x):
+def _bwd_step1_H(rows__, H, _h__new, _d__h__new, _d__mm__x):
     T = _h__new.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
             h__new = _h__new[r__, j__]
             d__h__new = _d__h__new[r__, j__]
             t__0 = d__h__new*(T(1) - h__new*h__new)
-            _d__mm__h[r__, j__] = t__0
             _d__mm__x[r__, j__] = t__0
 
 
@@ -270,20 +269,20 @@ def backward(cache, d_outputs=None, d_states=None):
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H), dtype)
-    _d__mm__h = np.empty((T, B, H), dtype)
     _d__h = np.empty((B, H), dtype)
     _d__h__new = carry__['h']
     for t in range(T - 1, -1, -1):
         if dy__ is not None:
             _d__h__new += dy__[t]
-        _bwd_step1_H(B, H, _h[t + 1], _d__h__new, _d__mm__h[t], _d__mm__x[t])
-        np.matmul(_d__mm__h[t], _w__mm__h.T, out=_d__h)
+        _bwd_step1_H(B, H, _h[t + 1], _d__h__new, _d__mm__x[t])
+        np.matmul(_d__mm__x[t], _w__mm__h.T, out=_d__h)
         _d__h, _d__h__new = _d__h__new, _d__h
     np.matmul(_d__mm__x.reshape(T * B, H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
-    _d__b = _d__mm__h.reshape(T * B, H)[:, 0:0 + H].sum(axis=0)
+    colsum0__ = _d__mm__x.reshape(T * B, H).sum(axis=0)
+    _d__b = colsum0__[0:0 + H]
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H)
     _d__W_x = np.ascontiguousarray(gw__[:, 0:0 + H])
-    gw__ = _h[:T].reshape(T * B, H).T @ _d__mm__h.reshape(T * B, H)
+    gw__ = _h[:T].reshape(T * B, H).T @ _d__mm__x.reshape(T * B, H)
     _d__W_h = np.ascontiguousarray(gw__[:, 0:0 + H])
     return Gradients(
         params={'W_x': _d__W_x, 'W_h': _d__W_h, 'b': _d__b},

@@ -351,10 +351,12 @@ def backward(cache, d_outputs=None, d_states=None):
         _d__h += _d__mm__h[t] @ _w__mm__h.T
         _d__h, _d__h__new = _d__h__new, _d__h
     np.matmul(_d__mm__x.reshape(T * B, H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
-    _d__b_r = _d__mm__h.reshape(T * B, H + H + H)[:, 0:0 + H].sum(axis=0)
-    _d__b_z = _d__mm__h.reshape(T * B, H + H + H)[:, H:H + H].sum(axis=0)
-    _d__b_xn = _d__mm__x.reshape(T * B, H + H + H)[:, H + H:H + H + H].sum(axis=0)
-    _d__b_hn = _d__mm__h.reshape(T * B, H + H + H)[:, H + H:H + H + H].sum(axis=0)
+    colsum0__ = _d__mm__h.reshape(T * B, H + H + H).sum(axis=0)
+    colsum1__ = _d__mm__x.reshape(T * B, H + H + H).sum(axis=0)
+    _d__b_r = colsum0__[0:0 + H]
+    _d__b_z = colsum0__[H:H + H]
+    _d__b_xn = colsum1__[H + H:H + H + H]
+    _d__b_hn = colsum0__[H + H:H + H + H]
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H + H + H)
     _d__W_xr = np.ascontiguousarray(gw__[:, 0:0 + H])
     _d__W_xz = np.ascontiguousarray(gw__[:, H:H + H])

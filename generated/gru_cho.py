@@ -378,9 +378,11 @@ def backward(cache, d_outputs=None, d_states=None):
         _d__s += _d__mm__s[t] @ _w__mm__s.T
         _d__s, _d__s__new = _d__s__new, _d__s
     np.matmul(_d__mm__x.reshape(T * B, H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
-    _d__b_r = _d__mm__s.reshape(T * B, H + H)[:, 0:0 + H].sum(axis=0)
-    _d__b_z = _d__mm__s.reshape(T * B, H + H)[:, H:H + H].sum(axis=0)
-    _d__b_s = _d__mm__W_ss__in.reshape(T * B, H)[:, 0:0 + H].sum(axis=0)
+    colsum0__ = _d__mm__W_ss__in.reshape(T * B, H).sum(axis=0)
+    colsum1__ = _d__mm__s.reshape(T * B, H + H).sum(axis=0)
+    _d__b_r = colsum1__[0:0 + H]
+    _d__b_z = colsum1__[H:H + H]
+    _d__b_s = colsum0__[0:0 + H]
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H + H + H)
     _d__W_xr = np.ascontiguousarray(gw__[:, 0:0 + H])
     _d__W_xz = np.ascontiguousarray(gw__[:, H:H + H])

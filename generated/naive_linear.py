@@ -206,7 +206,7 @@ def _fwd_step1_H(rows__, H, _b, _s, _mm__s, _mm__x, _s__new):
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _b, _mm__s, _mm__x, _d__s__new, _d__s, _d__mm__s, _d__mm__x):
+def _bwd_step1_H(rows__, H, _b, _mm__s, _mm__x, _d__s__new, _d__s, _d__mm__x):
     T = _b.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -216,7 +216,6 @@ def _bwd_step1_H(rows__, H, _b, _mm__s, _mm__x, _d__s__new, _d__s, _d__mm__s, _d
             d__s__new = _d__s__new[r__, j__]
             t__0 = d__s__new*(T(1) - _tanh(b + s__W_s + x__W_i)*_tanh(b + s__W_s + x__W_i))
             _d__s[r__, j__] = d__s__new
-            _d__mm__s[r__, j__] = t__0
             _d__mm__x[r__, j__] = t__0
 
 
@@ -275,20 +274,20 @@ def backward(cache, d_outputs=None, d_states=None):
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H), dtype)
-    _d__mm__s = np.empty((T, B, H), dtype)
     _d__s = np.empty((B, H), dtype)
     _d__s__new = carry__['s']
     for t in range(T - 1, -1, -1):
         if dy__ is not None:
             _d__s__new += dy__[t]
-        _bwd_step1_H(B, H, _b, _mm__s[t], _mm__x[t], _d__s__new, _d__s, _d__mm__s[t], _d__mm__x[t])
-        _d__s += _d__mm__s[t] @ _w__mm__s.T
+        _bwd_step1_H(B, H, _b, _mm__s[t], _mm__x[t], _d__s__new, _d__s, _d__mm__x[t])
+        _d__s += _d__mm__x[t] @ _w__mm__s.T
         _d__s, _d__s__new = _d__s__new, _d__s
     np.matmul(_d__mm__x.reshape(T * B, H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
-    _d__b = _d__mm__s.reshape(T * B, H)[:, 0:0 + H].sum(axis=0)
+    colsum0__ = _d__mm__x.reshape(T * B, H).sum(axis=0)
+    _d__b = colsum0__[0:0 + H]
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H)
     _d__W_i = np.ascontiguousarray(gw__[:, 0:0 + H])
-    gw__ = _s[:T].reshape(T * B, H).T @ _d__mm__s.reshape(T * B, H)
+    gw__ = _s[:T].reshape(T * B, H).T @ _d__mm__x.reshape(T * B, H)
     _d__W_s = np.ascontiguousarray(gw__[:, 0:0 + H])
     return Gradients(
         params={'W_s': _d__W_s, 'W_i': _d__W_i, 'b': _d__b},

@@ -265,7 +265,7 @@ def _fwd_step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _p_f, _p_i, _p_o
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c__new, _d__h__new, _d__c, _d__mm__h, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _d__mm__x):
+def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c__new, _d__h__new, _d__c, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _d__mm__x):
     T = _c.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -291,10 +291,6 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c
             t__8 = t__7*(T(1) - g*g)
             t__9 = g*t__7*(T(1) - i)
             _d__c[r__, j__] = t__4 + p_f*t__6 + p_i*t__9
-            _d__mm__h[r__, H + j__] = t__6
-            _d__mm__h[r__, H + H + j__] = t__8
-            _d__mm__h[r__, j__] = t__9
-            _d__mm__h[r__, H + H + H + j__] = t__2
             _e__p_f__step1_H[r__, j__] = t__5*c*c
             _e__p_i__step1_H[r__, j__] = c*t__9
             _e__p_o__step1_H[r__, j__] = c__new*t__2
@@ -381,7 +377,6 @@ def backward(cache, d_outputs=None, d_states=None):
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H + H + H + H), dtype)
-    _d__mm__h = np.empty((T, B, H + H + H + H), dtype)
     _d__h = np.empty((B, H), dtype)
     _d__h__new = carry__['h']
     _d__c = np.empty((B, H), dtype)
@@ -392,24 +387,28 @@ def backward(cache, d_outputs=None, d_states=None):
     for t in range(T - 1, -1, -1):
         if dy__ is not None:
             _d__h__new += dy__[t]
-        _bwd_step1_H(B, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _p_f, _p_i, _p_o, _d__c__new, _d__h__new, _d__c, _d__mm__h[t], _e__p_f__step1_H[t], _e__p_i__step1_H[t], _e__p_o__step1_H[t], _d__mm__x[t])
-        np.matmul(_d__mm__h[t], _w__mm__h.T, out=_d__h)
+        _bwd_step1_H(B, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _p_f, _p_i, _p_o, _d__c__new, _d__h__new, _d__c, _e__p_f__step1_H[t], _e__p_i__step1_H[t], _e__p_o__step1_H[t], _d__mm__x[t])
+        np.matmul(_d__mm__x[t], _w__mm__h.T, out=_d__h)
         _d__h, _d__h__new = _d__h__new, _d__h
         _d__c, _d__c__new = _d__c__new, _d__c
     np.matmul(_d__mm__x.reshape(T * B, H + H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
-    _d__p_i = _e__p_i__step1_H.reshape(T * B, H).sum(axis=0)
-    _d__b_i = _d__mm__h.reshape(T * B, H + H + H + H)[:, 0:0 + H].sum(axis=0)
-    _d__p_f = _e__p_f__step1_H.reshape(T * B, H).sum(axis=0)
-    _d__b_f = _d__mm__h.reshape(T * B, H + H + H + H)[:, H:H + H].sum(axis=0)
-    _d__b_g = _d__mm__h.reshape(T * B, H + H + H + H)[:, H + H:H + H + H].sum(axis=0)
-    _d__p_o = _e__p_o__step1_H.reshape(T * B, H).sum(axis=0)
-    _d__b_o = _d__mm__h.reshape(T * B, H + H + H + H)[:, H + H + H:H + H + H + H].sum(axis=0)
+    colsum0__ = _d__mm__x.reshape(T * B, H + H + H + H).sum(axis=0)
+    colsum1__ = _e__p_f__step1_H.reshape(T * B, H).sum(axis=0)
+    colsum2__ = _e__p_i__step1_H.reshape(T * B, H).sum(axis=0)
+    colsum3__ = _e__p_o__step1_H.reshape(T * B, H).sum(axis=0)
+    _d__p_i = colsum2__
+    _d__b_i = colsum0__[0:0 + H]
+    _d__p_f = colsum1__
+    _d__b_f = colsum0__[H:H + H]
+    _d__b_g = colsum0__[H + H:H + H + H]
+    _d__p_o = colsum3__
+    _d__b_o = colsum0__[H + H + H:H + H + H + H]
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H + H + H + H)
     _d__W_xi = np.ascontiguousarray(gw__[:, 0:0 + H])
     _d__W_xf = np.ascontiguousarray(gw__[:, H:H + H])
     _d__W_xg = np.ascontiguousarray(gw__[:, H + H:H + H + H])
     _d__W_xo = np.ascontiguousarray(gw__[:, H + H + H:H + H + H + H])
-    gw__ = _h[:T].reshape(T * B, H).T @ _d__mm__h.reshape(T * B, H + H + H + H)
+    gw__ = _h[:T].reshape(T * B, H).T @ _d__mm__x.reshape(T * B, H + H + H + H)
     _d__W_hi = np.ascontiguousarray(gw__[:, 0:0 + H])
     _d__W_hf = np.ascontiguousarray(gw__[:, H:H + H])
     _d__W_hg = np.ascontiguousarray(gw__[:, H + H:H + H + H])
