@@ -187,6 +187,7 @@ class _Emitter:
         self.kernels: list[dict] = []
         # vector param -> [(array of rows, column offset or None for all, width)]
         self.reductions: dict[str, list[tuple[str, str | None, str]]] = {}
+        self.step_functions: list[dict] = []
         self.term_buffers: list[str] = []
 
     def call(self, kernel: _Kernel, kind: str) -> str:
@@ -235,14 +236,29 @@ class _Emitter:
                                     f".reshape(T, B, {L.width(g)})")
                     else:
                         out, _ = L.value(g.nodes[0].name, "step")
-                        body.append(f"np.matmul({operand}, _w__{g.name}, out={out})")
+                        body.append(f"_gemm({operand}, _w__{g.name}, {out}, False, False)")
                 for region in stage.regions:
                     body.append(self.fwd_kernel(kind, region))
             if kind == "step":
-                lines.append("for t in range(T):")
-                body = ["    " + line for line in body] or ["    pass"]
-            lines.extend(body)
+                loop = ["for t in range(T):"] + (["    " + line for line in body] or ["    pass"])
+                lines.append(self.step_function("forward_steps", loop, []))
+            else:
+                lines.extend(body)
         return lines
+
+    def step_function(self, name: str, body: list[str], returns: list[str]) -> str:
+        """Turn the time loop into a Numba function (no Python between steps); return
+        the line that calls it. Its parameters are the loop's free names."""
+        import ast
+        tree = ast.parse("\n".join(body))
+        names = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - {"t", "range"}
+                       - {"np", "_gemm"} - {k["name"] for k in self.kernels}
+                       - {"_" + k["name"] for k in self.kernels})
+        args = ["T"] + [n for n in names if n != "T"]
+        self.step_functions.append({"name": name, "args": args, "body": body,
+                                    "returns": returns})
+        call = f"_{name}({', '.join(args)})"
+        return f"{', '.join(returns)} = {call}" if returns else call
 
     # ---- backward --------------------------------------------------------------
     def bwd_kernel(self, kind: str, region: Region, written: set) -> str:
@@ -290,11 +306,16 @@ class _Emitter:
             (L.at(buffer, L.dim[name], "static"), None, L.dim[name]))   # the whole buffer
 
     def gemm_transpose(self, g: Gemm, kind: str, written: set) -> str:
+        """d(operand) (+)= d(output) @ W.T: per step through BLAS (beta=1 accumulates
+        without a temporary), after the loop as one numpy GEMM over all rows."""
         dm, _ = self.layout.adjoint(g.nodes[0].name, kind)
         target = self.layout.block(g.operand, kind, grad=True)
-        if g.operand in written:
-            return f"{target} += {dm} @ _w__{g.name}.T"
+        accumulate = g.operand in written
         written.add(g.operand)
+        if kind == "step":
+            return f"_gemm({dm}, _w__{g.name}, {target}, True, {accumulate})"
+        if accumulate:
+            return f"{target} += {dm} @ _w__{g.name}.T"
         return f"np.matmul({dm}, _w__{g.name}.T, out={target})"
 
     def backward(self) -> list[str]:
@@ -325,9 +346,10 @@ class _Emitter:
         self.written = written = set(L.new_states)      # carried in from the step after
         loop = []
         if out in L.new_states:
-            loop += ["if dy__ is not None:", f"    _{adjoint(out)} += dy__[t]"]
+            loop += ["if has_dy__:", f"    _{adjoint(out)} += dy__[t]"]
         else:
-            loop.append(f"{L.block(out, 'step', grad=True)} = 0 if dy__ is None else dy__[t]")
+            seed = L.block(out, "step", grad=True)
+            loop += ["if has_dy__:", f"    {seed}[:] = dy__[t]", "else:", f"    {seed}[:] = 0"]
             written.add(out)
         for stage in reversed(self.d.plan.step):
             for region in stage.regions:
@@ -336,10 +358,12 @@ class _Emitter:
                 loop.append(self.gemm_transpose(g, "step", written))
         for s in L.states:   # the adjoint of h_t becomes that of the previous step's h'
             if s not in written:
-                loop.append(f"_{adjoint(s)}[...] = 0")
+                loop.append(f"_{adjoint(s)}[:] = 0")
             loop.append(f"_{adjoint(s)}, _{adjoint(new_name(s))} = "
                         f"_{adjoint(new_name(s))}, _{adjoint(s)}")
-        return ["for t in range(T - 1, -1, -1):"] + ["    " + line for line in loop]
+        body = ["for t in range(T - 1, -1, -1):"] + ["    " + line for line in loop]
+        finals = [f"_{adjoint(new_name(s))}" for s in L.states]
+        return [self.step_function("backward_steps", body, finals)]
 
     def after_loop(self) -> list[str]:
         L, lines = self.layout, []
@@ -351,7 +375,7 @@ class _Emitter:
             for g in stage.gemms:
                 lines.append(self.gemm_transpose(g, "static", written))
         for x in sorted(L.inputs - written):
-            lines.append(f"_{adjoint(x)}[...] = 0")
+            lines.append(f"_{adjoint(x)}[:] = 0")
         # Vector parameters: column sums over all rows, one contiguous sum per buffer.
         sums = {}
         for array, _, _ in (t for terms in self.reductions.values() for t in terms):
@@ -420,6 +444,7 @@ def build_context(d: Derivation, *, version: str, source_name: str,
         "dims": tuple(cell.dims),
         "vector_params": [p.name for p in cell.params if len(p.shape) == 1],
         "fast_functions": fast_functions(d),
+        "step_functions": emit.step_functions,
     }
 
 

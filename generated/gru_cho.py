@@ -16,8 +16,12 @@ API (see the cellc README, "The generated module's contract"):
     forward(params, inputs, states=None) -> (outputs, final_states, cache)
     backward(cache, d_outputs=None, d_states=None) -> Gradients(params, inputs, states)
 """
+import ctypes
+import glob
+import os
 from collections import namedtuple
 
+import llvmlite.binding as llvm
 import numba as nb
 import numpy as np
 from numba.extending import overload
@@ -51,6 +55,63 @@ Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
 
 
+
+
+def _find_cblas():
+    """numpy's own OpenBLAS (ILP64 cblas_?gemm), registered as symbols so that the
+    time loops can call it from Numba with cache=True (a ctypes pointer would not cache)."""
+    libs = sorted(glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*")))
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_cblas_", "cblas_"):
+            try:
+                s, d = getattr(lib, prefix + "sgemm64_"), getattr(lib, prefix + "dgemm64_")
+            except AttributeError:
+                continue
+            llvm.add_symbol("cellc_cblas_sgemm", ctypes.cast(s, ctypes.c_void_p).value)
+            llvm.add_symbol("cellc_cblas_dgemm", ctypes.cast(d, ctypes.c_void_p).value)
+            return True
+    return False
+
+
+_HAVE_CBLAS = _find_cblas()
+
+
+def _blas_signature(real):
+    i32, i64, ptr = nb.types.int32, nb.types.int64, nb.types.voidptr
+    return nb.types.void(i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64)
+
+
+_sgemm = nb.types.ExternalFunction("cellc_cblas_sgemm", _blas_signature(nb.types.float32))
+_dgemm = nb.types.ExternalFunction("cellc_cblas_dgemm", _blas_signature(nb.types.float64))
+
+
+def _gemm(a, b, c, transpose_b, accumulate):
+    """c = a @ b (b.T if transpose_b), or c += ... when accumulate; inside Numba only."""
+    raise TypeError("_gemm is for use inside Numba kernels")
+
+
+@overload(_gemm)
+def _gemm_for_dtype(a, b, c, transpose_b, accumulate):
+    if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
+        def portable(a, b, c, transpose_b, accumulate):
+            product = np.dot(a, b.T) if transpose_b else np.dot(a, b)
+            if accumulate:
+                c += product
+            else:
+                c[:, :] = product
+        return portable
+    gemm = _sgemm if a.dtype == nb.types.float32 else _dgemm
+    T = np.float32 if a.dtype == nb.types.float32 else np.float64
+
+    def blas(a, b, c, transpose_b, accumulate):
+        m, k = a.shape
+        n = c.shape[1]
+        size = a.itemsize
+        gemm(101, 111, 112 if transpose_b else 111, m, n, k, T(1), a.ctypes, a.strides[0] // size,
+             b.ctypes, b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes,
+             c.strides[0] // size)
+    return blas
 @nb.njit(inline="always", error_model="numpy")
 def _tanh_f32(x):
     """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7)."""
@@ -292,6 +353,28 @@ def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__s, _d__mm__s, _
             _d__mm__x[r__, H + j__] = t__2
 
 
+@nb.njit(**_JIT)
+def _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z):
+    for t in range(T):
+        _gemm(_s[t], _w__mm__s, _mm__s, False, False)
+        _fwd_step1_H(B, H, _b_r, _b_z, _s[t], _mm__s, _mm__x[t], _r[t], _z[t], _W_ss__in[t])
+        _gemm(_W_ss__in[t], _w__mm__W_ss__in, _mm__W_ss__in, False, False)
+        _fwd_step2_H(B, H, _mm__W_ss__in, _b_s, _s[t], _mm__x[t], _z[t], _u[t], _s[t + 1])
+
+
+@nb.njit(**_JIT)
+def _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__):
+    for t in range(T - 1, -1, -1):
+        if has_dy__:
+            _d__s__new += dy__[t]
+        _bwd_step2_H(B, H, _s[t], _u[t], _z[t], _d__s__new, _d__mm__W_ss__in[t], _d__s, _d__mm__x[t], _d__z)
+        _gemm(_d__mm__W_ss__in[t], _w__mm__W_ss__in, _d__W_ss__in, True, False)
+        _bwd_step1_H(B, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__s, _d__mm__s[t], _d__mm__x[t])
+        _gemm(_d__mm__s[t], _w__mm__s, _d__s, True, True)
+        _d__s, _d__s__new = _d__s__new, _d__s
+    return _d__s__new
+
+
 def forward(params, inputs, states=None):
     """Run the cell over a time-major sequence `inputs` [T, B, I] (a dict if several).
 
@@ -317,11 +400,7 @@ def forward(params, inputs, states=None):
     _mm__s = np.empty((B, H + H), dtype)
     _mm__W_ss__in = np.empty((B, H), dtype)
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H)
-    for t in range(T):
-        np.matmul(_s[t], _w__mm__s, out=_mm__s)
-        _fwd_step1_H(B, H, _b_r, _b_z, _s[t], _mm__s, _mm__x[t], _r[t], _z[t], _W_ss__in[t])
-        np.matmul(_W_ss__in[t], _w__mm__W_ss__in, out=_mm__W_ss__in)
-        _fwd_step2_H(B, H, _mm__W_ss__in, _b_s, _s[t], _mm__x[t], _z[t], _u[t], _s[t + 1])
+    _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
              "saved": {'_W_ss__in': _W_ss__in, '_mm__x': _mm__x, '_r': _r, '_s': _s, '_u': _u, '_w__mm__W_ss__in': _w__mm__W_ss__in, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x, '_z': _z}}
     final = {'s': _s[T]}
@@ -354,6 +433,9 @@ def backward(cache, d_outputs=None, d_states=None):
     _w__mm__x = saved['_w__mm__x']
     _z = saved['_z']
     dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
+    has_dy__ = dy__ is not None
+    if not has_dy__:
+        dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
     d_states = dict(d_states or {})
     if [s for s in d_states if s not in STATES]:
         raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
@@ -369,14 +451,7 @@ def backward(cache, d_outputs=None, d_states=None):
     _d__s__new = carry__['s']
     _d__W_ss__in = np.empty((B, H), dtype)
     _d__z = np.empty((B, H), dtype)
-    for t in range(T - 1, -1, -1):
-        if dy__ is not None:
-            _d__s__new += dy__[t]
-        _bwd_step2_H(B, H, _s[t], _u[t], _z[t], _d__s__new, _d__mm__W_ss__in[t], _d__s, _d__mm__x[t], _d__z)
-        np.matmul(_d__mm__W_ss__in[t], _w__mm__W_ss__in.T, out=_d__W_ss__in)
-        _bwd_step1_H(B, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__s, _d__mm__s[t], _d__mm__x[t])
-        _d__s += _d__mm__s[t] @ _w__mm__s.T
-        _d__s, _d__s__new = _d__s__new, _d__s
+    _d__s__new = _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__)
     np.matmul(_d__mm__x.reshape(T * B, H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__W_ss__in.reshape(T * B, H).sum(axis=0)
     colsum1__ = _d__mm__s.reshape(T * B, H + H).sum(axis=0)

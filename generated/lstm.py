@@ -18,8 +18,12 @@ API (see the cellc README, "The generated module's contract"):
     forward(params, inputs, states=None) -> (outputs, final_states, cache)
     backward(cache, d_outputs=None, d_states=None) -> Gradients(params, inputs, states)
 """
+import ctypes
+import glob
+import os
 from collections import namedtuple
 
+import llvmlite.binding as llvm
 import numba as nb
 import numpy as np
 from numba.extending import overload
@@ -57,6 +61,63 @@ Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
 
 
+
+
+def _find_cblas():
+    """numpy's own OpenBLAS (ILP64 cblas_?gemm), registered as symbols so that the
+    time loops can call it from Numba with cache=True (a ctypes pointer would not cache)."""
+    libs = sorted(glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*")))
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_cblas_", "cblas_"):
+            try:
+                s, d = getattr(lib, prefix + "sgemm64_"), getattr(lib, prefix + "dgemm64_")
+            except AttributeError:
+                continue
+            llvm.add_symbol("cellc_cblas_sgemm", ctypes.cast(s, ctypes.c_void_p).value)
+            llvm.add_symbol("cellc_cblas_dgemm", ctypes.cast(d, ctypes.c_void_p).value)
+            return True
+    return False
+
+
+_HAVE_CBLAS = _find_cblas()
+
+
+def _blas_signature(real):
+    i32, i64, ptr = nb.types.int32, nb.types.int64, nb.types.voidptr
+    return nb.types.void(i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64)
+
+
+_sgemm = nb.types.ExternalFunction("cellc_cblas_sgemm", _blas_signature(nb.types.float32))
+_dgemm = nb.types.ExternalFunction("cellc_cblas_dgemm", _blas_signature(nb.types.float64))
+
+
+def _gemm(a, b, c, transpose_b, accumulate):
+    """c = a @ b (b.T if transpose_b), or c += ... when accumulate; inside Numba only."""
+    raise TypeError("_gemm is for use inside Numba kernels")
+
+
+@overload(_gemm)
+def _gemm_for_dtype(a, b, c, transpose_b, accumulate):
+    if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
+        def portable(a, b, c, transpose_b, accumulate):
+            product = np.dot(a, b.T) if transpose_b else np.dot(a, b)
+            if accumulate:
+                c += product
+            else:
+                c[:, :] = product
+        return portable
+    gemm = _sgemm if a.dtype == nb.types.float32 else _dgemm
+    T = np.float32 if a.dtype == nb.types.float32 else np.float64
+
+    def blas(a, b, c, transpose_b, accumulate):
+        m, k = a.shape
+        n = c.shape[1]
+        size = a.itemsize
+        gemm(101, 111, 112 if transpose_b else 111, m, n, k, T(1), a.ctypes, a.strides[0] // size,
+             b.ctypes, b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes,
+             c.strides[0] // size)
+    return blas
 @nb.njit(inline="always", error_model="numpy")
 def _tanh_f32(x):
     """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7)."""
@@ -287,6 +348,25 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _d__c__new, _d__h__new,
             _d__mm__x[r__, H + H + H + j__] = t__8
 
 
+@nb.njit(**_JIT)
+def _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, _mm__x, _o, _w__mm__h):
+    for t in range(T):
+        _gemm(_h[t], _w__mm__h, _mm__h, False, False)
+        _fwd_step1_H(B, H, _b_f, _b_g, _b_i, _b_o, _c[t], _mm__h, _mm__x[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _h[t + 1])
+
+
+@nb.njit(**_JIT)
+def _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _f, _g, _i, _o, _w__mm__h, dy__, has_dy__):
+    for t in range(T - 1, -1, -1):
+        if has_dy__:
+            _d__h__new += dy__[t]
+        _bwd_step1_H(B, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _d__c__new, _d__h__new, _d__c, _d__mm__x[t])
+        _gemm(_d__mm__x[t], _w__mm__h, _d__h, True, False)
+        _d__h, _d__h__new = _d__h__new, _d__h
+        _d__c, _d__c__new = _d__c__new, _d__c
+    return _d__h__new, _d__c__new
+
+
 def forward(params, inputs, states=None):
     """Run the cell over a time-major sequence `inputs` [T, B, I] (a dict if several).
 
@@ -313,9 +393,7 @@ def forward(params, inputs, states=None):
     _o = np.empty((T, B, H), dtype)
     _mm__h = np.empty((B, H + H + H + H), dtype)
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H + H)
-    for t in range(T):
-        np.matmul(_h[t], _w__mm__h, out=_mm__h)
-        _fwd_step1_H(B, H, _b_f, _b_g, _b_i, _b_o, _c[t], _mm__h, _mm__x[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _h[t + 1])
+    _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, _mm__x, _o, _w__mm__h)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
              "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_mm__x': _mm__x, '_o': _o, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
     final = {'h': _h[T], 'c': _c[T]}
@@ -349,6 +427,9 @@ def backward(cache, d_outputs=None, d_states=None):
     _w__mm__h = saved['_w__mm__h']
     _w__mm__x = saved['_w__mm__x']
     dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
+    has_dy__ = dy__ is not None
+    if not has_dy__:
+        dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
     d_states = dict(d_states or {})
     if [s for s in d_states if s not in STATES]:
         raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
@@ -362,13 +443,7 @@ def backward(cache, d_outputs=None, d_states=None):
     _d__h__new = carry__['h']
     _d__c = np.empty((B, H), dtype)
     _d__c__new = carry__['c']
-    for t in range(T - 1, -1, -1):
-        if dy__ is not None:
-            _d__h__new += dy__[t]
-        _bwd_step1_H(B, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _d__c__new, _d__h__new, _d__c, _d__mm__x[t])
-        np.matmul(_d__mm__x[t], _w__mm__h.T, out=_d__h)
-        _d__h, _d__h__new = _d__h__new, _d__h
-        _d__c, _d__c__new = _d__c__new, _d__c
+    _d__h__new, _d__c__new = _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _f, _g, _i, _o, _w__mm__h, dy__, has_dy__)
     np.matmul(_d__mm__x.reshape(T * B, H + H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__x.reshape(T * B, H + H + H + H).sum(axis=0)
     _d__b_i = colsum0__[0:0 + H]
