@@ -343,14 +343,15 @@ def chart(results, path):
         for cell, size in groups:
             r = next((r for r in results if (r["cell"], r["size"], r["impl"]) == (cell, size, impl)
                       and "train_ms" in r), None)
-            bound = next((b for b in results if (b["cell"], b["size"], b["impl"]) == (cell, size, "bound")
-                          and "train_ms" in b), None)
+            same_blas = "bound" + ("/" + impl.split("/")[1] if "/" in impl else "")
+            bound = next((b for b in results if (b["cell"], b["size"], b["impl"]) ==
+                          (cell, size, same_blas) and "train_ms" in b), None)
             ys.append(r["train_ms"] / bound["train_ms"] if r and bound else 0)
         ax.bar([g + k * width for g in range(len(groups))], ys, width, label=impl)
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
     ax.set_xticklabels([f"{c}\n{s}" for c, s in groups])
-    ax.set_ylabel("training step / GEMM lower bound (this env's BLAS)")
+    ax.set_ylabel("training step / GEMM lower bound, same BLAS")
     ax.set_yscale("log")
     ax.legend(fontsize=8, ncol=3)
     ax.set_title("One training step (forward + BPTT), float32, 2 cores: lower is better")
