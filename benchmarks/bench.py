@@ -19,6 +19,8 @@ OPENBLAS_CORETYPE=SkylakeX (AVX-512 kernels); the table says which is which.
 Forward for torch and JAX runs under no_grad/without saving; cellc's forward always
 saves what backward needs.
 
+Implementations take turns (--rounds passes, a fresh process each), and each reports
+the median of all its runs: drift on a shared machine then affects all of them alike.
 Writes benchmarks/results/bench.json and bench.png.
 """
 from __future__ import annotations
@@ -276,8 +278,8 @@ def worker(cell: str, size: str, impl: str, repeats: int) -> dict:
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
-        result[label] = statistics.median(times)
-    result["gflops"] = train_flops(cell, ir, B, H, T) / result["train_ms"] / 1e6
+        result[label] = times
+    result["flops"] = train_flops(cell, ir, B, H, T)
     return result
 
 
@@ -299,6 +301,30 @@ def run_one(cell, size, impl, repeats) -> dict:
         return {"cell": cell, "size": size, "impl": impl,
                 "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_rounds(cell, size, impls, rounds, repeats) -> list[dict]:
+    """Every implementation, `rounds` times in turn (a fresh process each time), so
+    that the shared machine's drift affects them all alike; medians over all samples."""
+    samples: dict[str, dict] = {}
+    for _ in range(rounds):
+        for impl in impls:
+            r = run_one(cell, size, impl, repeats)
+            if "error" in r:
+                samples[impl] = r
+            elif "error" not in samples.get(impl, {}):
+                kept = samples.setdefault(impl, dict(r, train_ms=[], forward_ms=[]))
+                kept["train_ms"] += r["train_ms"]
+                kept["forward_ms"] += r["forward_ms"]
+    results = []
+    for impl, r in samples.items():
+        if "error" not in r:
+            r["samples"] = len(r["train_ms"])
+            r["train_ms"] = statistics.median(r["train_ms"])
+            r["forward_ms"] = statistics.median(r["forward_ms"])
+            r["gflops"] = r.pop("flops") / r["train_ms"] / 1e6
+        results.append(r)
+    return results
 
 
 def table(results: list[dict]) -> str:
@@ -368,7 +394,8 @@ def main():
     ap.add_argument("--cells", nargs="+", default=CELLS)
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--impls", nargs="+", default=IMPLS + [f"bound/{AVX512}", f"cellc/{AVX512}"])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=3, help="passes over all implementations")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per pass")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
@@ -376,12 +403,11 @@ def main():
     results = []
     for cell in args.cells:
         for size in args.sizes:
-            for impl in args.impls:
-                if available(cell, impl):
-                    r = run_one(cell, size, impl, args.repeats)
-                    results.append(r)
-                    status = f"{r['train_ms']:.2f} ms" if "train_ms" in r else r.get("error")
-                    print(f"  {cell:14s} {size:7s} {impl:22s} {status}", file=sys.stderr, flush=True)
+            impls = [i for i in args.impls if available(cell, i)]
+            for r in run_rounds(cell, size, impls, args.rounds, args.repeats):
+                results.append(r)
+                status = f"{r['train_ms']:.2f} ms" if "train_ms" in r else r.get("error")
+                print(f"  {cell:14s} {size:7s} {r['impl']:22s} {status}", file=sys.stderr, flush=True)
     print(table(results))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
