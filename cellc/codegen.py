@@ -188,7 +188,6 @@ class _Emitter:
         # vector param -> [(array of rows, column offset or None for all, width)]
         self.reductions: dict[str, list[tuple[str, str | None, str]]] = {}
         self.step_functions: list[dict] = []
-        self.row_buffers: set[str] = set()       # per-step [B, ...] arrays
         self.term_buffers: list[str] = []
 
     def call(self, kernel: _Kernel, kind: str) -> str:
@@ -227,8 +226,6 @@ class _Emitter:
             if kind == "step":
                 shape = "B" if g.name in L.transient else "T, B"
                 lines.append(f"_{g.name} = np.empty(({shape}, {L.width(g)}), dtype)")
-                if g.name in L.transient:
-                    self.row_buffers.add(f"_{g.name}")
         for kind, program in (("static", self.d.plan.static), ("step", self.d.plan.step)):
             body = []
             for stage in program:
@@ -259,27 +256,9 @@ class _Emitter:
                        - {"_" + k["name"] for k in self.kernels})
         args = ["T"] + [n for n in names if n != "T"]
         self.step_functions.append({"name": name, "args": args, "body": body,
-                                    "returns": returns, "split_args": self.split_args(args)})
-        serial = f"_{name}({', '.join(args)})"
-        split = f"_{name}_split({', '.join(args)}, chunks__)"
-        lhs = f"{', '.join(returns)}, = " if returns else ""
-        return f"{lhs}{split} if chunks__ > 1 else {serial}"
-
-    def split_args(self, args: list[str]) -> list[str]:
-        """Each argument as seen by one worker of the batch-split loop: rows r0:r1 of
-        every per-row array; sizes, weights and parameters whole."""
-        L, out = self.layout, []
-        whole = {f"_{p}" for p in L.params} | {f"_w__{g.name}" for _, g in L.gemms}
-        for a in args:
-            if a == "B":
-                out.append("r1__ - r0__")
-            elif a in whole or not a.startswith("_") and a != "dy__":
-                out.append(a)
-            elif a in self.row_buffers:
-                out.append(f"{a}[r0__:r1__]")
-            else:
-                out.append(f"{a}[:, r0__:r1__]")
-        return out
+                                    "returns": returns})
+        call = f"_{name}({', '.join(args)})"
+        return f"{', '.join(returns)} = {call}" if returns else call
 
     # ---- backward --------------------------------------------------------------
     def bwd_kernel(self, kind: str, region: Region, written: set) -> str:
@@ -340,9 +319,8 @@ class _Emitter:
         return f"np.matmul({dm}, _w__{g.name}.T, out={target})"
 
     def backward(self) -> list[str]:
-        allocate = self.allocate_adjoints()
         loop, after = self.time_loop(), self.after_loop()
-        return allocate + self.term_buffers + loop + after
+        return self.allocate_adjoints() + self.term_buffers + loop + after
 
     def allocate_adjoints(self) -> list[str]:
         L, lines = self.layout, []
@@ -355,14 +333,12 @@ class _Emitter:
         for s, dim in L.states.items():
             lines.append(f"_{adjoint(s)} = np.empty((B, {dim}), dtype)")
             lines.append(f"_{adjoint(new_name(s))} = carry__[{s!r}]")
-            self.row_buffers.update((f"_{adjoint(s)}", f"_{adjoint(new_name(s))}"))
         crossing = {seed for g in self.d.step.values() for seed in g.seeds}
         crossing.update(g.operand for kind, g in L.gemms if kind == "step")
         crossing.add(self.cell.output)
         for n in sorted(crossing):
             if not (n in L.static or n in L.states or n in L.new_states or n in L.member):
                 lines.append(f"_{adjoint(n)} = np.empty((B, {L.dim[n]}), dtype)")
-                self.row_buffers.add(f"_{adjoint(n)}")
         return lines
 
     def time_loop(self) -> list[str]:
@@ -469,18 +445,7 @@ def build_context(d: Derivation, *, version: str, source_name: str,
         "vector_params": [p.name for p in cell.params if len(p.shape) == 1],
         "fast_functions": fast_functions(d),
         "step_functions": emit.step_functions,
-        "step_work_py": step_work(d),
     }
-
-
-def step_work(d: Derivation) -> str:
-    """Multiply-adds per batch row and step (GEMMs) plus elements (kernels), as source:
-    the generated module splits the batch across threads when B times this is large."""
-    dims = d.plan.cell.dim_of()
-    terms = [f"{dims[g.operand]} * ({' + '.join(n.dim for n in g.nodes)})"
-             for stage in d.plan.step for g in stage.gemms]
-    terms += [r.dim for stage in d.plan.step for r in stage.regions]
-    return " + ".join(terms) or "1"
 
 
 def fast_functions(d: Derivation) -> list[dict]:

@@ -70,28 +70,11 @@ def _find_cblas():
                 continue
             llvm.add_symbol("cellc_cblas_sgemm", ctypes.cast(s, ctypes.c_void_p).value)
             llvm.add_symbol("cellc_cblas_dgemm", ctypes.cast(d, ctypes.c_void_p).value)
-            local = getattr(lib, "openblas_set_num_threads_local", None)
-            if local is not None:
-                llvm.add_symbol("cellc_blas_threads_local", ctypes.cast(local, ctypes.c_void_p).value)
-            return True, local is not None
-    return False, False
+            return True
+    return False
 
 
-_HAVE_CBLAS, _CAN_SPLIT = _find_cblas()
-_blas_threads_local = nb.types.ExternalFunction(
-    "cellc_blas_threads_local", nb.types.int32(nb.types.int32))
-
-# Batch split: with enough work per step, each thread runs the whole time loop on its
-# own rows with single-threaded BLAS (the rows of a batch are independent), instead of
-# one loop whose GEMMs use all threads. Measured on 2 cores: LSTM 64x256 forward loop
-# 37 -> 32 ms, 128x512 270 -> 186 ms; at 16x64 splitting was slower (0.37 -> 0.54 ms).
-_SPLIT_MIN_WORK = 1 << 21    # multiply-adds per step
-
-
-def _chunks(B, work):
-    if not _CAN_SPLIT or B < 2 or work < _SPLIT_MIN_WORK:
-        return 1
-    return min(nb.get_num_threads(), B)
+_HAVE_CBLAS = _find_cblas()
 
 
 def _blas_signature(real):
@@ -379,16 +362,6 @@ def _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, 
         _fwd_step2_H(B, H, _mm__W_ss__in, _b_s, _s[t], _mm__x[t], _z[t], _u[t], _s[t + 1])
 
 
-@nb.njit(parallel=True, **_JIT)
-def _forward_steps_split(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, chunks__):
-    for k__ in nb.prange(chunks__):
-        r0__ = k__ * B // chunks__
-        r1__ = (k__ + 1) * B // chunks__
-        previous__ = _blas_threads_local(1)
-        _forward_steps(T, r1__ - r0__, H, _W_ss__in[:, r0__:r1__], _b_r, _b_s, _b_z, _mm__W_ss__in[r0__:r1__], _mm__s[r0__:r1__], _mm__x[:, r0__:r1__], _r[:, r0__:r1__], _s[:, r0__:r1__], _u[:, r0__:r1__], _w__mm__W_ss__in, _w__mm__s, _z[:, r0__:r1__])
-        _blas_threads_local(previous__)
-
-
 @nb.njit(**_JIT)
 def _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
@@ -399,20 +372,7 @@ def _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__
         _bwd_step1_H(B, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__s, _d__mm__s[t], _d__mm__x[t])
         _gemm(_d__mm__s[t], _w__mm__s, _d__s, True, True)
         _d__s, _d__s__new = _d__s__new, _d__s
-    return (_d__s__new,)
-
-
-@nb.njit(parallel=True, **_JIT)
-def _backward_steps_split(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__, chunks__):
-    out0__ = np.empty_like(_d__s__new)
-    for k__ in nb.prange(chunks__):
-        r0__ = k__ * B // chunks__
-        r1__ = (k__ + 1) * B // chunks__
-        previous__ = _blas_threads_local(1)
-        finals__ = _backward_steps(T, r1__ - r0__, H, _d__W_ss__in[r0__:r1__], _d__mm__W_ss__in[:, r0__:r1__], _d__mm__s[:, r0__:r1__], _d__mm__x[:, r0__:r1__], _d__s[r0__:r1__], _d__s__new[r0__:r1__], _d__z[r0__:r1__], _r[:, r0__:r1__], _s[:, r0__:r1__], _u[:, r0__:r1__], _w__mm__W_ss__in, _w__mm__s, _z[:, r0__:r1__], dy__[:, r0__:r1__], has_dy__)
-        _blas_threads_local(previous__)
-        out0__[r0__:r1__] = finals__[0]
-    return (out0__, )
+    return _d__s__new
 
 
 def forward(params, inputs, states=None):
@@ -430,7 +390,6 @@ def forward(params, inputs, states=None):
     _b_s = params['b_s']
     _s = np.empty((T + 1, B, H), dtype)
     _s[0] = states['s']
-    chunks__ = _chunks(B, B * (H * (H + H) + H * (H) + H + H))
     _w__mm__x = np.concatenate((params['W_xr'], params['W_xz'], params['W_xs']), axis=1)
     _w__mm__s = np.concatenate((params['W_sr'], params['W_sz']), axis=1)
     _w__mm__W_ss__in = params['W_ss']
@@ -441,7 +400,7 @@ def forward(params, inputs, states=None):
     _mm__s = np.empty((B, H + H), dtype)
     _mm__W_ss__in = np.empty((B, H), dtype)
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H)
-    _forward_steps_split(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, chunks__) if chunks__ > 1 else _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z)
+    _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
              "saved": {'_W_ss__in': _W_ss__in, '_mm__x': _mm__x, '_r': _r, '_s': _s, '_u': _u, '_w__mm__W_ss__in': _w__mm__W_ss__in, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x, '_z': _z}}
     final = {'s': _s[T]}
@@ -484,7 +443,6 @@ def backward(cache, d_outputs=None, d_states=None):
     for name, dim in STATES.items():
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
-    chunks__ = _chunks(B, B * (H * (H + H) + H * (H) + H + H))
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H + H + H), dtype)
     _d__mm__s = np.empty((T, B, H + H), dtype)
@@ -493,7 +451,7 @@ def backward(cache, d_outputs=None, d_states=None):
     _d__s__new = carry__['s']
     _d__W_ss__in = np.empty((B, H), dtype)
     _d__z = np.empty((B, H), dtype)
-    _d__s__new, = _backward_steps_split(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__, chunks__) if chunks__ > 1 else _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__)
+    _d__s__new = _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__)
     np.matmul(_d__mm__x.reshape(T * B, H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__W_ss__in.reshape(T * B, H).sum(axis=0)
     colsum1__ = _d__mm__s.reshape(T * B, H + H).sum(axis=0)

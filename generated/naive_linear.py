@@ -61,28 +61,11 @@ def _find_cblas():
                 continue
             llvm.add_symbol("cellc_cblas_sgemm", ctypes.cast(s, ctypes.c_void_p).value)
             llvm.add_symbol("cellc_cblas_dgemm", ctypes.cast(d, ctypes.c_void_p).value)
-            local = getattr(lib, "openblas_set_num_threads_local", None)
-            if local is not None:
-                llvm.add_symbol("cellc_blas_threads_local", ctypes.cast(local, ctypes.c_void_p).value)
-            return True, local is not None
-    return False, False
+            return True
+    return False
 
 
-_HAVE_CBLAS, _CAN_SPLIT = _find_cblas()
-_blas_threads_local = nb.types.ExternalFunction(
-    "cellc_blas_threads_local", nb.types.int32(nb.types.int32))
-
-# Batch split: with enough work per step, each thread runs the whole time loop on its
-# own rows with single-threaded BLAS (the rows of a batch are independent), instead of
-# one loop whose GEMMs use all threads. Measured on 2 cores: LSTM 64x256 forward loop
-# 37 -> 32 ms, 128x512 270 -> 186 ms; at 16x64 splitting was slower (0.37 -> 0.54 ms).
-_SPLIT_MIN_WORK = 1 << 21    # multiply-adds per step
-
-
-def _chunks(B, work):
-    if not _CAN_SPLIT or B < 2 or work < _SPLIT_MIN_WORK:
-        return 1
-    return min(nb.get_num_threads(), B)
+_HAVE_CBLAS = _find_cblas()
 
 
 def _blas_signature(real):
@@ -304,16 +287,6 @@ def _forward_steps(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s):
         _fwd_step1_H(B, H, _b, _s[t], _mm__s[t], _mm__x[t], _s[t + 1])
 
 
-@nb.njit(parallel=True, **_JIT)
-def _forward_steps_split(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s, chunks__):
-    for k__ in nb.prange(chunks__):
-        r0__ = k__ * B // chunks__
-        r1__ = (k__ + 1) * B // chunks__
-        previous__ = _blas_threads_local(1)
-        _forward_steps(T, r1__ - r0__, H, _b, _mm__s[:, r0__:r1__], _mm__x[:, r0__:r1__], _s[:, r0__:r1__], _w__mm__s)
-        _blas_threads_local(previous__)
-
-
 @nb.njit(**_JIT)
 def _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _w__mm__s, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
@@ -322,20 +295,7 @@ def _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _
         _bwd_step1_H(B, H, _b, _mm__s[t], _mm__x[t], _d__s__new, _d__s, _d__mm__x[t])
         _gemm(_d__mm__x[t], _w__mm__s, _d__s, True, True)
         _d__s, _d__s__new = _d__s__new, _d__s
-    return (_d__s__new,)
-
-
-@nb.njit(parallel=True, **_JIT)
-def _backward_steps_split(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _w__mm__s, dy__, has_dy__, chunks__):
-    out0__ = np.empty_like(_d__s__new)
-    for k__ in nb.prange(chunks__):
-        r0__ = k__ * B // chunks__
-        r1__ = (k__ + 1) * B // chunks__
-        previous__ = _blas_threads_local(1)
-        finals__ = _backward_steps(T, r1__ - r0__, H, _b, _d__mm__x[:, r0__:r1__], _d__s[r0__:r1__], _d__s__new[r0__:r1__], _mm__s[:, r0__:r1__], _mm__x[:, r0__:r1__], _w__mm__s, dy__[:, r0__:r1__], has_dy__)
-        _blas_threads_local(previous__)
-        out0__[r0__:r1__] = finals__[0]
-    return (out0__, )
+    return _d__s__new
 
 
 def forward(params, inputs, states=None):
@@ -351,12 +311,11 @@ def forward(params, inputs, states=None):
     _b = params['b']
     _s = np.empty((T + 1, B, H), dtype)
     _s[0] = states['s']
-    chunks__ = _chunks(B, B * (H * (H) + H))
     _w__mm__x = params['W_i']
     _w__mm__s = params['W_s']
     _mm__s = np.empty((T, B, H), dtype)
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H)
-    _forward_steps_split(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s, chunks__) if chunks__ > 1 else _forward_steps(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s)
+    _forward_steps(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
              "saved": {'_mm__s': _mm__s, '_mm__x': _mm__x, '_s': _s, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x}}
     final = {'s': _s[T]}
@@ -393,12 +352,11 @@ def backward(cache, d_outputs=None, d_states=None):
     for name, dim in STATES.items():
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
-    chunks__ = _chunks(B, B * (H * (H) + H))
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H), dtype)
     _d__s = np.empty((B, H), dtype)
     _d__s__new = carry__['s']
-    _d__s__new, = _backward_steps_split(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _w__mm__s, dy__, has_dy__, chunks__) if chunks__ > 1 else _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _w__mm__s, dy__, has_dy__)
+    _d__s__new = _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _w__mm__s, dy__, has_dy__)
     np.matmul(_d__mm__x.reshape(T * B, H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__x.reshape(T * B, H).sum(axis=0)
     _d__b = colsum0__[0:0 + H]

@@ -80,28 +80,11 @@ def _find_cblas():
                 continue
             llvm.add_symbol("cellc_cblas_sgemm", ctypes.cast(s, ctypes.c_void_p).value)
             llvm.add_symbol("cellc_cblas_dgemm", ctypes.cast(d, ctypes.c_void_p).value)
-            local = getattr(lib, "openblas_set_num_threads_local", None)
-            if local is not None:
-                llvm.add_symbol("cellc_blas_threads_local", ctypes.cast(local, ctypes.c_void_p).value)
-            return True, local is not None
-    return False, False
+            return True
+    return False
 
 
-_HAVE_CBLAS, _CAN_SPLIT = _find_cblas()
-_blas_threads_local = nb.types.ExternalFunction(
-    "cellc_blas_threads_local", nb.types.int32(nb.types.int32))
-
-# Batch split: with enough work per step, each thread runs the whole time loop on its
-# own rows with single-threaded BLAS (the rows of a batch are independent), instead of
-# one loop whose GEMMs use all threads. Measured on 2 cores: LSTM 64x256 forward loop
-# 37 -> 32 ms, 128x512 270 -> 186 ms; at 16x64 splitting was slower (0.37 -> 0.54 ms).
-_SPLIT_MIN_WORK = 1 << 21    # multiply-adds per step
-
-
-def _chunks(B, work):
-    if not _CAN_SPLIT or B < 2 or work < _SPLIT_MIN_WORK:
-        return 1
-    return min(nb.get_num_threads(), B)
+_HAVE_CBLAS = _find_cblas()
 
 
 def _blas_signature(real):
@@ -381,16 +364,6 @@ def _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__c, 
         _fwd_step1_H(B, H, _b_f, _b_g, _b_i, _b_o, _c[t], _mm__c, _mm__h, _mm__x[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _h[t + 1])
 
 
-@nb.njit(parallel=True, **_JIT)
-def _forward_steps_split(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__c, _mm__h, _mm__x, _o, _w__mm__c, _w__mm__h, chunks__):
-    for k__ in nb.prange(chunks__):
-        r0__ = k__ * B // chunks__
-        r1__ = (k__ + 1) * B // chunks__
-        previous__ = _blas_threads_local(1)
-        _forward_steps(T, r1__ - r0__, H, _b_f, _b_g, _b_i, _b_o, _c[:, r0__:r1__], _f[:, r0__:r1__], _g[:, r0__:r1__], _h[:, r0__:r1__], _i[:, r0__:r1__], _mm__c[r0__:r1__], _mm__h[r0__:r1__], _mm__x[:, r0__:r1__], _o[:, r0__:r1__], _w__mm__c, _w__mm__h)
-        _blas_threads_local(previous__)
-
-
 @nb.njit(**_JIT)
 def _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _f, _g, _i, _o, _w__mm__c, _w__mm__h, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
@@ -401,22 +374,7 @@ def _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x
         _gemm(_d__mm__x[t], _w__mm__h, _d__h, True, False)
         _d__h, _d__h__new = _d__h__new, _d__h
         _d__c, _d__c__new = _d__c__new, _d__c
-    return (_d__h__new, _d__c__new,)
-
-
-@nb.njit(parallel=True, **_JIT)
-def _backward_steps_split(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _f, _g, _i, _o, _w__mm__c, _w__mm__h, dy__, has_dy__, chunks__):
-    out0__ = np.empty_like(_d__h__new)
-    out1__ = np.empty_like(_d__c__new)
-    for k__ in nb.prange(chunks__):
-        r0__ = k__ * B // chunks__
-        r1__ = (k__ + 1) * B // chunks__
-        previous__ = _blas_threads_local(1)
-        finals__ = _backward_steps(T, r1__ - r0__, H, _c[:, r0__:r1__], _d__c[r0__:r1__], _d__c__new[r0__:r1__], _d__h[r0__:r1__], _d__h__new[r0__:r1__], _d__mm__x[:, r0__:r1__], _f[:, r0__:r1__], _g[:, r0__:r1__], _i[:, r0__:r1__], _o[:, r0__:r1__], _w__mm__c, _w__mm__h, dy__[:, r0__:r1__], has_dy__)
-        _blas_threads_local(previous__)
-        out0__[r0__:r1__] = finals__[0]
-        out1__[r0__:r1__] = finals__[1]
-    return (out0__, out1__, )
+    return _d__h__new, _d__c__new
 
 
 def forward(params, inputs, states=None):
@@ -437,7 +395,6 @@ def forward(params, inputs, states=None):
     _h[0] = states['h']
     _c = np.empty((T + 1, B, H), dtype)
     _c[0] = states['c']
-    chunks__ = _chunks(B, B * (H * (H + H + H + H) + H * (H + H + H + H) + H))
     _w__mm__x = np.concatenate((params['W_xi'], params['W_xf'], params['W_xg'], params['W_xo']), axis=1)
     _w__mm__c = np.concatenate((params['W_ci'], params['W_cf'], params['W_cg'], params['W_co']), axis=1)
     _w__mm__h = np.concatenate((params['W_hi'], params['W_hf'], params['W_hg'], params['W_ho']), axis=1)
@@ -448,7 +405,7 @@ def forward(params, inputs, states=None):
     _mm__c = np.empty((B, H + H + H + H), dtype)
     _mm__h = np.empty((B, H + H + H + H), dtype)
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H + H)
-    _forward_steps_split(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__c, _mm__h, _mm__x, _o, _w__mm__c, _w__mm__h, chunks__) if chunks__ > 1 else _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__c, _mm__h, _mm__x, _o, _w__mm__c, _w__mm__h)
+    _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__c, _mm__h, _mm__x, _o, _w__mm__c, _w__mm__h)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
              "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_mm__x': _mm__x, '_o': _o, '_w__mm__c': _w__mm__c, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
     final = {'h': _h[T], 'c': _c[T]}
@@ -493,14 +450,13 @@ def backward(cache, d_outputs=None, d_states=None):
     for name, dim in STATES.items():
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
-    chunks__ = _chunks(B, B * (H * (H + H + H + H) + H * (H + H + H + H) + H))
     _d__x = np.empty((T, B, I), dtype)
     _d__mm__x = np.empty((T, B, H + H + H + H), dtype)
     _d__h = np.empty((B, H), dtype)
     _d__h__new = carry__['h']
     _d__c = np.empty((B, H), dtype)
     _d__c__new = carry__['c']
-    _d__h__new, _d__c__new, = _backward_steps_split(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _f, _g, _i, _o, _w__mm__c, _w__mm__h, dy__, has_dy__, chunks__) if chunks__ > 1 else _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _f, _g, _i, _o, _w__mm__c, _w__mm__h, dy__, has_dy__)
+    _d__h__new, _d__c__new = _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _f, _g, _i, _o, _w__mm__c, _w__mm__h, dy__, has_dy__)
     np.matmul(_d__mm__x.reshape(T * B, H + H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__x.reshape(T * B, H + H + H + H).sum(axis=0)
     _d__b_i = colsum0__[0:0 + H]

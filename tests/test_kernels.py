@@ -117,17 +117,3 @@ def test_saturated_gates_give_no_nan(spec, dtype, scale):
                         *grads.states.items()]:
         assert not np.isnan(value).any(), f"NaN in {name}"
     assert np.isfinite(y).all()
-
-
-@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
-def test_batch_split_across_threads_matches_interpreter(spec, monkeypatch):
-    """Big problems run each thread's share of the batch through the whole time loop;
-    force that path on a small problem (an odd batch, so the shares differ)."""
-    module, cell = generated(spec)
-    if not module._CAN_SPLIT:
-        pytest.skip("numpy's BLAS has no thread-local thread count")
-    monkeypatch.setattr(module, "_SPLIT_MIN_WORK", 0)
-    assert module._chunks(5, 1) == min(module.nb.get_num_threads(), 5)
-    errors = compare(module, cell, T=4, B=5, sizes={"I": 3, "H": 4}, dtype=np.float64, seed=3)
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < 1e-10, f"{worst}: {errors[worst]:.3g}"
