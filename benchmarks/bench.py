@@ -121,35 +121,20 @@ def make_jax(name, module, ir):
     from jax import lax
 
     from cellc.functions import FUNCTIONS
+    from cellc.interpreter import evaluate
     fns = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "exp": jnp.exp,
            "log": jnp.log, "softplus": jax.nn.softplus, "abs": jnp.abs, "sign": jnp.sign,
            "sqrt": jnp.sqrt, "max": jnp.maximum, "min": jnp.minimum,
            "step": lambda v: (v > 0).astype(v.dtype)}
     assert set(fns) == set(FUNCTIONS)
 
-    def ev(e, env):
-        if e.is_Symbol:
-            return env[e.name]
-        if e.is_Number:
-            return jnp.float32(float(e))
-        args = [ev(a, env) for a in e.args]
-        if e.is_Add:
-            return sum(args[1:], args[0])
-        if e.is_Mul:
-            out = args[0]
-            for a in args[1:]:
-                out = out * a
-            return out
-        if e.is_Pow:
-            return args[0] ** (int(e.args[1]) if e.args[1].is_Integer else float(e.args[1]))
-        return fns[e.func.__name__](*args)
-
     def step(p, carry, xt):
         env = dict(p)
         env.update(carry)
         env["x"] = xt
         for n in ir.nodes:
-            env[n.name] = env[n.operand] @ p[n.weight] if n.is_matmul else ev(n.expr, env)
+            env[n.name] = (env[n.operand] @ p[n.weight] if n.is_matmul
+                           else evaluate(n.expr, env, fns))
         return {s: env[s + "__new"] for s in carry}, env[ir.output]
 
     def run(p, x, s0):

@@ -18,13 +18,16 @@ from .functions import CellFunction
 from .ir import Cell, new_name, symbol
 
 
-def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray]):
-    """Value of a SymPy expression whose symbols are IR names bound in `env`."""
+def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray], functions: dict | None = None):
+    """Value of a SymPy expression whose symbols are IR names bound in `env`.
+
+    `functions` maps function names to implementations (default: the registry's NumPy
+    ones); the benchmark passes JAX's to trace the same IR."""
     if expr.is_Symbol:
         return env[expr.name]
     if expr.is_Number:
         return float(expr)
-    args = [evaluate(a, env) for a in expr.args]
+    args = [evaluate(a, env, functions) for a in expr.args]
     with np.errstate(all="ignore"):
         if expr.is_Add:
             return sum(args[1:], args[0])
@@ -37,7 +40,8 @@ def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray]):
             exponent = expr.args[1]
             return args[0] ** (int(exponent) if exponent.is_Integer else float(exponent))
         if isinstance(expr, CellFunction):
-            return expr.spec.numpy(*args)
+            fn = functions[expr.spec.name] if functions else expr.spec.numpy
+            return fn(*args)
     raise TypeError(f"interpreter cannot evaluate {expr.func}")
 
 
