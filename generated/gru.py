@@ -378,7 +378,7 @@ def forward(params, inputs, states=None):
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H)
     _forward_steps(T, B, H, _b_hn, _b_r, _b_xn, _b_z, _h, _mm__h, _mm__x, _n, _r, _w__mm__h, _z)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_h': _h, '_mm__h': _mm__h, '_mm__x': _mm__x, '_n': _n, '_r': _r, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x, '_z': _z}}
+             "saved": {'_h': _h, '_mm__h': _mm__h, '_n': _n, '_r': _r, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x, '_z': _z}}
     final = {'h': _h[T]}
     return _h[1:], final, cache
 
@@ -402,7 +402,6 @@ def backward(cache, d_outputs=None, d_states=None):
     _b_hn = params['b_hn']
     _h = saved['_h']
     _mm__h = saved['_mm__h']
-    _mm__x = saved['_mm__x']
     _n = saved['_n']
     _r = saved['_r']
     _w__mm__h = saved['_w__mm__h']

@@ -402,7 +402,7 @@ def forward(params, inputs, states=None):
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H)
     _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_W_ss__in': _W_ss__in, '_mm__x': _mm__x, '_r': _r, '_s': _s, '_u': _u, '_w__mm__W_ss__in': _w__mm__W_ss__in, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x, '_z': _z}}
+             "saved": {'_W_ss__in': _W_ss__in, '_r': _r, '_s': _s, '_u': _u, '_w__mm__W_ss__in': _w__mm__W_ss__in, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x, '_z': _z}}
     final = {'s': _s[T]}
     return _s[1:], final, cache
 
@@ -424,7 +424,6 @@ def backward(cache, d_outputs=None, d_states=None):
     _b_z = params['b_z']
     _b_s = params['b_s']
     _W_ss__in = saved['_W_ss__in']
-    _mm__x = saved['_mm__x']
     _r = saved['_r']
     _s = saved['_s']
     _u = saved['_u']

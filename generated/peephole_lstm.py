@@ -411,7 +411,7 @@ def forward(params, inputs, states=None):
     _mm__x = (_x.reshape(T * B, I) @ _w__mm__x).reshape(T, B, H + H + H + H)
     _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, _mm__x, _o, _p_f, _p_i, _p_o, _w__mm__h)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_mm__x': _mm__x, '_o': _o, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
+             "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_o': _o, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
     final = {'h': _h[T], 'c': _c[T]}
     return _h[1:], final, cache
 
@@ -441,7 +441,6 @@ def backward(cache, d_outputs=None, d_states=None):
     _g = saved['_g']
     _h = saved['_h']
     _i = saved['_i']
-    _mm__x = saved['_mm__x']
     _o = saved['_o']
     _w__mm__h = saved['_w__mm__h']
     _w__mm__x = saved['_w__mm__x']
