@@ -142,7 +142,13 @@ class _Emitter:
         for name in grad.reads:
             self.load(k, name, L.value(name, kind))
         for name in grad.seeds:
-            self.load(k, adjoint(name), L.adjoint(name, kind))
+            parts = []
+            if name in written:          # adjoint from readers outside this kernel
+                array, offset = L.adjoint(name, kind)
+                parts.append(_element(k.arg(array, offset), offset))
+            if name == self.cell.output and kind == "step":   # d(loss)/d(output_t), folded in
+                parts.append(_element(k.arg("dy__[t if has_dy__ else 0]", "0"), "0"))
+            k.loads.append(f"{adjoint(name)} = {' + '.join(parts)}")
         for name, expr in grad.temps:
             k.body.append(f"{name} = {kernel_source(expr)}")
         for name, expr in grad.grads:
@@ -209,7 +215,7 @@ class _Emitter:
             lines.append(f"_{adjoint(new_name(s))} = carry__[{s!r}]")
         crossing = {seed for g in self.d.step.values() for seed in g.seeds}
         crossing.update(g.operand for kind, g in L.gemms if kind == "step")
-        crossing.add(self.cell.output)
+        crossing = {n for n in crossing if L.writers.get(n, 0) > 0}   # someone writes it
         for n in sorted(crossing):
             if not (n in L.static or n in L.states or n in L.new_states or n in L.member):
                 lines.append(f"_{adjoint(n)} = np.empty((B, {L.dim[n]}), dtype)")
@@ -219,9 +225,7 @@ class _Emitter:
         L, out = self.layout, self.cell.output
         self.written = written = set(L.new_states)      # carried in from the step after
         loop = []
-        if out in L.new_states:
-            loop += ["if has_dy__:", f"    _{adjoint(out)} += dy__[t]"]
-        else:
+        if out in L.member:      # a GEMM product has no kernel to fold d_outputs into
             seed = L.block(out, "step", grad=True)
             loop += ["if has_dy__:", f"    {seed}[:] = dy__[t]", "else:", f"    {seed}[:] = 0"]
             written.add(out)

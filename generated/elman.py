@@ -266,12 +266,12 @@ def _fwd_step1_H(rows__, H, _b, _mm__h, _mm__x, _h__new):
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _h__new, _d__h__new, _d__mm__x):
+def _bwd_step1_H(rows__, H, _h__new, _d__h__new, dy__, _d__mm__x):
     T = _h__new.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
             h__new = _h__new[r__, j__]
-            d__h__new = _d__h__new[r__, j__]
+            d__h__new = _d__h__new[r__, j__] + dy__[r__, j__]
             t__0 = d__h__new*(T(1) - h__new*h__new)
             _d__mm__x[r__, j__] = t__0
 
@@ -286,9 +286,7 @@ def _forward_steps(T, B, H, _b, _h, _mm__h, _mm__x, _w__mm__h):
 @nb.njit(**_JIT)
 def _backward_steps(T, B, H, _d__h, _d__h__new, _d__mm__x, _h, _w__mm__h, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
-        if has_dy__:
-            _d__h__new += dy__[t]
-        _bwd_step1_H(B, H, _h[t + 1], _d__h__new, _d__mm__x[t])
+        _bwd_step1_H(B, H, _h[t + 1], _d__h__new, dy__[t if has_dy__ else 0], _d__mm__x[t])
         _gemm(_d__mm__x[t], _w__mm__h, _d__h, True, False)
         _d__h, _d__h__new = _d__h__new, _d__h
     return _d__h__new

@@ -309,7 +309,7 @@ def _fwd_step1_H(rows__, H, _b_hn, _b_r, _b_xn, _b_z, _h, _mm__h, _mm__x, _r, _z
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _b_hn, _h, _mm__h, _n, _r, _z, _d__h__new, _d__h, _d__mm__h, _d__mm__x):
+def _bwd_step1_H(rows__, H, _b_hn, _h, _mm__h, _n, _r, _z, _d__h__new, dy__, _d__h, _d__mm__h, _d__mm__x):
     T = _b_hn.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -319,7 +319,7 @@ def _bwd_step1_H(rows__, H, _b_hn, _h, _mm__h, _n, _r, _z, _d__h__new, _d__h, _d
             n = _n[r__, j__]
             r = _r[r__, j__]
             z = _z[r__, j__]
-            d__h__new = _d__h__new[r__, j__]
+            d__h__new = _d__h__new[r__, j__] + dy__[r__, j__]
             t__0 = T(1) - z
             t__1 = d__h__new*t__0*(T(1) - n*n)
             t__2 = r*t__1
@@ -345,9 +345,7 @@ def _forward_steps(T, B, H, _b_hn, _b_r, _b_xn, _b_z, _h, _mm__h, _mm__x, _n, _r
 @nb.njit(**_JIT)
 def _backward_steps(T, B, H, _b_hn, _d__h, _d__h__new, _d__mm__h, _d__mm__x, _h, _mm__h, _n, _r, _w__mm__h, _z, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
-        if has_dy__:
-            _d__h__new += dy__[t]
-        _bwd_step1_H(B, H, _b_hn, _h[t], _mm__h[t], _n[t], _r[t], _z[t], _d__h__new, _d__h, _d__mm__h[t], _d__mm__x[t])
+        _bwd_step1_H(B, H, _b_hn, _h[t], _mm__h[t], _n[t], _r[t], _z[t], _d__h__new, dy__[t if has_dy__ else 0], _d__h, _d__mm__h[t], _d__mm__x[t])
         _gemm(_d__mm__h[t], _w__mm__h, _d__h, True, True)
         _d__h, _d__h__new = _d__h__new, _d__h
     return _d__h__new

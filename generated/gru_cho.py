@@ -318,14 +318,14 @@ def _fwd_step2_H(rows__, H, _mm__W_ss__in, _b_s, _s, _mm__x, _z, _u, _s__new):
 
 
 @nb.njit(**_JIT)
-def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, _d__mm__W_ss__in, _d__s, _d__mm__x, _d__z):
+def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, dy__, _d__mm__W_ss__in, _d__s, _d__mm__x, _d__z):
     T = _s.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
             s = _s[r__, j__]
             u = _u[r__, j__]
             z = _z[r__, j__]
-            d__s__new = _d__s__new[r__, j__]
+            d__s__new = _d__s__new[r__, j__] + dy__[r__, j__]
             t__0 = d__s__new*z*(T(1) - u*u)
             _d__mm__W_ss__in[r__, j__] = t__0
             _d__s[r__, j__] = d__s__new*(T(1) - z)
@@ -365,9 +365,7 @@ def _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, 
 @nb.njit(**_JIT)
 def _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
-        if has_dy__:
-            _d__s__new += dy__[t]
-        _bwd_step2_H(B, H, _s[t], _u[t], _z[t], _d__s__new, _d__mm__W_ss__in[t], _d__s, _d__mm__x[t], _d__z)
+        _bwd_step2_H(B, H, _s[t], _u[t], _z[t], _d__s__new, dy__[t if has_dy__ else 0], _d__mm__W_ss__in[t], _d__s, _d__mm__x[t], _d__z)
         _gemm(_d__mm__W_ss__in[t], _w__mm__W_ss__in, _d__W_ss__in, True, False)
         _bwd_step1_H(B, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__s, _d__mm__s[t], _d__mm__x[t])
         _gemm(_d__mm__s[t], _w__mm__s, _d__s, True, True)

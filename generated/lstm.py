@@ -320,7 +320,7 @@ def _fwd_step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _mm__x, _i, _f, 
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _d__c__new, _d__h__new, _d__c, _d__mm__x):
+def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _d__c__new, _d__h__new, dy__, _d__c, _d__mm__x):
     T = _c.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -331,7 +331,7 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _d__c__new, _d__h__new,
             i = _i[r__, j__]
             o = _o[r__, j__]
             d__c__new = _d__c__new[r__, j__]
-            d__h__new = _d__h__new[r__, j__]
+            d__h__new = _d__h__new[r__, j__] + dy__[r__, j__]
             t__0 = _tanh(c__new)
             t__1 = d__h__new*o
             t__2 = d__c__new + t__1*(T(1) - t__0*t__0)
@@ -358,9 +358,7 @@ def _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, 
 @nb.njit(**_JIT)
 def _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _f, _g, _i, _o, _w__mm__h, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
-        if has_dy__:
-            _d__h__new += dy__[t]
-        _bwd_step1_H(B, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _d__c__new, _d__h__new, _d__c, _d__mm__x[t])
+        _bwd_step1_H(B, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _d__c__new, _d__h__new, dy__[t if has_dy__ else 0], _d__c, _d__mm__x[t])
         _gemm(_d__mm__x[t], _w__mm__h, _d__h, True, False)
         _d__h, _d__h__new = _d__h__new, _d__h
         _d__c, _d__c__new = _d__c__new, _d__c

@@ -267,14 +267,14 @@ def _fwd_step1_H(rows__, H, _b, _s, _mm__s, _mm__x, _s__new):
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _b, _mm__s, _mm__x, _d__s__new, _d__s, _d__mm__x):
+def _bwd_step1_H(rows__, H, _b, _mm__s, _mm__x, _d__s__new, dy__, _d__s, _d__mm__x):
     T = _b.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
             b = _b[j__]
             s__W_s = _mm__s[r__, j__]
             x__W_i = _mm__x[r__, j__]
-            d__s__new = _d__s__new[r__, j__]
+            d__s__new = _d__s__new[r__, j__] + dy__[r__, j__]
             t__0 = d__s__new*(T(1) - _tanh(b + s__W_s + x__W_i)*_tanh(b + s__W_s + x__W_i))
             _d__s[r__, j__] = d__s__new
             _d__mm__x[r__, j__] = t__0
@@ -290,9 +290,7 @@ def _forward_steps(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s):
 @nb.njit(**_JIT)
 def _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _w__mm__s, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
-        if has_dy__:
-            _d__s__new += dy__[t]
-        _bwd_step1_H(B, H, _b, _mm__s[t], _mm__x[t], _d__s__new, _d__s, _d__mm__x[t])
+        _bwd_step1_H(B, H, _b, _mm__s[t], _mm__x[t], _d__s__new, dy__[t if has_dy__ else 0], _d__s, _d__mm__x[t])
         _gemm(_d__mm__x[t], _w__mm__s, _d__s, True, True)
         _d__s, _d__s__new = _d__s__new, _d__s
     return _d__s__new
