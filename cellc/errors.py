@@ -40,15 +40,6 @@ class SpecError(ValueError):
             text += f"\n  fix: {self.fix}"
         return text
 
-    def located(self, **where) -> "SpecError":
-        """Return a copy with missing location fields filled in from `where`."""
-        fields = dict(path=self.path, line=self.line, col=self.col, symbol=self.symbol,
-                      fix=self.fix, source_line=self.source_line)
-        for key, value in where.items():
-            if fields.get(key) is None:
-                fields[key] = value
-        return SpecError(self.message, **fields)
-
 
 def did_you_mean(name: str, candidates) -> str:
     """A ' Did you mean `x`?' hint, or '' when nothing is close."""
