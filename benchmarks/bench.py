@@ -179,6 +179,9 @@ def make_bound(name, module, ir):
             M = np.empty((T, B, w), np.float32)
             dM = rng.normal(size=(T, B, w)).astype(np.float32)
             gemms.append((kind, W, X, M, dM, np.empty((B, n_in), np.float32)))
+        # backward products take W.T made contiguous once, as cellc does: OpenBLAS's
+        # AVX-512 kernels are much slower on a transposed operand
+        transposed = [np.ascontiguousarray(W.T) for _, W, *_ in gemms]
 
         def forward():
             for kind, W, X, M, dM, dX in gemms:
@@ -192,12 +195,12 @@ def make_bound(name, module, ir):
         def train():
             forward()
             for t in range(T - 1, -1, -1):
-                for kind, W, X, M, dM, dX in gemms:
+                for (kind, W, X, M, dM, dX), Wt in zip(gemms, transposed):
                     if kind == "step":
-                        np.matmul(dM[t], W.T, out=dX)
-            for kind, W, X, M, dM, dX in gemms:
+                        np.matmul(dM[t], Wt, out=dX)
+            for (kind, W, X, M, dM, dX), Wt in zip(gemms, transposed):
                 if kind == "static":                      # input gradient
-                    dM.reshape(T * B, -1) @ W.T
+                    dM.reshape(T * B, -1) @ Wt
                 X.reshape(T * B, -1).T @ dM.reshape(T * B, -1)   # weight gradient
         return train, forward, None
     return build

@@ -77,31 +77,29 @@ _sgemm = nb.types.ExternalFunction("cellc_cblas_sgemm", _blas_signature(nb.types
 _dgemm = nb.types.ExternalFunction("cellc_cblas_dgemm", _blas_signature(nb.types.float64))
 
 
-def _gemm(a, b, c, transpose_b, accumulate):
-    """c = a @ b (b.T if transpose_b), or c += ... when accumulate; inside Numba only."""
+def _gemm(a, b, c, accumulate):
+    """c = a @ b, or c += a @ b when accumulate (row-major, unit inner stride); Numba only."""
     raise TypeError("_gemm is for use inside Numba kernels")
 
 
 @overload(_gemm)
-def _gemm_for_dtype(a, b, c, transpose_b, accumulate):
+def _gemm_for_dtype(a, b, c, accumulate):
     if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
-        def portable(a, b, c, transpose_b, accumulate):
-            product = np.dot(a, b.T) if transpose_b else np.dot(a, b)
+        def portable(a, b, c, accumulate):
             if accumulate:
-                c += product
+                c += np.dot(a, b)
             else:
-                c[:, :] = product
+                c[:, :] = np.dot(a, b)
         return portable
     gemm = _sgemm if a.dtype == nb.types.float32 else _dgemm
     T = np.float32 if a.dtype == nb.types.float32 else np.float64
 
-    def blas(a, b, c, transpose_b, accumulate):
+    def blas(a, b, c, accumulate):
         m, k = a.shape
         n = c.shape[1]
         size = a.itemsize
-        gemm(101, 111, 112 if transpose_b else 111, m, n, k, T(1), a.ctypes, a.strides[0] // size,
-             b.ctypes, b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes,
-             c.strides[0] // size)
+        gemm(101, 111, 111, m, n, k, T(1), a.ctypes, a.strides[0] // size, b.ctypes,
+             b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes, c.strides[0] // size)
     return blas
 @nb.njit(inline="always", error_model="numpy")
 def _tanh_f32(x):
@@ -279,15 +277,15 @@ def _bwd_step1_H(rows__, H, _h__new, _d__h__new, dy__, _d__mm__x):
 @nb.njit(**_JIT)
 def _forward_steps(T, B, H, _b, _h, _mm__h, _mm__x, _w__mm__h):
     for t in range(T):
-        _gemm(_h[t], _w__mm__h, _mm__h, False, False)
+        _gemm(_h[t], _w__mm__h, _mm__h, False)
         _fwd_step1_H(B, H, _b, _mm__h, _mm__x[t], _h[t + 1])
 
 
 @nb.njit(**_JIT)
-def _backward_steps(T, B, H, _d__h, _d__h__new, _d__mm__x, _h, _w__mm__h, dy__, has_dy__):
+def _backward_steps(T, B, H, _d__h, _d__h__new, _d__mm__x, _h, _wt__mm__h, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
         _bwd_step1_H(B, H, _h[t + 1], _d__h__new, dy__[t if has_dy__ else 0], _d__mm__x[t])
-        _gemm(_d__mm__x[t], _w__mm__h, _d__h, True, False)
+        _gemm(_d__mm__x[t], _wt__mm__h, _d__h, False)
         _d__h, _d__h__new = _d__h__new, _d__h
     return _d__h__new
 
@@ -345,11 +343,13 @@ def backward(cache, d_outputs=None, d_states=None):
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
     _d__x = np.empty((T, B, I), dtype)
+    _wt__mm__x = np.ascontiguousarray(_w__mm__x.T)
     _d__mm__x = np.empty((T, B, H), dtype)
+    _wt__mm__h = np.ascontiguousarray(_w__mm__h.T)
     _d__h = np.empty((B, H), dtype)
     _d__h__new = carry__['h']
-    _d__h__new = _backward_steps(T, B, H, _d__h, _d__h__new, _d__mm__x, _h, _w__mm__h, dy__, has_dy__)
-    np.matmul(_d__mm__x.reshape(T * B, H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
+    _d__h__new = _backward_steps(T, B, H, _d__h, _d__h__new, _d__mm__x, _h, _wt__mm__h, dy__, has_dy__)
+    np.matmul(_d__mm__x.reshape(T * B, H), _wt__mm__x, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__x.reshape(T * B, H).sum(axis=0)
     _d__b = colsum0__[0:0 + H]
     gw__ = _x.reshape(T * B, I).T @ _d__mm__x.reshape(T * B, H)

@@ -86,31 +86,29 @@ _sgemm = nb.types.ExternalFunction("cellc_cblas_sgemm", _blas_signature(nb.types
 _dgemm = nb.types.ExternalFunction("cellc_cblas_dgemm", _blas_signature(nb.types.float64))
 
 
-def _gemm(a, b, c, transpose_b, accumulate):
-    """c = a @ b (b.T if transpose_b), or c += ... when accumulate; inside Numba only."""
+def _gemm(a, b, c, accumulate):
+    """c = a @ b, or c += a @ b when accumulate (row-major, unit inner stride); Numba only."""
     raise TypeError("_gemm is for use inside Numba kernels")
 
 
 @overload(_gemm)
-def _gemm_for_dtype(a, b, c, transpose_b, accumulate):
+def _gemm_for_dtype(a, b, c, accumulate):
     if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
-        def portable(a, b, c, transpose_b, accumulate):
-            product = np.dot(a, b.T) if transpose_b else np.dot(a, b)
+        def portable(a, b, c, accumulate):
             if accumulate:
-                c += product
+                c += np.dot(a, b)
             else:
-                c[:, :] = product
+                c[:, :] = np.dot(a, b)
         return portable
     gemm = _sgemm if a.dtype == nb.types.float32 else _dgemm
     T = np.float32 if a.dtype == nb.types.float32 else np.float64
 
-    def blas(a, b, c, transpose_b, accumulate):
+    def blas(a, b, c, accumulate):
         m, k = a.shape
         n = c.shape[1]
         size = a.itemsize
-        gemm(101, 111, 112 if transpose_b else 111, m, n, k, T(1), a.ctypes, a.strides[0] // size,
-             b.ctypes, b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes,
-             c.strides[0] // size)
+        gemm(101, 111, 111, m, n, k, T(1), a.ctypes, a.strides[0] // size, b.ctypes,
+             b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes, c.strides[0] // size)
     return blas
 @nb.njit(inline="always", error_model="numpy")
 def _tanh_f32(x):
@@ -356,19 +354,19 @@ def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__s, _d__mm__s, _
 @nb.njit(**_JIT)
 def _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z):
     for t in range(T):
-        _gemm(_s[t], _w__mm__s, _mm__s, False, False)
+        _gemm(_s[t], _w__mm__s, _mm__s, False)
         _fwd_step1_H(B, H, _b_r, _b_z, _s[t], _mm__s, _mm__x[t], _r[t], _z[t], _W_ss__in[t])
-        _gemm(_W_ss__in[t], _w__mm__W_ss__in, _mm__W_ss__in, False, False)
+        _gemm(_W_ss__in[t], _w__mm__W_ss__in, _mm__W_ss__in, False)
         _fwd_step2_H(B, H, _mm__W_ss__in, _b_s, _s[t], _mm__x[t], _z[t], _u[t], _s[t + 1])
 
 
 @nb.njit(**_JIT)
-def _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__):
+def _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _wt__mm__W_ss__in, _wt__mm__s, _z, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
         _bwd_step2_H(B, H, _s[t], _u[t], _z[t], _d__s__new, dy__[t if has_dy__ else 0], _d__mm__W_ss__in[t], _d__s, _d__mm__x[t], _d__z)
-        _gemm(_d__mm__W_ss__in[t], _w__mm__W_ss__in, _d__W_ss__in, True, False)
+        _gemm(_d__mm__W_ss__in[t], _wt__mm__W_ss__in, _d__W_ss__in, False)
         _bwd_step1_H(B, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__s, _d__mm__s[t], _d__mm__x[t])
-        _gemm(_d__mm__s[t], _w__mm__s, _d__s, True, True)
+        _gemm(_d__mm__s[t], _wt__mm__s, _d__s, True)
         _d__s, _d__s__new = _d__s__new, _d__s
     return _d__s__new
 
@@ -441,15 +439,18 @@ def backward(cache, d_outputs=None, d_states=None):
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
         carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
     _d__x = np.empty((T, B, I), dtype)
+    _wt__mm__x = np.ascontiguousarray(_w__mm__x.T)
     _d__mm__x = np.empty((T, B, H + H + H), dtype)
+    _wt__mm__s = np.ascontiguousarray(_w__mm__s.T)
     _d__mm__s = np.empty((T, B, H + H), dtype)
+    _wt__mm__W_ss__in = np.ascontiguousarray(_w__mm__W_ss__in.T)
     _d__mm__W_ss__in = np.empty((T, B, H), dtype)
     _d__s = np.empty((B, H), dtype)
     _d__s__new = carry__['s']
     _d__W_ss__in = np.empty((B, H), dtype)
     _d__z = np.empty((B, H), dtype)
-    _d__s__new = _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, dy__, has_dy__)
-    np.matmul(_d__mm__x.reshape(T * B, H + H + H), _w__mm__x.T, out=_d__x.reshape(T * B, I))
+    _d__s__new = _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _wt__mm__W_ss__in, _wt__mm__s, _z, dy__, has_dy__)
+    np.matmul(_d__mm__x.reshape(T * B, H + H + H), _wt__mm__x, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__W_ss__in.reshape(T * B, H).sum(axis=0)
     colsum1__ = _d__mm__s.reshape(T * B, H + H).sum(axis=0)
     _d__b_r = colsum1__[0:0 + H]
