@@ -26,6 +26,7 @@ from .codegen import build_context
 from .ir import Cell, format_equation
 from .passes import derive, schedule, split
 from .passes.derive import Derivation
+from .errors import read_spec_bytes
 from .spec import parse_spec
 
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "templates"),
@@ -74,7 +75,6 @@ def compile_bytes(raw: bytes, path: str = "<spec>") -> Compiled:
 
 def compile_spec(path: str | Path) -> Compiled:
     """Compile the spec file at `path` to module source (nothing is written)."""
-    from .spec import read_spec_bytes
     return compile_bytes(read_spec_bytes(path), str(path))
 
 

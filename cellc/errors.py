@@ -8,6 +8,7 @@ bug in cellc, not in the spec.
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 
 class SpecError(ValueError):
@@ -45,3 +46,13 @@ def did_you_mean(name: str, candidates) -> str:
     """A ' Did you mean `x`?' hint, or '' when nothing is close."""
     close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
     return f" Did you mean `{close[0]}`?" if close else ""
+
+
+def read_spec_bytes(path) -> bytes:
+    """The bytes of a spec file, or a SpecError saying why it cannot be read. (Here,
+    not in spec.py, so that a cache hit in `cellc.load` never imports SymPy.)"""
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise SpecError(f"cannot read spec: {err.strerror}", path=str(path),
+                        fix="check the path") from None

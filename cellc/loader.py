@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import __version__
-from .errors import SpecError
+from .errors import read_spec_bytes
 
 
 def cache_dir() -> Path:
@@ -41,11 +41,7 @@ _LOADED: dict[str, object] = {}
 
 def load(spec: str | os.PathLike):
     """Compile the spec file (if not cached) and return the imported module."""
-    try:
-        raw = Path(spec).read_bytes()
-    except OSError as err:
-        raise SpecError(f"cannot read spec: {err.strerror}", path=str(spec),
-                        fix="check the path") from None
+    raw = read_spec_bytes(spec)
     key = hashlib.sha256(raw + b"\0" + compiler_fingerprint().encode()).hexdigest()[:20]
     if key in _LOADED:
         return _LOADED[key]

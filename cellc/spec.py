@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 from .dims import Dims
-from .errors import SpecError, did_you_mean
+from .errors import SpecError, did_you_mean, read_spec_bytes
 from .expressions import MAX_DEPTH, ExpressionConverter
 from .functions import FUNCTIONS
 from .ir import NEW_SUFFIX, Cell, Init, Node, Param, Var, display_name, new_name
@@ -42,12 +42,15 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _INIT = re.compile(rf"\s*([a-z]+)\s*(?:\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\))?\s*\Z")
 
 
-def read_spec_bytes(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise SpecError(f"cannot read spec: {err.strerror}", path=str(path),
-                        fix="check the path") from None
+def _name_problem(name: str) -> str | None:
+    """Why `name` cannot name a value, dimension or cell, or None if it can."""
+    if not _IDENT.match(name):
+        return "is not a valid name (ASCII letters, digits and _, starting with a letter)"
+    if "__" in name:
+        return "contains `__`, which cellc reserves for its own names"
+    if name in RESERVED:
+        return "is reserved (a Python keyword or builtin, a function, or a module name)"
+    return None
 
 
 def read_spec(path: str | Path) -> Cell:
@@ -135,13 +138,7 @@ class _Frontend(ExpressionConverter):
         line = self.key_line(key)
         if not isinstance(name, str):
             self.fail(f"{what} must be a string name, not {type(name).__name__}", line=line)
-        problem = None
-        if not _IDENT.match(name):
-            problem = "is not a valid name (ASCII letters, digits and _, starting with a letter)"
-        elif "__" in name:
-            problem = "contains `__`, which cellc reserves for its own names"
-        elif name in RESERVED:
-            problem = "is reserved (a Python keyword or builtin, a function, or a module name)"
+        problem = _name_problem(name)
         if problem:
             self.fail(f"{what} {name!r} {problem}", line=line, symbol=name,
                       fix="rename it, e.g. `h`, `W_xi`, `b_f`")
@@ -285,9 +282,7 @@ class _Frontend(ExpressionConverter):
             self.identifier_at(lhs, line)
 
     def identifier_at(self, name, line):
-        problem = ("contains `__`, which cellc reserves" if "__" in name else
-                   "is reserved (a Python keyword or builtin, a function, or a module name)"
-                   if name in RESERVED else "is not a valid name" if not _IDENT.match(name) else None)
+        problem = _name_problem(name)
         if problem:
             self.fail(f"name `{name}` {problem}", line=line, col=self.col_of(line, name),
                       symbol=name, fix="rename it")

@@ -64,8 +64,6 @@ Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
 
 
-
-
 def _find_cblas():
     """numpy's own OpenBLAS (ILP64 cblas_?gemm), registered as symbols so that the
     time loops can call it from Numba with cache=True (a ctypes pointer would not cache)."""
@@ -119,6 +117,8 @@ def _gemm_for_dtype(a, b, c, accumulate):
         gemm(101, 111, 111, m, n, k, T(1), a.ctypes, a.strides[0] // size, b.ctypes,
              b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes, c.strides[0] // size)
     return blas
+
+
 @nb.njit(inline="always", error_model="numpy")
 def _tanh_f32(x):
     """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7)."""
