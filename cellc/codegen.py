@@ -93,22 +93,25 @@ class _Emitter:
         L, lines = self.layout, []
         for kind, g in L.gemms:
             weights = [n.weight for n in g.nodes]
+            rows = L.dim[g.operand]
             joined = (f"params[{weights[0]!r}]" if len(weights) == 1 else "np.concatenate(("
-                      + ", ".join(f"params[{w!r}]" for w in weights) + "), axis=1)")
+                      + ", ".join(f"params[{w!r}]" for w in weights)
+                      + f"), axis=1, out=_empty(({rows}, {L.width(g)}), dtype))")
             lines.append(f"_w__{g.name} = {joined}")
         for name in L.stored:
-            lines.append(f"_{name} = np.empty((T, B, {L.dim[name]}), dtype)")
+            lines.append(f"_{name} = _empty((T, B, {L.dim[name]}), dtype)")
         for kind, g in L.gemms:
             if kind == "step":
                 shape = "B" if g.name in L.transient else "T, B"
-                lines.append(f"_{g.name} = np.empty(({shape}, {L.width(g)}), dtype)")
+                lines.append(f"_{g.name} = _empty(({shape}, {L.width(g)}), dtype)")
         for kind, program in (("static", self.d.plan.static), ("step", self.d.plan.step)):
             body = []
             for stage in program:
                 for g in stage.gemms:
                     operand = L.block(g.operand, kind)
                     if kind == "static":
-                        body.append(f"_{g.name} = ({operand} @ _w__{g.name})"
+                        out = f"_empty((T * B, {L.width(g)}), dtype)"
+                        body.append(f"_{g.name} = np.matmul({operand}, _w__{g.name}, out={out})"
                                     f".reshape(T, B, {L.width(g)})")
                     else:
                         out, _ = L.value(g.nodes[0].name, "step")
@@ -179,7 +182,7 @@ class _Emitter:
                 self.reductions.setdefault(name, []).append((array, offset, L.dim[name]))
                 return
         buffer = f"_e__{name}__{region.name}"
-        self.term_buffers.append(f"{buffer} = np.empty((T, B, {L.dim[name]}), dtype)")
+        self.term_buffers.append(f"{buffer} = _empty((T, B, {L.dim[name]}), dtype)")
         array = L.at(buffer, L.dim[name], kind)
         k.stores.append(f"{_element(k.arg(array, '0'), '0')} = {kernel_source(expr)}")
         self.reductions.setdefault(name, []).append(
@@ -208,20 +211,20 @@ class _Emitter:
         L, lines = self.layout, []
         for name in sorted(L.inputs | set(L.static)):
             if name not in L.member:
-                lines.append(f"_{adjoint(name)} = np.empty((T, B, {L.dim[name]}), dtype)")
+                lines.append(f"_{adjoint(name)} = _empty((T, B, {L.dim[name]}), dtype)")
         for _, g in L.gemms:
-            lines.append(f"_wt__{g.name} = np.ascontiguousarray(_w__{g.name}.T)")
+            lines.append(f"_wt__{g.name} = _contiguous(_w__{g.name}.T)")
             if g.name not in L.shared:
-                lines.append(f"_{adjoint(g.name)} = np.empty((T, B, {L.width(g)}), dtype)")
+                lines.append(f"_{adjoint(g.name)} = _empty((T, B, {L.width(g)}), dtype)")
         for s, dim in L.states.items():
-            lines.append(f"_{adjoint(s)} = np.empty((B, {dim}), dtype)")
+            lines.append(f"_{adjoint(s)} = _empty((B, {dim}), dtype)")
             lines.append(f"_{adjoint(new_name(s))} = carry__[{s!r}]")
         crossing = {seed for g in self.d.step.values() for seed in g.seeds}
         crossing.update(g.operand for kind, g in L.gemms if kind == "step")
         crossing = {n for n in crossing if L.writers.get(n, 0) > 0}   # someone writes it
         for n in sorted(crossing):
             if not (n in L.static or n in L.states or n in L.new_states or n in L.member):
-                lines.append(f"_{adjoint(n)} = np.empty((B, {L.dim[n]}), dtype)")
+                lines.append(f"_{adjoint(n)} = _empty((B, {L.dim[n]}), dtype)")
         return lines
 
     def time_loop(self) -> list[str]:
@@ -278,7 +281,8 @@ class _Emitter:
                 s = L.new_states[g.operand]
                 operand = f"_{s}[1:].reshape(T * B, {L.dim[s]})"
             dm = f"_{adjoint(L.shared.get(g.name, g.name))}.reshape(T * B, {L.width(g)})"
-            lines.append(f"gw__ = {operand}.T @ {dm}")
+            rows = L.dim[g.operand]
+            lines.append(f"gw__ = np.matmul({operand}.T, {dm}, out=_empty(({rows}, {L.width(g)}), dtype))")
             for node in g.nodes:
                 _, offset = L.member[node.name]
                 block = f"gw__[:, {offset}:{offset} + {node.dim}]"
@@ -286,7 +290,7 @@ class _Emitter:
                     lines.append(f"_{adjoint(node.weight)} += {block}")
                 else:
                     done.add(node.weight)
-                    lines.append(f"_{adjoint(node.weight)} = np.ascontiguousarray({block})")
+                    lines.append(f"_{adjoint(node.weight)} = _contiguous({block})")
         return lines
 
     def output_expr(self) -> str:
@@ -295,7 +299,7 @@ class _Emitter:
             return f"_{L.new_states[out]}[1:]"
         if out in L.member:
             g, offset = L.member[out]
-            return f"np.ascontiguousarray(_{g.name}[..., {offset}:{offset} + {L.dim[out]}])"
+            return f"_contiguous(_{g.name}[..., {offset}:{offset} + {L.dim[out]}])"
         return f"_{out}"
 
     def saved(self) -> list[str]:
