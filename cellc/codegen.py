@@ -64,12 +64,13 @@ class _Emitter:
         # vector param -> [(array of rows, column offset or None for all, width)]
         self.reductions: dict[str, list[tuple[str, str | None, str]]] = {}
         self.step_functions: list[dict] = []
+        self.step_arrays: set[str] = set()      # per-step arrays the time loop writes
         self.term_buffers: list[str] = []
 
     def call(self, kernel: _Kernel, kind: str) -> str:
         ctx = kernel.context()
         self.kernels.append(ctx)
-        rows = "T * B" if kind == "static" else "B"
+        rows = "T * B" if kind == "static" else "n__"
         return f"_{kernel.name}({rows}, {', '.join(ctx['dims'] + ctx['call_args'])})"
 
     def load(self, k: _Kernel, local: str, access: tuple[str, str | None]) -> None:
@@ -87,6 +88,8 @@ class _Emitter:
             if node.name in L.stored or node.name in L.new_states:
                 array, offset = L.value(node.name, kind)
                 k.stores.append(f"{_element(k.arg(array, offset), offset)} = {node.name}")
+                if kind == "step":
+                    self.step_arrays.add(array)
         return self.call(k, kind)
 
     def forward(self) -> list[str]:
@@ -115,22 +118,34 @@ class _Emitter:
                                     f".reshape(T, B, {L.width(g)})")
                     else:
                         out, _ = L.value(g.nodes[0].name, "step")
-                        body.append(f"_gemm({operand}, _w__{g.name}, {out}, False)")
+                        body.append(f"_gemm({operand}[:n__], _w__{g.name}, {out}[:n__], False)")
+                        self.step_arrays.add(out)
                 for region in stage.regions:
                     body.append(self.fwd_kernel(kind, region))
             if kind == "step":
-                loop = ["for t in range(T):"] + (["    " + line for line in body] or ["    pass"])
+                loop = ["for t in range(T):", "    n__ = active__[t]"]
+                loop += ["    " + line for line in body + self.clear_ended()]
+                self.step_arrays = set()
                 lines.append(self.step_function("forward_steps", loop, []))
             else:
                 lines.extend(body)
         return lines
+
+    def clear_ended(self) -> list[str]:
+        """In a ragged batch (sorted by length), rows from `n__` on belong to sequences
+        that have ended: zero them in every per-step array the loop writes. Outputs past
+        a sequence's end are then zero, and no stale value reaches the GEMMs after the
+        loop, which run over all rows."""
+        arrays = sorted(a for a in self.step_arrays if "[t" in a)
+        return ["if n__ < B:"] + [f"    {a}[n__:] = 0" for a in arrays] if arrays else []
 
     def step_function(self, name: str, body: list[str], returns: list[str]) -> str:
         """Turn the time loop into a Numba function (no Python between steps); return
         the line that calls it. Its parameters are the loop's free names."""
         tree = ast.parse("\n".join(body))
         names = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-                       - {"t", "range", "np", "_gemm"} - {"_" + k["name"] for k in self.kernels})
+                       - {"t", "n__", "m__", "range", "np", "_gemm", "_copy_rows"}
+                       - {"_" + k["name"] for k in self.kernels})
         args = ["T"] + [n for n in names if n != "T"]
         self.step_functions.append({"name": name, "args": args, "body": body,
                                     "returns": returns})
@@ -166,6 +181,8 @@ class _Emitter:
             accumulate = name in written
             written.add(name)
             k.stores.append(f"{target} {'+=' if accumulate else '='} {kernel_source(expr)}")
+            if kind == "step":
+                self.step_arrays.add(array)
         return self.call(k, kind)
 
     def param_grad(self, k: _Kernel, kind: str, region: Region, name: str, expr, grad) -> None:
@@ -185,6 +202,8 @@ class _Emitter:
         self.term_buffers.append(f"{buffer} = _empty((T, B, {L.dim[name]}), dtype)")
         array = L.at(buffer, L.dim[name], kind)
         k.stores.append(f"{_element(k.arg(array, '0'), '0')} = {kernel_source(expr)}")
+        if kind == "step":
+            self.step_arrays.add(array)
         self.reductions.setdefault(name, []).append(
             (L.at(buffer, L.dim[name], "static"), None, L.dim[name]))   # the whole buffer
 
@@ -198,7 +217,7 @@ class _Emitter:
         accumulate = g.operand in written
         written.add(g.operand)
         if kind == "step":
-            return f"_gemm({dm}, _wt__{g.name}, {target}, {accumulate})"
+            return f"_gemm({dm}[:n__], _wt__{g.name}, {target}[:n__], {accumulate})"
         if accumulate:
             return f"{target} += {dm} @ _wt__{g.name}"
         return f"np.matmul({dm}, _wt__{g.name}, out={target})"
@@ -218,7 +237,8 @@ class _Emitter:
                 lines.append(f"_{adjoint(g.name)} = _empty((T, B, {L.width(g)}), dtype)")
         for s, dim in L.states.items():
             lines.append(f"_{adjoint(s)} = _empty((B, {dim}), dtype)")
-            lines.append(f"_{adjoint(new_name(s))} = carry__[{s!r}]")
+            lines.append(f"_{adjoint(new_name(s))} = _empty((B, {dim}), dtype)")
+            lines.append(f"_up__{s} = upstream__[{s!r}]")
         crossing = {seed for g in self.d.step.values() for seed in g.seeds}
         crossing.update(g.operand for kind, g in L.gemms if kind == "step")
         crossing = {n for n in crossing if L.writers.get(n, 0) > 0}   # someone writes it
@@ -230,7 +250,9 @@ class _Emitter:
     def time_loop(self) -> list[str]:
         L, out = self.layout, self.cell.output
         self.written = written = set(L.new_states)      # carried in from the step after
-        loop = []
+        # Sequences whose last step is t (rows m__:n__) take the final states' gradients.
+        loop = ["n__ = active__[t]", "m__ = active__[t + 1]"]
+        loop += [f"_copy_rows(_{adjoint(new_name(s))}, _up__{s}, m__, n__)" for s in L.states]
         if out in L.member:      # a GEMM product has no kernel to fold d_outputs into
             seed = L.block(out, "step", grad=True)
             loop += ["if has_dy__:", f"    {seed}[:] = dy__[t]", "else:", f"    {seed}[:] = 0"]
@@ -240,12 +262,16 @@ class _Emitter:
                 loop.append(self.bwd_kernel("step", region, written))
             for g in stage.gemms:
                 loop.append(self.gemm_transpose(g, "step", written))
+        loop += self.clear_ended()
         for s in L.states:   # the adjoint of h_t becomes that of the previous step's h'
             if s not in written:
                 loop.append(f"_{adjoint(s)}[:] = 0")
             loop.append(f"_{adjoint(s)}, _{adjoint(new_name(s))} = "
                         f"_{adjoint(new_name(s))}, _{adjoint(s)}")
         body = ["for t in range(T - 1, -1, -1):"] + ["    " + line for line in loop]
+        # sequences of length 0: the initial states' gradients are the final states'
+        body += [f"_copy_rows(_{adjoint(new_name(s))}, _up__{s}, active__[0], B)"
+                 for s in L.states]
         finals = [f"_{adjoint(new_name(s))}" for s in L.states]
         return [self.step_function("backward_steps", body, finals)]
 
@@ -333,6 +359,7 @@ def build_context(d: Derivation, *, version: str, source_name: str,
         "vector_params": [p.name for p in cell.params if len(p.shape) == 1],
         "fast_functions": fast_functions(d),
         "step_functions": emit.step_functions,
+        "torch": cell.torch.as_dict() if cell.torch else None,
     }
 
 

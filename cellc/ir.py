@@ -99,6 +99,7 @@ class Cell(NamedTuple):
     output: str                      # the node whose value is the output sequence
     path: str = "<spec>"
     spec_hash: str = ""
+    torch: object = None             # torchmap.TorchMap from the spec's [torch] table
 
     @property
     def dims(self) -> tuple[str, ...]:

@@ -25,11 +25,12 @@ from .errors import SpecError, did_you_mean, read_spec_bytes
 from .expressions import MAX_DEPTH, ExpressionConverter
 from .functions import FUNCTIONS
 from .ir import NEW_SUFFIX, Cell, Init, Node, Param, Var, display_name, new_name
+from .torchmap import parse_torch_table
 
 MAX_SPEC_BYTES = 256 * 1024
 FIELDS = {"name": str, "summary": str, "reference": str, "inputs": (list, dict),
           "states": (list, dict), "parameters": list, "equations": str, "output": str,
-          "shapes": dict, "init": dict}
+          "shapes": dict, "init": dict, "torch": dict}
 REQUIRED = ("name", "inputs", "states", "parameters", "equations")
 INIT_KINDS = {"default": 0, "zeros": 0, "ones": 0, "orthogonal": 0, "uniform": 2, "normal": 2}
 RESERVED = (set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
@@ -186,10 +187,15 @@ class _Frontend(ExpressionConverter):
         params = self.resolve_params()
         nodes = tuple(n._replace(dim=self.resolve(self.node_dim[n.name], n.name, n.line))
                       for n in nodes)
+        torch = self.field("torch")
+        if torch is not None:
+            ranks = {p.name: len(p.shape) for p in params}
+            torch = parse_torch_table(torch, ranks, self.fail, self.key_line)
         return Cell(name=name, summary=self.field("summary", ""),
                     reference=self.field("reference", ""), inputs=self.inputs,
                     states=self.states, params=params, nodes=nodes, output=output,
-                    path=self.path, spec_hash=hashlib.sha256(self.text.encode()).hexdigest())
+                    path=self.path, spec_hash=hashlib.sha256(self.text.encode()).hexdigest(),
+                    torch=torch)
 
     def declare_shapes(self):
         line = self.key_line("shapes")

@@ -41,6 +41,8 @@ PARAMS = {
 INIT = {
 }
 DIMS = ('H', 'I')
+# The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
+TORCH = None
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
@@ -102,6 +104,15 @@ def _gemm_for_dtype(a, b, c, accumulate):
         gemm(101, 111, 111, m, n, k, T(1), a.ctypes, a.strides[0] // size, b.ctypes,
              b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes, c.strides[0] // size)
     return blas
+
+
+@nb.njit(inline="always")
+def _copy_rows(dst, src, start, stop):
+    """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
+    assignment's shape check (whose error message brings float64 into the IR)."""
+    for r in range(start, stop):
+        for j in range(dst.shape[1]):
+            dst[r, j] = src[r, j]
 
 
 @nb.njit(inline="always", error_model="numpy")
@@ -317,6 +328,43 @@ def _validate(params, inputs, states):
     return inputs, states, sizes, dtype, T, B
 
 
+def _batch_order(lengths, T, B):
+    """(order, active) for a batch: `active[t]` sequences are still running at step t
+    (active[T] = 0). Without lengths every sequence runs all T steps and order is None;
+    with them the batch is sorted longest first (stable), as a packed sequence is."""
+    active = np.full(T + 1, B, np.int64)
+    active[T] = 0
+    if lengths is None:
+        return None, active
+    lengths = np.asarray(lengths)
+    if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
+        raise ValueError(f"lengths must be {B} integers (one per sequence), got "
+                         f"{lengths.dtype} array of shape {lengths.shape}")
+    if B and (lengths.min() < 0 or lengths.max() > T):
+        raise ValueError(f"lengths must lie in [0, T={T}], got {lengths.min()}..{lengths.max()}")
+    order = np.argsort(-lengths.astype(np.int64), kind="stable")
+    active[:T] = np.count_nonzero(lengths[None, :] > np.arange(T)[:, None], axis=1)
+    return order, active
+
+
+def _sorted_padded(x, order, active):
+    """x [T, B, D] with its sequences in `order` and every step past a sequence's end
+    zeroed, so that padding, whatever it holds, never reaches a gradient."""
+    T, B = x.shape[:2]
+    out = np.take(x, order, axis=1, out=_empty(x.shape, x.dtype), mode="clip")
+    out[np.arange(B)[None, :] >= active[:T, None]] = 0
+    return out
+
+
+def _last_steps(order, active):
+    """Index arrays (step, row) that pick each sequence's final state, in the caller's
+    order, from a [T + 1, B, ...] state sequence kept in `order`."""
+    back = np.argsort(order)
+    T = len(active) - 1
+    ends = np.count_nonzero(np.arange(len(order))[None, :] < active[:T, None], axis=0)
+    return ends[back], back
+
+
 def _check_upstream(what, a, shape, dtype):
     if a is None:
         return None
@@ -354,29 +402,46 @@ def _bwd_step1_H(rows__, H, _b, _mm__s, _mm__x, _d__s__new, dy__, _d__s, _d__mm_
 
 
 @nb.njit(**_JIT)
-def _forward_steps(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s):
+def _forward_steps(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s, active__):
     for t in range(T):
-        _gemm(_s[t], _w__mm__s, _mm__s[t], False)
-        _fwd_step1_H(B, H, _b, _s[t], _mm__s[t], _mm__x[t], _s[t + 1])
+        n__ = active__[t]
+        _gemm(_s[t][:n__], _w__mm__s, _mm__s[t][:n__], False)
+        _fwd_step1_H(n__, H, _b, _s[t], _mm__s[t], _mm__x[t], _s[t + 1])
+        if n__ < B:
+            _mm__s[t][n__:] = 0
+            _s[t + 1][n__:] = 0
 
 
 @nb.njit(**_JIT)
-def _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _wt__mm__s, dy__, has_dy__):
+def _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _up__s, _wt__mm__s, active__, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
-        _bwd_step1_H(B, H, _b, _mm__s[t], _mm__x[t], _d__s__new, dy__[t if has_dy__ else 0], _d__s, _d__mm__x[t])
-        _gemm(_d__mm__x[t], _wt__mm__s, _d__s, True)
+        n__ = active__[t]
+        m__ = active__[t + 1]
+        _copy_rows(_d__s__new, _up__s, m__, n__)
+        _bwd_step1_H(n__, H, _b, _mm__s[t], _mm__x[t], _d__s__new, dy__[t if has_dy__ else 0], _d__s, _d__mm__x[t])
+        _gemm(_d__mm__x[t][:n__], _wt__mm__s, _d__s[:n__], True)
+        if n__ < B:
+            _d__mm__x[t][n__:] = 0
         _d__s, _d__s__new = _d__s__new, _d__s
+    _copy_rows(_d__s__new, _up__s, active__[0], B)
     return _d__s__new
 
 
-def forward(params, inputs, states=None):
+def forward(params, inputs, states=None, lengths=None):
     """Run the cell over a time-major sequence `inputs` [T, B, I] (a dict if several).
 
     `states` maps state names to [B, size] initial values (zeros when omitted).
+    `lengths` [B] (optional) gives each sequence's own length in a padded batch: its
+    final states are taken at its own last step, its outputs past that step are zero,
+    and padding is never read.
     Returns (outputs [T, B, H], final states dict, cache for `backward`).
     """
     inputs, states, sizes, dtype, T, B = _validate(params, inputs, states)
     _workspace.start_call()
+    order__, active__ = _batch_order(lengths, T, B)
+    if order__ is not None:      # longest first, padding zeroed: step t runs rows :active__[t]
+        inputs = {k: _sorted_padded(v, order__, active__) for k, v in inputs.items()}
+        states = {k: v[order__] for k, v in states.items()}
     H = sizes['H']
     I = sizes['I']
     _x = inputs['x']
@@ -387,11 +452,16 @@ def forward(params, inputs, states=None):
     _w__mm__s = params['W_s']
     _mm__s = _empty((T, B, H), dtype)
     _mm__x = np.matmul(_x.reshape(T * B, I), _w__mm__x, out=_empty((T * B, H), dtype)).reshape(T, B, H)
-    _forward_steps(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s)
+    _forward_steps(T, B, H, _b, _mm__s, _mm__x, _s, _w__mm__s, active__)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
              "saved": {'_mm__s': _mm__s, '_mm__x': _mm__x, '_s': _s, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x}}
-    final = {'s': _s[T]}
-    return _s[1:], final, cache
+    cache["order"], cache["active"] = order__, active__
+    if order__ is None:
+        final = {'s': _s[T]}
+        return _s[1:], final, cache
+    ends__, back__ = _last_steps(order__, active__)
+    final = {'s': _s[ends__, back__]}
+    return np.take(_s[1:], back__, axis=1), final, cache
 
 
 def backward(cache, d_outputs=None, d_states=None):
@@ -414,24 +484,30 @@ def backward(cache, d_outputs=None, d_states=None):
     _s = saved['_s']
     _w__mm__s = saved['_w__mm__s']
     _w__mm__x = saved['_w__mm__x']
+    order__, active__ = cache["order"], cache["active"]
     dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
     has_dy__ = dy__ is not None
     if not has_dy__:
         dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
+    elif order__ is not None:
+        dy__ = np.take(dy__, order__, axis=1)
     d_states = dict(d_states or {})
     if [s for s in d_states if s not in STATES]:
         raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    carry__ = {}
+    upstream__ = {}
     for name, dim in STATES.items():
         g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
-        carry__[name] = np.zeros((B, sizes[dim]), dtype) if g is None else g.copy()
+        if g is None:
+            g = np.zeros((B, sizes[dim]), dtype)
+        upstream__[name] = g if order__ is None else g[order__]
     _d__x = _empty((T, B, I), dtype)
     _wt__mm__x = _contiguous(_w__mm__x.T)
     _d__mm__x = _empty((T, B, H), dtype)
     _wt__mm__s = _contiguous(_w__mm__s.T)
     _d__s = _empty((B, H), dtype)
-    _d__s__new = carry__['s']
-    _d__s__new = _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _wt__mm__s, dy__, has_dy__)
+    _d__s__new = _empty((B, H), dtype)
+    _up__s = upstream__['s']
+    _d__s__new = _backward_steps(T, B, H, _b, _d__mm__x, _d__s, _d__s__new, _mm__s, _mm__x, _up__s, _wt__mm__s, active__, dy__, has_dy__)
     np.matmul(_d__mm__x.reshape(T * B, H), _wt__mm__x, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__x.reshape(T * B, H).sum(axis=0)
     _d__b = colsum0__[0:0 + H]
@@ -439,8 +515,13 @@ def backward(cache, d_outputs=None, d_states=None):
     _d__W_i = _contiguous(gw__[:, 0:0 + H])
     gw__ = np.matmul(_s[:T].reshape(T * B, H).T, _d__mm__x.reshape(T * B, H), out=_empty((H, H), dtype))
     _d__W_s = _contiguous(gw__[:, 0:0 + H])
-    return Gradients(
+    grads = Gradients(
         params={'W_s': _d__W_s, 'W_i': _d__W_i, 'b': _d__b},
         inputs={'x': _d__x},
         states={'s': _d__s__new},
     )
+    if order__ is None:
+        return grads
+    back__ = np.argsort(order__)
+    return Gradients(grads.params, {k: np.take(v, back__, axis=1) for k, v in grads.inputs.items()},
+                     {k: v[back__] for k, v in grads.states.items()})

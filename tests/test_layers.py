@@ -1,0 +1,100 @@
+"""cellc.layers.Layer with NumPy alone, for every spec: gradients of stacked,
+bidirectional, ragged, dropout layers against finite differences, the sum merge, and
+batch_first. (Against torch.nn: tests/test_torch_layers.py.)"""
+import numpy as np
+import pytest
+from cellcheck import generated, rel_err
+from conftest import SPECS
+
+from cellc.layers import Layer
+
+SIZES = {"I": 3, "H": 4}
+T, B = 5, 3
+LENGTHS = np.array([5, 2, 4])
+
+
+@pytest.fixture(params=SPECS, ids=lambda p: p.stem)
+def cell(request):
+    module, _ = generated(request.param)
+    return module
+
+
+def data(layer, seed):
+    rng = np.random.default_rng(seed)
+    params = layer.init_params(np.float64, seed=seed, **SIZES)
+    x = rng.normal(size=(T, B, SIZES["I"]))
+    k = layer.num_layers * layer.directions
+    states = {s: rng.normal(scale=0.5, size=(k, B, SIZES["H"])) for s in layer.cell.STATES}
+    return params, x, states
+
+
+def test_gradients_match_finite_differences(cell):
+    layer = Layer(cell, 2, bidirectional=True, dropout=0.3)
+    params, x, states = data(layer, 1)
+    rng = np.random.default_rng(2)
+
+    def run(p, x, s):
+        return layer.forward(p, x, s, LENGTHS, training=True, seed=7)
+
+    y, finals, cache = run(params, x, states)
+    dy = rng.normal(size=y.shape)
+    ds = {k: rng.normal(size=v.shape) for k, v in finals.items()}
+    g = layer.backward(cache, dy, ds)
+    groups = (params, {"x": x}, states)
+    grads = (g.params, g.inputs, g.states)
+    direction = [{k: rng.normal(size=v.shape) for k, v in group.items()} for group in groups]
+
+    def loss(step):
+        p, xs, s = ({k: v + step * d[k] for k, v in group.items()}
+                    for group, d in zip(groups, direction))
+        y, finals, _ = run(p, xs["x"], s)
+        return np.sum(y * dy) + sum(np.sum(finals[k] * ds[k]) for k in finals)
+
+    numeric = (loss(1e-6) - loss(-1e-6)) / 2e-6
+    analytic = sum(np.sum(gr[k] * d[k]) for gr, d in zip(grads, direction) for k in d)
+    assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic))
+    for b, n in enumerate(LENGTHS):                       # nothing past each end
+        assert np.all(y[n:, b] == 0) and np.all(g.inputs["x"][n:, b] == 0)
+
+
+def test_sum_merge_adds_the_two_directions(cell):
+    joined = Layer(cell, 1, bidirectional=True)
+    summed = Layer(cell, 1, bidirectional=True, merge="sum")
+    params, x, states = data(joined, 3)
+    yj, fj, cj = joined.forward(params, x, states, LENGTHS)
+    ys, fs, cs = summed.forward(params, x, states, LENGTHS)
+    H = SIZES["H"]
+    assert rel_err(ys, yj[..., :H] + yj[..., H:]) < 1e-14
+    dy = np.random.default_rng(4).normal(size=ys.shape)
+    gj = joined.backward(cj, np.concatenate([dy, dy], axis=2))
+    gs = summed.backward(cs, dy)
+    for a, b in zip(gs, gj):
+        assert all(rel_err(a[k], b[k]) < 1e-14 for k in a)
+
+
+def test_batch_first_is_a_transpose(cell):
+    tm = Layer(cell, 2, bidirectional=True)
+    bf = Layer(cell, 2, bidirectional=True, batch_first=True)
+    params, x, states = data(tm, 5)
+    y1, f1, c1 = tm.forward(params, x, states, LENGTHS)
+    y2, f2, c2 = bf.forward(params, np.ascontiguousarray(x.swapaxes(0, 1)), states, LENGTHS)
+    assert np.array_equal(y1, y2.swapaxes(0, 1))
+    dy = np.random.default_rng(6).normal(size=y1.shape)
+    g1 = tm.backward(c1, dy)
+    g2 = bf.backward(c2, np.ascontiguousarray(dy.swapaxes(0, 1)))
+    assert np.array_equal(g1.inputs["x"], g2.inputs["x"].swapaxes(0, 1))
+
+
+def test_bad_arguments_are_refused(cell):
+    with pytest.raises(ValueError, match="num_layers"):
+        Layer(cell, 0)
+    with pytest.raises(ValueError, match="merge"):
+        Layer(cell, merge="mean")
+    with pytest.raises(ValueError, match="dropout"):
+        Layer(cell, dropout=1.0)
+    layer = Layer(cell, 2)
+    params, x, states = data(layer, 7)
+    with pytest.raises(ValueError, match="initial states must be"):
+        layer.forward(params, x, {k: v[:1] for k, v in states.items()})
+    with pytest.raises(ValueError, match="lengths must be 3 integers"):
+        layer.forward(params, x, states, lengths=[1, 2])
