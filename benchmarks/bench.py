@@ -79,7 +79,7 @@ def make_torch(name, module, ir, mode):
         st = [torch.tensor(states[s], requires_grad=True) for s in module.STATES]
         dyt = torch.tensor(dy)
         if mode == "nn":
-            layer = torch_cells.nn_layer(name, {k: torch.tensor(v) for k, v in params.items()},
+            layer = torch_cells.nn_layer(module, {k: torch.tensor(v) for k, v in params.items()},
                                          H, H)
             hs = [s[None] for s in st]
 
@@ -106,7 +106,7 @@ def make_torch(name, module, ir, mode):
 
         def grads():
             train()
-            out = (torch_cells.nn_grads(name, layer, H) if mode == "nn"
+            out = (torch_cells.nn_grads(module, layer) if mode == "nn"
                    else {k: v.grad for k, v in pt.items()})
             out["x"] = xt.grad
             out.update({f"{s}0": t.grad for s, t in zip(module.STATES, st)})
@@ -271,11 +271,94 @@ def worker(cell: str, size: str, impl: str, repeats: int) -> dict:
     return result
 
 
+# ---- a stacked, bidirectional, ragged layer against torch.nn on a packed batch ----------
+STACKS = {"lstm-2L-bi-packed": ("lstm", 2)}      # name -> (cell, layers), bidirectional
+
+
+def stack_problem(B, H, T, seed, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    lengths = np.sort(rng.integers(T // 2, T + 1, size=B))[::-1].copy()
+    lengths[0] = T
+    x = rng.normal(size=(T, B, H)).astype(dtype)
+    dy = rng.normal(size=(T, B, 2 * H)).astype(dtype)
+    for b, n in enumerate(lengths):
+        dy[n:, b] = 0
+    return x, lengths, dy
+
+
+def stack_worker(name: str, size: str, impl: str, repeats: int) -> dict:
+    """cellc's Layer (through cellc.torch.RNN) and torch.nn.LSTM on the same packed batch of
+    sequences of lengths T/2..T, 2 layers, bidirectional. Checked against float64 torch.nn."""
+    import importlib
+
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    import cellc.torch as ct
+    # torch only packs here: cellc gives both cores to its BLAS (see cellc.torch._blas_threads)
+    torch.set_num_threads(1 if impl.startswith("cellc") else 2)
+    cell, layers = STACKS[name]
+    module = importlib.import_module(f"generated.{cell}")
+    result = {"cell": name, "size": size, "impl": impl, "blas": blas_core()}
+
+    def build(B, H, T, seed, dtype, use_torch):
+        torch.manual_seed(seed)
+        ref = getattr(torch.nn, module.TORCH["module"])(H, H, layers, bidirectional=True).to(dtype)
+        layer = ref if use_torch else ct.RNN.from_torch(ref, module)
+        x, lengths, dy = stack_problem(B, H, T, seed, np.float64 if dtype == torch.float64 else np.float32)
+        xt = torch.tensor(x, requires_grad=True)
+        dyt, lt = torch.tensor(dy), torch.tensor(lengths)
+
+        def run():
+            y, _ = layer(pack_padded_sequence(xt, lt))
+            return pad_packed_sequence(y, total_length=T)[0]
+
+        def train():
+            for p in [xt, *layer.parameters()]:
+                p.grad = None
+            (run() * dyt).sum().backward()
+
+        def forward():
+            with torch.no_grad():
+                run()
+        def grads():
+            train()
+            g = (ct.grads_from_torch(module, ref) if use_torch
+                 else {k: v.grad.numpy() for k, v in layer.named_parameters()})
+            return {**g, "x": xt.grad.numpy()}
+        return train, forward, grads
+
+    use_torch = impl.startswith("torch")
+    got = build(3, 8, 5, 1, torch.float32, use_torch)[2]()
+    want = build(3, 8, 5, 1, torch.float64, True)[2]()
+    result["check"] = max(float(np.max(np.abs(got[k] - want[k])) / np.max(np.abs(want[k])))
+                          for k in want)
+    B, H, T = SIZES[size]
+    train, forward, _ = build(B, H, T, 0, torch.float32, use_torch)
+    for label, fn in (("train_ms", train), ("forward_ms", forward)):
+        fn()
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        result[label] = times
+    steps = int(stack_problem(B, H, T, 0)[1].sum())          # rows that do work, all steps
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[module.TORCH["module"]]
+    result["flops"] = sum(2 * 6 * steps * (H * (1 if k == 0 else 2) + H) * G * H
+                          for k in range(layers))
+    return result
+
+
 # ---- the driver --------------------------------------------------------------------
 def available(cell: str, impl: str) -> bool:
     base = impl.split("/")[0]
-    if base == "torch.nn":
-        return cell in ("lstm", "gru", "elman")
+    if cell in STACKS:
+        return base in ("cellc", "torch.nn")
+    if base == "torch.nn":          # the spec maps a torch.nn layer ([torch] table)
+        import importlib
+        return importlib.import_module(f"generated.{cell}").TORCH is not None
     return True
 
 
@@ -376,10 +459,11 @@ def chart(results, path):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         cell, size, impl, repeats = sys.argv[2:6]
-        print(json.dumps(worker(cell, size, impl, int(repeats))))
+        run = stack_worker if cell in STACKS else worker
+        print(json.dumps(run(cell, size, impl, int(repeats))))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cells", nargs="+", default=CELLS)
+    ap.add_argument("--cells", nargs="+", default=CELLS + list(STACKS))
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--impls", nargs="+", default=IMPLS + [f"bound/{AVX512}", f"cellc/{AVX512}"])
     ap.add_argument("--rounds", type=int, default=3, help="passes over all implementations")

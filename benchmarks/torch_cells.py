@@ -75,47 +75,21 @@ def elman(x: Tensor, s: List[Tensor], p: Dict[str, Tensor]) -> Tuple[Tensor, Lis
 CELLS = {"lstm": lstm, "peephole_lstm": peephole_lstm, "gru": gru, "gru_cho": gru_cho,
          "elman": elman}
 
-# torch.nn layers and how cellc's parameters map onto them: (class, gate order, kwargs)
-NN = {"lstm": (torch.nn.LSTM, ["i", "f", "g", "o"], {}),
-      "gru": (torch.nn.GRU, ["r", "z", "n"], {}),
-      "elman": (torch.nn.RNN, [""], {"nonlinearity": "tanh"})}
 
 
-def nn_layer(cell: str, params: Dict[str, Tensor], I: int, H: int):
-    """A torch.nn layer holding cellc's parameters (biases folded into bias_ih)."""
-    cls, gates, kwargs = NN[cell]
-    layer = cls(I, H, **kwargs)
-    w_ih, w_hh, b_ih, b_hh = [], [], [], []
-    for g in gates:
-        if cell == "elman":
-            w_ih.append(params["W_x"].T), w_hh.append(params["W_h"].T)
-            b_ih.append(params["b"]), b_hh.append(torch.zeros(H))
-        elif cell == "gru" and g == "n":
-            w_ih.append(params["W_xn"].T), w_hh.append(params["W_hn"].T)
-            b_ih.append(params["b_xn"]), b_hh.append(params["b_hn"])
-        else:
-            w_ih.append(params[f"W_x{g}"].T), w_hh.append(params[f"W_h{g}"].T)
-            b_ih.append(params[f"b_{g}"]), b_hh.append(torch.zeros(H))
-    with torch.no_grad():
-        layer.weight_ih_l0.copy_(torch.cat(w_ih))
-        layer.weight_hh_l0.copy_(torch.cat(w_hh))
-        layer.bias_ih_l0.copy_(torch.cat(b_ih))
-        layer.bias_hh_l0.copy_(torch.cat(b_hh))
+def nn_layer(module, params: Dict[str, Tensor], I: int, H: int):
+    """The torch.nn layer the cell's spec maps ([torch] table), holding cellc's
+    parameters, or None when the spec has none."""
+    from cellc.torch import weights_to_torch
+    if module.TORCH is None:
+        return None
+    layer = getattr(torch.nn, module.TORCH["module"])(I, H, **module.TORCH["options"])
+    weights_to_torch(module, {k + "_l0": v.numpy() for k, v in params.items()}, layer)
     return layer
 
 
-def nn_grads(cell: str, layer, H: int) -> Dict[str, Tensor]:
+def nn_grads(module, layer) -> Dict[str, Tensor]:
     """Gradients of a torch.nn layer, in cellc's names."""
-    cls, gates, _ = NN[cell]
-    gi, gh = layer.weight_ih_l0.grad, layer.weight_hh_l0.grad
-    bi, bh = layer.bias_ih_l0.grad, layer.bias_hh_l0.grad
-    out = {}
-    for k, g in enumerate(gates):
-        blk = slice(k * H, (k + 1) * H)
-        if cell == "elman":
-            out.update(W_x=gi[blk].T, W_h=gh[blk].T, b=bi[blk])
-        elif cell == "gru" and g == "n":
-            out.update(W_xn=gi[blk].T, W_hn=gh[blk].T, b_xn=bi[blk], b_hn=bh[blk])
-        else:
-            out.update({f"W_x{g}": gi[blk].T, f"W_h{g}": gh[blk].T, f"b_{g}": bi[blk]})
-    return out
+    from cellc.torch import grads_from_torch
+    return {k[:-len("_l0")]: torch.from_numpy(v)
+            for k, v in grads_from_torch(module, layer).items()}

@@ -1,9 +1,8 @@
 """cellc.torch.RNN against torch.nn.LSTM/GRU/RNN with imported weights (stacked,
 bidirectional, packed, batch_first: outputs, final states and every gradient), gradcheck
 for several specs, and the module working for every spec."""
-import numpy as np
 import pytest
-from conftest import ROOT, SPECS
+from conftest import SPECS
 
 torch = pytest.importorskip("torch")
 ct = pytest.importorskip("cellc.torch")
@@ -40,15 +39,6 @@ def run(layer, x, hx, packed, batch_first):
     return loss, y, final
 
 
-def torch_grad_of(cell, rnn, name):
-    """d loss / d(cellc parameter `name`), read off torch's gradients through the spec's
-    [torch] table (each block a parameter maps to carries its whole gradient)."""
-    base, _, suffix = name.partition("_l")
-    tensor, block, transpose = cell.TORCH["params"][base][0]
-    g = getattr(rnn, f"{tensor}_l{suffix}").grad[block * H:(block + 1) * H]
-    return g.T if transpose else g
-
-
 @pytest.mark.parametrize("name", KINDS)
 @pytest.mark.parametrize("layers, bidirectional, packed, batch_first", [
     (1, False, False, False), (2, True, False, False), (2, True, True, False),
@@ -75,8 +65,9 @@ def test_matches_torch_nn(name, layers, bidirectional, packed, batch_first):
     assert all(err(a, b) < 1e-12 for a, b in zip(f1, f0))
     assert err(dx1, dx0) < 1e-12
     assert all(err(a, b) < 1e-12 for a, b in zip(dh1, dh0))
+    expected = ct.grads_from_torch(cell, rnn)
     for pname, p in ours.named_parameters():
-        assert err(p.grad, torch_grad_of(cell, rnn, pname)) < 1e-12, pname
+        assert err(p.grad, torch.from_numpy(expected[pname])) < 1e-12, pname
 
 
 @pytest.mark.parametrize("name", KINDS)
@@ -159,4 +150,3 @@ def test_wrong_torch_module_is_refused():
         ct.RNN.from_torch(torch.nn.LSTM(I, H), module_of("peephole_lstm"))
     with pytest.raises(ValueError, match="nonlinearity"):
         ct.RNN.from_torch(torch.nn.RNN(I, H, nonlinearity="relu"), module_of("elman"))
-    assert ROOT.exists()
