@@ -68,6 +68,22 @@ def make_cellc(name, module, ir):
     return build
 
 
+def torch_steps(run, leaves, dy):
+    """(train, forward) for a torch function `run` of the leaves: a training step with the
+    loss sum(run() * dy), and a forward pass under no_grad."""
+    import torch
+
+    def train():
+        for leaf in leaves:
+            leaf.grad = None
+        (run() * dy).sum().backward()
+
+    def forward():
+        with torch.no_grad():
+            run()
+    return train, forward
+
+
 def make_torch(name, module, ir, mode):
     import torch
     import torch_cells
@@ -95,14 +111,7 @@ def make_torch(name, module, ir, mode):
                 return fn(xt, st, pt)[0]
             leaves = list(pt.values())
 
-        def train():
-            for leaf in leaves + [xt] + st:
-                leaf.grad = None
-            (run() * dyt).sum().backward()
-
-        def forward():
-            with torch.no_grad():
-                run()
+        train, forward = torch_steps(run, leaves + [xt] + st, dyt)
 
         def grads():
             train()
@@ -226,6 +235,21 @@ def blas_core() -> str:
     return "unknown"
 
 
+def timed(train, forward, repeats: int) -> dict:
+    """Milliseconds of `repeats` runs of each, after two warm-up runs."""
+    result = {}
+    for label, fn in (("train_ms", train), ("forward_ms", forward)):
+        fn()
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        result[label] = times
+    return result
+
+
 def worker(cell: str, size: str, impl: str, repeats: int) -> dict:
     import importlib
 
@@ -258,15 +282,7 @@ def worker(cell: str, size: str, impl: str, repeats: int) -> dict:
 
     B, H, T = SIZES[size]
     train, forward, _ = build(*problem(module, B, H, T))
-    for label, fn in (("train_ms", train), ("forward_ms", forward)):
-        fn()
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        result[label] = times
+    result.update(timed(train, forward, repeats))
     result["flops"] = train_flops(cell, ir, B, H, T)
     return result
 
@@ -313,14 +329,8 @@ def stack_worker(name: str, size: str, impl: str, repeats: int) -> dict:
             y, _ = layer(pack_padded_sequence(xt, lt))
             return pad_packed_sequence(y, total_length=T)[0]
 
-        def train():
-            for p in [xt, *layer.parameters()]:
-                p.grad = None
-            (run() * dyt).sum().backward()
+        train, forward = torch_steps(run, [xt, *layer.parameters()], dyt)
 
-        def forward():
-            with torch.no_grad():
-                run()
         def grads():
             train()
             g = (ct.grads_from_torch(module, ref) if use_torch
@@ -335,15 +345,7 @@ def stack_worker(name: str, size: str, impl: str, repeats: int) -> dict:
                           for k in want)
     B, H, T = SIZES[size]
     train, forward, _ = build(B, H, T, 0, torch.float32, use_torch)
-    for label, fn in (("train_ms", train), ("forward_ms", forward)):
-        fn()
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        result[label] = times
+    result.update(timed(train, forward, repeats))
     steps = int(stack_problem(B, H, T, 0)[1].sum())          # rows that do work, all steps
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[module.TORCH["module"]]
     result["flops"] = sum(2 * 6 * steps * (H * (1 if k == 0 else 2) + H) * G * H

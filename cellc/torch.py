@@ -46,66 +46,55 @@ def _check_kind(cell, rnn: nn.RNNBase) -> None:
                              f"one has {key}={getattr(rnn, key)!r}")
 
 
-def weights_from_torch(cell, rnn: nn.RNNBase) -> dict[str, np.ndarray]:
-    """The parameters of a `Layer` of `cell` (layer names, e.g. `W_xi_l0_reverse`) holding
-    the weights of `rnn` (torch.nn.RNN/LSTM/GRU), as the spec's [torch] table maps them."""
+def _mapped(cell, rnn: nn.RNNBase):
+    """(layer parameter name, [(torch tensor or None, its rows, transpose), ...]) for every
+    parameter of every layer and direction, as the spec's [torch] table maps them."""
     _check_kind(cell, rnn)
     H = rnn.hidden_size
-    params = {}
     for layer in range(rnn.num_layers):
         for direction in range(2 if rnn.bidirectional else 1):
             suffix = _suffix(layer, direction)
-            tensors = {t: getattr(rnn, t + suffix, None) for t in
-                       ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
             for name, terms in cell.TORCH["params"].items():
-                total = 0
-                for tensor, block, transpose in terms:
-                    t = tensors[tensor]
-                    if t is None:           # bias=False
-                        continue
-                    part = t.detach().cpu().numpy()[block * H:(block + 1) * H]
-                    total = total + (part.T if transpose else part)
-                if np.isscalar(total):
-                    total = np.zeros(H, rnn.weight_hh_l0.detach().numpy().dtype)
-                params[name + suffix] = np.ascontiguousarray(total)
+                yield name + suffix, [(getattr(rnn, tensor + suffix, None),     # None: bias=False
+                                       slice(block * H, (block + 1) * H), transpose)
+                                      for tensor, block, transpose in terms]
+
+
+def weights_from_torch(cell, rnn: nn.RNNBase) -> dict[str, np.ndarray]:
+    """The parameters of a `Layer` of `cell` (layer names, e.g. `W_xi_l0_reverse`) holding
+    the weights of `rnn` (torch.nn.RNN/LSTM/GRU), as the spec's [torch] table maps them."""
+    params = {}
+    for name, terms in _mapped(cell, rnn):
+        parts = []
+        for t, rows, transpose in terms:
+            if t is not None:
+                part = t.detach().cpu().numpy()[rows]
+                parts.append(part.T if transpose else part)
+        params[name] = np.ascontiguousarray(sum(parts) if parts else np.zeros(
+            rnn.hidden_size, rnn.weight_hh_l0.detach().numpy().dtype))
     return params
 
 
 def grads_from_torch(cell, rnn: nn.RNNBase) -> dict[str, np.ndarray]:
     """The gradients of a `Layer`'s parameters, read off `rnn`'s `.grad`s: a parameter
     that is a sum of torch blocks has each block's gradient, so its first one is read."""
-    _check_kind(cell, rnn)
-    H = rnn.hidden_size
     grads = {}
-    for layer in range(rnn.num_layers):
-        for direction in range(2 if rnn.bidirectional else 1):
-            suffix = _suffix(layer, direction)
-            for name, terms in cell.TORCH["params"].items():
-                tensor, block, transpose = terms[0]
-                g = getattr(rnn, tensor + suffix).grad.detach().numpy()[block * H:(block + 1) * H]
-                grads[name + suffix] = g.T if transpose else g
+    for name, [(t, rows, transpose), *_] in _mapped(cell, rnn):
+        g = t.grad.detach().numpy()[rows]
+        grads[name] = g.T if transpose else g
     return grads
 
 
 def weights_to_torch(cell, params: dict, rnn: nn.RNNBase) -> None:
     """Copy a `Layer`'s parameters into `rnn` (the inverse of `weights_from_torch`): a
     parameter mapped to a sum of torch blocks goes into the first, the others get zero."""
-    _check_kind(cell, rnn)
-    H = rnn.hidden_size
     with torch.no_grad():
-        for layer in range(rnn.num_layers):
-            for direction in range(2 if rnn.bidirectional else 1):
-                suffix = _suffix(layer, direction)
-                for tensor in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                    if getattr(rnn, tensor + suffix, None) is not None:
-                        getattr(rnn, tensor + suffix).zero_()
-                for name, terms in cell.TORCH["params"].items():
-                    tensor, block, transpose = terms[0]
-                    target = getattr(rnn, tensor + suffix, None)
-                    if target is None:
-                        continue
-                    value = torch.as_tensor(np.asarray(params[name + suffix]))
-                    target[block * H:(block + 1) * H] = value.T if transpose else value
+        for p in rnn.parameters():
+            p.zero_()
+        for name, [(t, rows, transpose), *_] in _mapped(cell, rnn):
+            if t is not None:
+                value = torch.as_tensor(np.asarray(params[name]))
+                t[rows] = value.T if transpose else value
 
 
 # ---- autograd ---------------------------------------------------------------------
