@@ -432,7 +432,8 @@ def chart(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    groups = sorted({(r["cell"], r["size"]) for r in results},
+    bounded = {(r["cell"], r["size"]) for r in results if r["impl"] == "bound"}
+    groups = sorted(bounded,
                     key=lambda g: (CELLS.index(g[0]) if g[0] in CELLS else 99, list(SIZES).index(g[1])))
     impls = [i for i in dict.fromkeys(r["impl"] for r in results) if not i.startswith("bound")]
     fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(groups)), 4.5))
