@@ -432,6 +432,12 @@ def _fwd_step1_H(rows__, H, _b_hn, _b_r, _b_xn, _b_z, _h, _mm__h, _mm__x, _r, _z
 @nb.njit(**_JIT)
 def _bwd_step1_H(rows__, H, _b_hn, _h, _mm__h, _n, _r, _z, _d__h__new, dy__, _d__h, _d__mm__h, _d__mm__x):
     T = _b_hn.dtype.type
+    s__0 = np.empty(H, _b_hn.dtype)
+    s__1 = np.empty(H, _b_hn.dtype)
+    s__2 = np.empty(H, _b_hn.dtype)
+    s__3 = np.empty(H, _b_hn.dtype)
+    s__4 = np.empty(H, _b_hn.dtype)
+    s__5 = np.empty(H, _b_hn.dtype)
     for r__ in range(rows__):
         for j__ in range(H):
             b_hn = _b_hn[j__]
@@ -448,12 +454,24 @@ def _bwd_step1_H(rows__, H, _b_hn, _h, _mm__h, _n, _r, _z, _d__h__new, dy__, _d_
             t__4 = d__h__new*z
             t__5 = t__0*t__4*(h - n)
             _d__h[r__, j__] = t__4
-            _d__mm__h[r__, H + H + j__] = t__2
-            _d__mm__h[r__, j__] = t__3
-            _d__mm__h[r__, H + j__] = t__5
-            _d__mm__x[r__, H + H + j__] = t__1
-            _d__mm__x[r__, j__] = t__3
-            _d__mm__x[r__, H + j__] = t__5
+            s__0[j__] = t__2
+            s__1[j__] = t__3
+            s__2[j__] = t__5
+            s__3[j__] = t__1
+            s__4[j__] = t__3
+            s__5[j__] = t__5
+        for j__ in range(H):
+            _d__mm__h[r__, H + H + j__] = s__0[j__]
+        for j__ in range(H):
+            _d__mm__h[r__, j__] = s__1[j__]
+        for j__ in range(H):
+            _d__mm__h[r__, H + j__] = s__2[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, H + H + j__] = s__3[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, j__] = s__4[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, H + j__] = s__5[j__]
 
 
 @nb.njit(**_JIT)

@@ -441,6 +441,7 @@ def _fwd_step2_H(rows__, H, _mm__W_ss__in, _b_s, _s, _mm__x, _z, _u, _s__new):
 @nb.njit(**_JIT)
 def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, dy__, _d__mm__W_ss__in, _d__s, _d__mm__x, _d__z):
     T = _s.dtype.type
+    s__0 = np.empty(H, _s.dtype)
     for r__ in range(rows__):
         for j__ in range(H):
             s = _s[r__, j__]
@@ -450,13 +451,19 @@ def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, dy__, _d__mm__W_ss__in, _d__
             t__0 = d__s__new*z*(T(1) - u*u)
             _d__mm__W_ss__in[r__, j__] = t__0
             _d__s[r__, j__] = d__s__new*(T(1) - z)
-            _d__mm__x[r__, H + H + j__] = t__0
+            s__0[j__] = t__0
             _d__z[r__, j__] = d__s__new*(u - s)
+        for j__ in range(H):
+            _d__mm__x[r__, H + H + j__] = s__0[j__]
 
 
 @nb.njit(**_JIT)
 def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__s, _d__mm__s, _d__mm__x):
     T = _r.dtype.type
+    s__0 = np.empty(H, _r.dtype)
+    s__1 = np.empty(H, _r.dtype)
+    s__2 = np.empty(H, _r.dtype)
+    s__3 = np.empty(H, _r.dtype)
     for r__ in range(rows__):
         for j__ in range(H):
             r = _r[r__, j__]
@@ -468,10 +475,18 @@ def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__s, _d__mm__s, _
             t__1 = s*t__0*(T(1) - r)
             t__2 = d__z*z*(T(1) - z)
             _d__s[r__, j__] += t__0
-            _d__mm__s[r__, j__] = t__1
-            _d__mm__s[r__, H + j__] = t__2
-            _d__mm__x[r__, j__] = t__1
-            _d__mm__x[r__, H + j__] = t__2
+            s__0[j__] = t__1
+            s__1[j__] = t__2
+            s__2[j__] = t__1
+            s__3[j__] = t__2
+        for j__ in range(H):
+            _d__mm__s[r__, j__] = s__0[j__]
+        for j__ in range(H):
+            _d__mm__s[r__, H + j__] = s__1[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, j__] = s__2[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, H + j__] = s__3[j__]
 
 
 @nb.njit(**_JIT)

@@ -443,6 +443,10 @@ def _fwd_step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _mm__x, _i, _f, 
 @nb.njit(**_JIT)
 def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _d__c__new, _d__h__new, dy__, _d__c, _d__mm__x):
     T = _c.dtype.type
+    s__0 = np.empty(H, _c.dtype)
+    s__1 = np.empty(H, _c.dtype)
+    s__2 = np.empty(H, _c.dtype)
+    s__3 = np.empty(H, _c.dtype)
     for r__ in range(rows__):
         for j__ in range(H):
             c = _c[r__, j__]
@@ -463,10 +467,18 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _d__c__new, _d__h__new,
             t__7 = g*t__5*(T(1) - i)
             t__8 = t__0*t__1*(T(1) - o)
             _d__c[r__, j__] = t__3
-            _d__mm__x[r__, H + j__] = t__4
-            _d__mm__x[r__, H + H + j__] = t__6
-            _d__mm__x[r__, j__] = t__7
-            _d__mm__x[r__, H + H + H + j__] = t__8
+            s__0[j__] = t__4
+            s__1[j__] = t__6
+            s__2[j__] = t__7
+            s__3[j__] = t__8
+        for j__ in range(H):
+            _d__mm__x[r__, H + j__] = s__0[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, H + H + j__] = s__1[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, j__] = s__2[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, H + H + H + j__] = s__3[j__]
 
 
 @nb.njit(**_JIT)

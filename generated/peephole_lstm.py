@@ -449,6 +449,10 @@ def _fwd_step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _p_f, _p_i, _p_o
 @nb.njit(**_JIT)
 def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c__new, _d__h__new, dy__, _d__c, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _d__mm__x):
     T = _c.dtype.type
+    s__0 = np.empty(H, _c.dtype)
+    s__1 = np.empty(H, _c.dtype)
+    s__2 = np.empty(H, _c.dtype)
+    s__3 = np.empty(H, _c.dtype)
     for r__ in range(rows__):
         for j__ in range(H):
             c = _c[r__, j__]
@@ -476,10 +480,18 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c
             _e__p_f__step1_H[r__, j__] = t__5*c*c
             _e__p_i__step1_H[r__, j__] = c*t__9
             _e__p_o__step1_H[r__, j__] = c__new*t__2
-            _d__mm__x[r__, H + j__] = t__6
-            _d__mm__x[r__, H + H + j__] = t__8
-            _d__mm__x[r__, j__] = t__9
-            _d__mm__x[r__, H + H + H + j__] = t__2
+            s__0[j__] = t__6
+            s__1[j__] = t__8
+            s__2[j__] = t__9
+            s__3[j__] = t__2
+        for j__ in range(H):
+            _d__mm__x[r__, H + j__] = s__0[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, H + H + j__] = s__1[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, j__] = s__2[j__]
+        for j__ in range(H):
+            _d__mm__x[r__, H + H + H + j__] = s__3[j__]
 
 
 @nb.njit(**_JIT)
