@@ -78,11 +78,8 @@ CELLS = {"lstm": lstm, "peephole_lstm": peephole_lstm, "gru": gru, "gru_cho": gr
 
 
 def nn_layer(module, params: Dict[str, Tensor], I: int, H: int):
-    """The torch.nn layer the cell's spec maps ([torch] table), holding cellc's
-    parameters, or None when the spec has none."""
+    """The torch.nn layer the cell's spec maps ([torch] table), holding cellc's parameters."""
     from cellc.torch import weights_to_torch
-    if module.TORCH is None:
-        return None
     layer = getattr(torch.nn, module.TORCH["module"])(I, H, **module.TORCH["options"])
     weights_to_torch(module, {k + "_l0": v.numpy() for k, v in params.items()}, layer)
     return layer

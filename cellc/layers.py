@@ -98,11 +98,8 @@ class Layer:
         if self.batch_first:
             x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
         T, B = x.shape[:2]
-        if lengths is not None:
+        if lengths is not None:      # checked by the cell's forward (layer 0 runs first)
             lengths = np.asarray(lengths)
-            if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
-                raise ValueError(f"lengths must be {B} integers, got {lengths.dtype} array "
-                                 f"of shape {lengths.shape}")
         states = dict(states or {})
         unknown = [k for k in states if k not in self.cell.STATES]
         if unknown:
