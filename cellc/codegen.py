@@ -6,7 +6,7 @@ places them (templates hold layout, not logic).
 
 The first write to an adjoint buffer in a step assigns, later ones accumulate, so no
 buffer is cleared inside the time loop. The per-step program becomes a Numba function
-(`_forward_steps`, `_backward_steps`), so nothing runs in Python between steps.
+(`_forward__steps`, `_backward__steps`), so nothing runs in Python between steps.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ class _Emitter:
     # ---- forward ---------------------------------------------------------------
     def fwd_kernel(self, kind: str, region: Region) -> str:
         L = self.layout
-        k = _Kernel(f"fwd_{region.name}", region.dim)
+        k = _Kernel(f"fwd__{region.name}", region.dim)
         for name in region.inputs:
             self.load(k, name, L.value(name, kind))
         for node in region.nodes:
@@ -137,7 +137,7 @@ class _Emitter:
                 loop = ["for t in range(T):", "    n__ = active__[t]"]
                 loop += ["    " + line for line in body + self.clear_ended()]
                 self.step_arrays = set()
-                lines.append(self.step_function("forward_steps", loop, []))
+                lines.append(self.step_function("forward__steps", loop, []))
             else:
                 lines.extend(body)
         return lines
@@ -155,7 +155,7 @@ class _Emitter:
         the line that calls it. Its parameters are the loop's free names."""
         tree = ast.parse("\n".join(body))
         names = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-                       - {"t", "n__", "m__", "range", "np", "_gemm", "_copy_rows"}
+                       - {"t", "n__", "m__", "dyt__", "range", "np", "_gemm", "_copy_rows"}
                        - {"_" + k["name"] for k in self.kernels})
         args = ["T"] + [n for n in names if n != "T"]
         self.step_functions.append({"name": name, "args": args, "body": body,
@@ -167,7 +167,7 @@ class _Emitter:
     def bwd_kernel(self, kind: str, region: Region, written: set) -> str:
         L = self.layout
         grad = (self.d.static if kind == "static" else self.d.step)[region.name]
-        k = _Kernel(f"bwd_{region.name}", region.dim)
+        k = _Kernel(f"bwd__{region.name}", region.dim)
         for name in grad.reads:
             self.load(k, name, L.value(name, kind))
         for name in grad.seeds:
@@ -176,7 +176,7 @@ class _Emitter:
                 array, offset = L.adjoint(name, kind)
                 parts.append(_element(k.arg(array, offset), offset))
             if name == self.cell.output and kind == "step":   # d(loss)/d(output_t), folded in
-                parts.append(_element(k.arg("dy__[t if has_dy__ else 0]", "0"), "0"))
+                parts.append(_element(k.arg("dyt__", "0"), "0"))
             k.loads.append(f"{adjoint(name)} = {' + '.join(parts)}")
         for name, expr in grad.temps:
             k.body.append(f"{name} = {kernel_source(expr)}")
@@ -265,7 +265,10 @@ class _Emitter:
         L, out = self.layout, self.cell.output
         self.written = written = set(L.new_states)      # carried in from the step after
         # Sequences whose last step is t (rows m__:n__) take the final states' gradients.
-        loop = ["n__ = active__[t]", "m__ = active__[t + 1]"]
+        # (no `a if c else b` inside a call: Numba cannot compile a call with more than
+        # 30 arguments, which Python passes as a tuple, when one of them branches)
+        loop = ["n__ = active__[t]", "m__ = active__[t + 1]",
+                "dyt__ = dy__[t] if has_dy__ else dy__[0]"]
         loop += [f"_copy_rows(_{adjoint(new_name(s))}, _up__{s}, m__, n__)" for s in L.states]
         if out in L.member:      # a GEMM product has no kernel to fold d_outputs into
             seed = L.block(out, "step", grad=True)
@@ -287,7 +290,7 @@ class _Emitter:
         body += [f"_copy_rows(_{adjoint(new_name(s))}, _up__{s}, active__[0], B)"
                  for s in L.states]
         finals = [f"_{adjoint(new_name(s))}" for s in L.states]
-        return [self.step_function("backward_steps", body, finals)]
+        return [self.step_function("backward__steps", body, finals)]
 
     def after_loop(self) -> list[str]:
         L, lines = self.layout, []

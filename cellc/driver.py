@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +34,27 @@ _ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "templates"),
                           undefined=jinja2.StrictUndefined, trim_blocks=True,
                           lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
 _ENV.filters["py"] = repr   # Python literals in the generated module
+
+
+def docstring_text(text: str) -> str:
+    """Free text from a spec (summary, reference, file name) made inert inside a
+    docstring or a comment: backslashes and double quotes are escaped and control,
+    format and line-separator characters are written as escapes, so the text can
+    neither close the docstring nor start a new line of code. `__doc__` still reads
+    the original text (escapes are undone by the string literal)."""
+    out = []
+    for ch in text:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+            out.append(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x10000
+                       else f"\\U{ord(ch):08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_ENV.filters["text"] = docstring_text
 
 
 class Compiled(NamedTuple):

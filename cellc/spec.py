@@ -17,6 +17,7 @@ import keyword
 import math
 import re
 import tomllib
+import warnings
 from pathlib import Path
 
 
@@ -25,6 +26,7 @@ from .errors import SpecError, did_you_mean, read_spec_bytes
 from .expressions import MAX_DEPTH, ExpressionConverter
 from .functions import FUNCTIONS
 from .ir import NEW_SUFFIX, Cell, Init, Node, Param, Var, display_name, new_name
+from .stabilize import stabilize
 from .torchmap import parse_torch_table
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -33,10 +35,27 @@ FIELDS = {"name": str, "summary": str, "reference": str, "inputs": (list, dict),
           "shapes": dict, "init": dict, "torch": dict}
 REQUIRED = ("name", "inputs", "states", "parameters", "equations")
 INIT_KINDS = {"default": 0, "zeros": 0, "ones": 0, "orthogonal": 0, "uniform": 2, "normal": 2}
+
+
+def _helper_words() -> set[str]:
+    """Names the generated module defines at its top level, with any leading underscore
+    dropped. A spec value `v` lives in an array `_v` and a dimension `D` is a bare local
+    `D`, so neither may be `empty` (`_empty` is a helper) or `STATES` (a constant the
+    drivers read). Read from the templates, so a new helper is covered the day it is
+    written; the drivers' own locals all contain `__`."""
+    text = "".join(f.read_text(encoding="utf-8")
+                   for f in sorted((Path(__file__).parent / "templates").glob("*.j2")))
+    return {a or b for a, b in re.findall(
+        r"^(?:(?:def|class) _?([A-Za-z][A-Za-z0-9_]*)|_?([A-Za-z][A-Za-z0-9_]*)\s*=)",
+        text, re.M)}
+
+
+# Names the generated module uses bare (imports, driver locals) or as `_name` helpers.
 RESERVED = (set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
-            | set(FUNCTIONS) | {"np", "nb", "numpy", "numba", "math", "T", "params", "states",
-                                 "cache", "grads", "B", "t", "dtype", "sizes", "inputs", "dy",
-                                 "dstates", "new", "Gradients"})
+            | set(FUNCTIONS) | _helper_words()
+            | {"np", "nb", "numpy", "numba", "math", "T", "params", "states",
+               "cache", "grads", "B", "t", "dtype", "sizes", "inputs", "dy",
+               "dstates", "new", "Gradients", "lengths", "d_outputs", "d_states"})
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _PRIME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)'")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -172,18 +191,19 @@ class _Frontend(ExpressionConverter):
                               line=self.key_line(key), col=self.col_of(self.key_line(key), n),
                               symbol=n, fix="give each input, state and parameter its own name")
                 declared[n] = key
-        dims = {v.dim for v in self.inputs + self.states}
-        for n in sorted(set(declared) & dims):
-            self.fail(f"`{n}` names both a dimension and a value", line=self.key_line(declared[n]),
-                      symbol=n, fix="use upper-case names for dimensions, e.g. H")
         self.var_dim = {v.name: self.dims.named(v.dim) for v in self.inputs + self.states}
         self.param_kind: dict[str, tuple] = {}      # name -> ("vector", d) | ("matrix", a, b)
+        self.dim_names = {v.dim for v in self.inputs + self.states}
         self.declare_shapes()
+        for n in sorted(set(declared) & self.dim_names):
+            self.fail(f"`{n}` names both a dimension and a value", line=self.key_line(declared[n]),
+                      symbol=n, fix="use upper-case names for dimensions, e.g. H")
         equations = self.parse_equations()
         nodes = self.convert(equations)
         nodes = self.topological(nodes)
         output = self.output(nodes)
         self.check_used(nodes, output)
+        nodes = stabilize(nodes, [new_name(s.name) for s in self.states] + [output])
         params = self.resolve_params()
         nodes = tuple(n._replace(dim=self.resolve(self.node_dim[n.name], n.name, n.line))
                       for n in nodes)
@@ -208,6 +228,7 @@ class _Frontend(ExpressionConverter):
                 self.fail(f"shape of `{pname}` must be a list of one or two dimension names",
                           line=line, symbol=pname, fix=f'e.g. {pname} = ["H", "Q"]')
             dvars = [self.dims.named(self.identifier(d, "dimension", "shapes")) for d in shape]
+            self.dim_names.update(shape)
             self.param_kind[pname] = ("vector" if len(dvars) == 1 else "matrix", *dvars)
 
     def parse_equations(self) -> list[tuple[str, ast.expr, int, str]]:
@@ -228,9 +249,17 @@ class _Frontend(ExpressionConverter):
             code = raw_line.split("#", 1)[0]
             if not code.strip():
                 continue
+            foreign = next((k for k, ch in enumerate(code) if not ch.isascii()), None)
+            if foreign is not None:      # Python would read fullwidth `ｈ` as `h` (NFKC)
+                ch = code[foreign]
+                self.fail(f"non-ASCII character {ch!r} (U+{ord(ch):04X}) in an equation",
+                          line=line, col=foreign + 1, symbol=ch,
+                          fix="write names and operators in ASCII; comments may use any text")
             prepared = _PRIME.sub(lambda m: m.group(1) + NEW_SUFFIX, code.strip())
             try:
-                tree = ast.parse(prepared, mode="exec")
+                with warnings.catch_warnings():     # e.g. `1if h`: not ours to print
+                    warnings.simplefilter("ignore", SyntaxWarning)
+                    tree = ast.parse(prepared, mode="exec")
             except SyntaxError as err:
                 self.fail(f"cannot parse equation: {err.msg}", line=line,
                           fix="write one equation per line as `name = expression`; "
@@ -284,6 +313,10 @@ class _Frontend(ExpressionConverter):
             hint = f"write `{lhs}' = ...` for its new value" if lhs in states else "rename it"
             self.fail(f"`{lhs}` is an input, state or parameter and cannot be assigned",
                       line=line, col=self.col_of(line, lhs), symbol=lhs, fix=hint)
+        if lhs in self.dim_names:
+            self.fail(f"`{lhs}` names both a dimension and a value", line=line,
+                      col=self.col_of(line, lhs), symbol=lhs,
+                      fix=f"rename the value: `{lhs}` already names a size (a dimension)")
         if not lhs.endswith(NEW_SUFFIX):
             self.identifier_at(lhs, line)
 

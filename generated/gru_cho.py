@@ -57,7 +57,29 @@ Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
+def _numba_cache_is_ours():
+    """Numba's on-disk cache records the name of the module that filled it, and imports
+    that module again to load it (numba#7075): importing this file under a second name
+    (`lstm` after `generated.lstm`) would fail deep inside Numba. So the cache belongs to
+    the first name this file is imported under, recorded beside it; under any other
+    name the kernels are compiled in memory, without the cache."""
+    here = os.path.abspath(__file__)
+    record = os.path.join(os.path.dirname(here), "__pycache__",
+                          os.path.splitext(os.path.basename(here))[0] + ".cellc-owner")
+    try:
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        with open(record, "x", encoding="utf-8") as f:     # the first importer wins
+            f.write(__name__)
+        return True
+    except FileExistsError:
+        with open(record, encoding="utf-8") as f:
+            return f.read() == __name__
+    except OSError:         # a read-only install: Numba picks its own cache directory
+        return True
+
+
+_JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
+            fastmath={"nsz", "arcp", "contract"})
 
 
 def _find_cblas():
@@ -95,7 +117,7 @@ def _gemm(a, b, c, accumulate):
 
 
 @overload(_gemm)
-def _gemm_for_dtype(a, b, c, accumulate):
+def _gemm__for_dtype(a, b, c, accumulate):
     if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
         def portable(a, b, c, accumulate):
             if accumulate:
@@ -126,10 +148,12 @@ def _copy_rows(dst, src, start, stop):
 
 @nb.njit(inline="always", error_model="numpy")
 def _tanh_f32(x):
-    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7)."""
+    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7),
+    and exactly +-1 from |x| = 9 on, where float32 tanh rounds to +-1 (the rational alone
+    stops at 1 - 2.4e-7, so sigmoid(-1e4) would be 1.2e-7 and its derivative not 0)."""
     T = np.float32
-    x = min(max(x, T(-7.90531110763549805)), T(7.90531110763549805))
-    x2 = x * x
+    z = min(max(x, T(-7.90531110763549805)), T(7.90531110763549805))
+    x2 = z * z
     p = T(-2.76076847742355e-16)
     p = p * x2 + T(2.00018790482477e-13)
     p = p * x2 + T(-8.60467152213735e-11)
@@ -141,7 +165,10 @@ def _tanh_f32(x):
     q = q * x2 + T(1.18534705686654e-04)
     q = q * x2 + T(2.26843463243900e-03)
     q = q * x2 + T(4.89352518554385e-03)
-    return x * p / q
+    r = z * p / q
+    # +-1 beyond |x| = 9, without a branch (max/min keep a NaN first argument)
+    r = max(r, T(2) * T(x >= T(9)) - T(1))
+    return min(r, T(1) - T(2) * T(x <= T(-9)))
 
 
 def _sigmoid(x):
@@ -150,7 +177,7 @@ def _sigmoid(x):
 
 
 @overload(_sigmoid, inline="always")
-def _sigmoid_for_dtype(x):
+def _sigmoid__for_dtype(x):
     if x == nb.types.float32:
         def fast(x):
             T = np.float32
@@ -169,7 +196,7 @@ def _tanh(x):
 
 
 @overload(_tanh, inline="always")
-def _tanh_for_dtype(x):
+def _tanh__for_dtype(x):
     if x == nb.types.float32:
         def fast(x):
             T = np.float32
@@ -403,7 +430,7 @@ def _check_upstream(what, a, shape, dtype):
 
 
 @nb.njit(**_JIT)
-def _fwd_step1_H(rows__, H, _b_r, _b_z, _s, _mm__s, _mm__x, _r, _z, _W_ss__in):
+def _fwd__step1_H(rows__, H, _b_r, _b_z, _s, _mm__s, _mm__x, _r, _z, _W_ss__in):
     T = _b_r.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -423,7 +450,7 @@ def _fwd_step1_H(rows__, H, _b_r, _b_z, _s, _mm__s, _mm__x, _r, _z, _W_ss__in):
 
 
 @nb.njit(**_JIT)
-def _fwd_step2_H(rows__, H, _mm__W_ss__in, _b_s, _s, _mm__x, _z, _u, _s__new):
+def _fwd__step2_H(rows__, H, _mm__W_ss__in, _b_s, _s, _mm__x, _z, _u, _s__new):
     T = _mm__W_ss__in.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -439,7 +466,7 @@ def _fwd_step2_H(rows__, H, _mm__W_ss__in, _b_s, _s, _mm__x, _z, _u, _s__new):
 
 
 @nb.njit(**_JIT)
-def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, dy__, _d__mm__W_ss__in, _d__s, _d__mm__x, _d__z):
+def _bwd__step2_H(rows__, H, _s, _u, _z, _d__s__new, dyt__, _d__mm__W_ss__in, _d__s, _d__mm__x, _d__z):
     T = _s.dtype.type
     s__0 = np.empty(H, _s.dtype)
     for r__ in range(rows__):
@@ -447,7 +474,7 @@ def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, dy__, _d__mm__W_ss__in, _d__
             s = _s[r__, j__]
             u = _u[r__, j__]
             z = _z[r__, j__]
-            d__s__new = _d__s__new[r__, j__] + dy__[r__, j__]
+            d__s__new = _d__s__new[r__, j__] + dyt__[r__, j__]
             t__0 = d__s__new*z*(T(1) - u*u)
             _d__mm__W_ss__in[r__, j__] = t__0
             _d__s[r__, j__] = d__s__new*(T(1) - z)
@@ -458,7 +485,7 @@ def _bwd_step2_H(rows__, H, _s, _u, _z, _d__s__new, dy__, _d__mm__W_ss__in, _d__
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__s, _d__mm__s, _d__mm__x):
+def _bwd__step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__s, _d__mm__s, _d__mm__x):
     T = _r.dtype.type
     s__0 = np.empty(H, _r.dtype)
     s__1 = np.empty(H, _r.dtype)
@@ -490,13 +517,13 @@ def _bwd_step1_H(rows__, H, _r, _s, _z, _d__z, _d__W_ss__in, _d__s, _d__mm__s, _
 
 
 @nb.njit(**_JIT)
-def _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, active__):
+def _forward__steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, active__):
     for t in range(T):
         n__ = active__[t]
         _gemm(_s[t][:n__], _w__mm__s, _mm__s[:n__], False)
-        _fwd_step1_H(n__, H, _b_r, _b_z, _s[t], _mm__s, _mm__x[t], _r[t], _z[t], _W_ss__in[t])
+        _fwd__step1_H(n__, H, _b_r, _b_z, _s[t], _mm__s, _mm__x[t], _r[t], _z[t], _W_ss__in[t])
         _gemm(_W_ss__in[t][:n__], _w__mm__W_ss__in, _mm__W_ss__in[:n__], False)
-        _fwd_step2_H(n__, H, _mm__W_ss__in, _b_s, _s[t], _mm__x[t], _z[t], _u[t], _s[t + 1])
+        _fwd__step2_H(n__, H, _mm__W_ss__in, _b_s, _s[t], _mm__x[t], _z[t], _u[t], _s[t + 1])
         if n__ < B:
             _W_ss__in[t][n__:] = 0
             _r[t][n__:] = 0
@@ -506,14 +533,15 @@ def _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, 
 
 
 @nb.njit(**_JIT)
-def _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _up__s, _wt__mm__W_ss__in, _wt__mm__s, _z, active__, dy__, has_dy__):
+def _backward__steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _up__s, _wt__mm__W_ss__in, _wt__mm__s, _z, active__, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
         n__ = active__[t]
         m__ = active__[t + 1]
+        dyt__ = dy__[t] if has_dy__ else dy__[0]
         _copy_rows(_d__s__new, _up__s, m__, n__)
-        _bwd_step2_H(n__, H, _s[t], _u[t], _z[t], _d__s__new, dy__[t if has_dy__ else 0], _d__mm__W_ss__in[t], _d__s, _d__mm__x[t], _d__z)
+        _bwd__step2_H(n__, H, _s[t], _u[t], _z[t], _d__s__new, dyt__, _d__mm__W_ss__in[t], _d__s, _d__mm__x[t], _d__z)
         _gemm(_d__mm__W_ss__in[t][:n__], _wt__mm__W_ss__in, _d__W_ss__in[:n__], False)
-        _bwd_step1_H(n__, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__s, _d__mm__s[t], _d__mm__x[t])
+        _bwd__step1_H(n__, H, _r[t], _s[t], _z[t], _d__z, _d__W_ss__in, _d__s, _d__mm__s[t], _d__mm__x[t])
         _gemm(_d__mm__s[t][:n__], _wt__mm__s, _d__s[:n__], True)
         if n__ < B:
             _d__mm__W_ss__in[t][n__:] = 0
@@ -522,6 +550,20 @@ def _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__
         _d__s, _d__s__new = _d__s__new, _d__s
     _copy_rows(_d__s__new, _up__s, active__[0], B)
     return _d__s__new
+
+
+def _upstream_states(d_states, B, sizes, dtype, order):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
+        if g is None:
+            g = np.zeros((B, sizes[dim]), dtype)
+        upstream[name] = g if order is None else g[order]
+    return upstream
 
 
 def forward(params, inputs, states=None, lengths=None):
@@ -557,16 +599,16 @@ def forward(params, inputs, states=None, lengths=None):
     _mm__s = _empty((B, H + H), dtype)
     _mm__W_ss__in = _empty((B, H), dtype)
     _mm__x = np.matmul(_x.reshape(T * B, I), _w__mm__x, out=_empty((T * B, H + H + H), dtype)).reshape(T, B, H + H + H)
-    _forward_steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, active__)
+    _forward__steps(T, B, H, _W_ss__in, _b_r, _b_s, _b_z, _mm__W_ss__in, _mm__s, _mm__x, _r, _s, _u, _w__mm__W_ss__in, _w__mm__s, _z, active__)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
              "saved": {'_W_ss__in': _W_ss__in, '_r': _r, '_s': _s, '_u': _u, '_w__mm__W_ss__in': _w__mm__W_ss__in, '_w__mm__s': _w__mm__s, '_w__mm__x': _w__mm__x, '_z': _z}}
     cache["order"], cache["active"] = order__, active__
     if order__ is None:
-        final = {'s': _s[T]}
-        return _s[1:], final, cache
+        final__ = {'s': _s[T]}
+        return _s[1:], final__, cache
     ends__, back__ = _last_steps(order__, active__)
-    final = {'s': _s[ends__, back__]}
-    return np.take(_s[1:], back__, axis=1), final, cache
+    final__ = {'s': _s[ends__, back__]}
+    return np.take(_s[1:], back__, axis=1), final__, cache
 
 
 def backward(cache, d_outputs=None, d_states=None):
@@ -579,21 +621,21 @@ def backward(cache, d_outputs=None, d_states=None):
     """
     sizes, dtype, T, B = cache["sizes"], cache["dtype"], cache["T"], cache["B"]
     _workspace.start_call()
-    params, inputs, saved = cache["params"], cache["inputs"], cache["saved"]
+    params, inputs, saved__ = cache["params"], cache["inputs"], cache["saved"]
     H = sizes['H']
     I = sizes['I']
     _x = inputs['x']
     _b_r = params['b_r']
     _b_z = params['b_z']
     _b_s = params['b_s']
-    _W_ss__in = saved['_W_ss__in']
-    _r = saved['_r']
-    _s = saved['_s']
-    _u = saved['_u']
-    _w__mm__W_ss__in = saved['_w__mm__W_ss__in']
-    _w__mm__s = saved['_w__mm__s']
-    _w__mm__x = saved['_w__mm__x']
-    _z = saved['_z']
+    _W_ss__in = saved__['_W_ss__in']
+    _r = saved__['_r']
+    _s = saved__['_s']
+    _u = saved__['_u']
+    _w__mm__W_ss__in = saved__['_w__mm__W_ss__in']
+    _w__mm__s = saved__['_w__mm__s']
+    _w__mm__x = saved__['_w__mm__x']
+    _z = saved__['_z']
     order__, active__ = cache["order"], cache["active"]
     dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
     has_dy__ = dy__ is not None
@@ -601,15 +643,7 @@ def backward(cache, d_outputs=None, d_states=None):
         dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
     elif order__ is not None:
         dy__ = np.take(dy__, order__, axis=1)
-    d_states = dict(d_states or {})
-    if [s for s in d_states if s not in STATES]:
-        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    upstream__ = {}
-    for name, dim in STATES.items():
-        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
-        if g is None:
-            g = np.zeros((B, sizes[dim]), dtype)
-        upstream__[name] = g if order__ is None else g[order__]
+    upstream__ = _upstream_states(d_states, B, sizes, dtype, order__)
     _d__x = _empty((T, B, I), dtype)
     _wt__mm__x = _contiguous(_w__mm__x.T)
     _d__mm__x = _empty((T, B, H + H + H), dtype)
@@ -622,7 +656,7 @@ def backward(cache, d_outputs=None, d_states=None):
     _up__s = upstream__['s']
     _d__W_ss__in = _empty((B, H), dtype)
     _d__z = _empty((B, H), dtype)
-    _d__s__new = _backward_steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _up__s, _wt__mm__W_ss__in, _wt__mm__s, _z, active__, dy__, has_dy__)
+    _d__s__new = _backward__steps(T, B, H, _d__W_ss__in, _d__mm__W_ss__in, _d__mm__s, _d__mm__x, _d__s, _d__s__new, _d__z, _r, _s, _u, _up__s, _wt__mm__W_ss__in, _wt__mm__s, _z, active__, dy__, has_dy__)
     np.matmul(_d__mm__x.reshape(T * B, H + H + H), _wt__mm__x, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__W_ss__in.reshape(T * B, H).sum(axis=0)
     colsum1__ = _d__mm__s.reshape(T * B, H + H).sum(axis=0)

@@ -66,7 +66,29 @@ Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"nsz", "arcp", "contract"})
+def _numba_cache_is_ours():
+    """Numba's on-disk cache records the name of the module that filled it, and imports
+    that module again to load it (numba#7075): importing this file under a second name
+    (`lstm` after `generated.lstm`) would fail deep inside Numba. So the cache belongs to
+    the first name this file is imported under, recorded beside it; under any other
+    name the kernels are compiled in memory, without the cache."""
+    here = os.path.abspath(__file__)
+    record = os.path.join(os.path.dirname(here), "__pycache__",
+                          os.path.splitext(os.path.basename(here))[0] + ".cellc-owner")
+    try:
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        with open(record, "x", encoding="utf-8") as f:     # the first importer wins
+            f.write(__name__)
+        return True
+    except FileExistsError:
+        with open(record, encoding="utf-8") as f:
+            return f.read() == __name__
+    except OSError:         # a read-only install: Numba picks its own cache directory
+        return True
+
+
+_JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
+            fastmath={"nsz", "arcp", "contract"})
 
 
 def _find_cblas():
@@ -104,7 +126,7 @@ def _gemm(a, b, c, accumulate):
 
 
 @overload(_gemm)
-def _gemm_for_dtype(a, b, c, accumulate):
+def _gemm__for_dtype(a, b, c, accumulate):
     if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
         def portable(a, b, c, accumulate):
             if accumulate:
@@ -135,10 +157,12 @@ def _copy_rows(dst, src, start, stop):
 
 @nb.njit(inline="always", error_model="numpy")
 def _tanh_f32(x):
-    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7)."""
+    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7),
+    and exactly +-1 from |x| = 9 on, where float32 tanh rounds to +-1 (the rational alone
+    stops at 1 - 2.4e-7, so sigmoid(-1e4) would be 1.2e-7 and its derivative not 0)."""
     T = np.float32
-    x = min(max(x, T(-7.90531110763549805)), T(7.90531110763549805))
-    x2 = x * x
+    z = min(max(x, T(-7.90531110763549805)), T(7.90531110763549805))
+    x2 = z * z
     p = T(-2.76076847742355e-16)
     p = p * x2 + T(2.00018790482477e-13)
     p = p * x2 + T(-8.60467152213735e-11)
@@ -150,7 +174,10 @@ def _tanh_f32(x):
     q = q * x2 + T(1.18534705686654e-04)
     q = q * x2 + T(2.26843463243900e-03)
     q = q * x2 + T(4.89352518554385e-03)
-    return x * p / q
+    r = z * p / q
+    # +-1 beyond |x| = 9, without a branch (max/min keep a NaN first argument)
+    r = max(r, T(2) * T(x >= T(9)) - T(1))
+    return min(r, T(1) - T(2) * T(x <= T(-9)))
 
 
 def _sigmoid(x):
@@ -159,7 +186,7 @@ def _sigmoid(x):
 
 
 @overload(_sigmoid, inline="always")
-def _sigmoid_for_dtype(x):
+def _sigmoid__for_dtype(x):
     if x == nb.types.float32:
         def fast(x):
             T = np.float32
@@ -178,7 +205,7 @@ def _tanh(x):
 
 
 @overload(_tanh, inline="always")
-def _tanh_for_dtype(x):
+def _tanh__for_dtype(x):
     if x == nb.types.float32:
         def fast(x):
             T = np.float32
@@ -412,7 +439,7 @@ def _check_upstream(what, a, shape, dtype):
 
 
 @nb.njit(**_JIT)
-def _fwd_step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _p_f, _p_i, _p_o, _mm__x, _i, _f, _g, _c__new, _o, _h__new):
+def _fwd__step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _p_f, _p_i, _p_o, _mm__x, _i, _f, _g, _c__new, _o, _h__new):
     T = _b_f.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
@@ -447,7 +474,7 @@ def _fwd_step1_H(rows__, H, _b_f, _b_g, _b_i, _b_o, _c, _mm__h, _p_f, _p_i, _p_o
 
 
 @nb.njit(**_JIT)
-def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c__new, _d__h__new, dy__, _d__c, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _d__mm__x):
+def _bwd__step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c__new, _d__h__new, dyt__, _d__c, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _d__mm__x):
     T = _c.dtype.type
     s__0 = np.empty(H, _c.dtype)
     s__1 = np.empty(H, _c.dtype)
@@ -465,7 +492,7 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c
             p_i = _p_i[j__]
             p_o = _p_o[j__]
             d__c__new = _d__c__new[r__, j__]
-            d__h__new = _d__h__new[r__, j__] + dy__[r__, j__]
+            d__h__new = _d__h__new[r__, j__] + dyt__[r__, j__]
             t__0 = _tanh(c__new)
             t__1 = d__h__new*o
             t__2 = t__0*t__1*(T(1) - o)
@@ -495,11 +522,11 @@ def _bwd_step1_H(rows__, H, _c, _c__new, _f, _g, _i, _o, _p_f, _p_i, _p_o, _d__c
 
 
 @nb.njit(**_JIT)
-def _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, _mm__x, _o, _p_f, _p_i, _p_o, _w__mm__h, active__):
+def _forward__steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, _mm__x, _o, _p_f, _p_i, _p_o, _w__mm__h, active__):
     for t in range(T):
         n__ = active__[t]
         _gemm(_h[t][:n__], _w__mm__h, _mm__h[:n__], False)
-        _fwd_step1_H(n__, H, _b_f, _b_g, _b_i, _b_o, _c[t], _mm__h, _p_f, _p_i, _p_o, _mm__x[t], _i[t], _f[t], _g[t], _c[t + 1], _o[t], _h[t + 1])
+        _fwd__step1_H(n__, H, _b_f, _b_g, _b_i, _b_o, _c[t], _mm__h, _p_f, _p_i, _p_o, _mm__x[t], _i[t], _f[t], _g[t], _c[t + 1], _o[t], _h[t + 1])
         if n__ < B:
             _c[t + 1][n__:] = 0
             _f[t][n__:] = 0
@@ -510,13 +537,14 @@ def _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, 
 
 
 @nb.njit(**_JIT)
-def _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _f, _g, _i, _o, _p_f, _p_i, _p_o, _up__c, _up__h, _wt__mm__h, active__, dy__, has_dy__):
+def _backward__steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _f, _g, _i, _o, _p_f, _p_i, _p_o, _up__c, _up__h, _wt__mm__h, active__, dy__, has_dy__):
     for t in range(T - 1, -1, -1):
         n__ = active__[t]
         m__ = active__[t + 1]
+        dyt__ = dy__[t] if has_dy__ else dy__[0]
         _copy_rows(_d__h__new, _up__h, m__, n__)
         _copy_rows(_d__c__new, _up__c, m__, n__)
-        _bwd_step1_H(n__, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _p_f, _p_i, _p_o, _d__c__new, _d__h__new, dy__[t if has_dy__ else 0], _d__c, _e__p_f__step1_H[t], _e__p_i__step1_H[t], _e__p_o__step1_H[t], _d__mm__x[t])
+        _bwd__step1_H(n__, H, _c[t], _c[t + 1], _f[t], _g[t], _i[t], _o[t], _p_f, _p_i, _p_o, _d__c__new, _d__h__new, dyt__, _d__c, _e__p_f__step1_H[t], _e__p_i__step1_H[t], _e__p_o__step1_H[t], _d__mm__x[t])
         _gemm(_d__mm__x[t][:n__], _wt__mm__h, _d__h[:n__], False)
         if n__ < B:
             _d__mm__x[t][n__:] = 0
@@ -528,6 +556,20 @@ def _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x
     _copy_rows(_d__h__new, _up__h, active__[0], B)
     _copy_rows(_d__c__new, _up__c, active__[0], B)
     return _d__h__new, _d__c__new
+
+
+def _upstream_states(d_states, B, sizes, dtype, order):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
+        if g is None:
+            g = np.zeros((B, sizes[dim]), dtype)
+        upstream[name] = g if order is None else g[order]
+    return upstream
 
 
 def forward(params, inputs, states=None, lengths=None):
@@ -567,16 +609,16 @@ def forward(params, inputs, states=None, lengths=None):
     _o = _empty((T, B, H), dtype)
     _mm__h = _empty((B, H + H + H + H), dtype)
     _mm__x = np.matmul(_x.reshape(T * B, I), _w__mm__x, out=_empty((T * B, H + H + H + H), dtype)).reshape(T, B, H + H + H + H)
-    _forward_steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, _mm__x, _o, _p_f, _p_i, _p_o, _w__mm__h, active__)
+    _forward__steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _c, _f, _g, _h, _i, _mm__h, _mm__x, _o, _p_f, _p_i, _p_o, _w__mm__h, active__)
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
              "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_o': _o, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
     cache["order"], cache["active"] = order__, active__
     if order__ is None:
-        final = {'h': _h[T], 'c': _c[T]}
-        return _h[1:], final, cache
+        final__ = {'h': _h[T], 'c': _c[T]}
+        return _h[1:], final__, cache
     ends__, back__ = _last_steps(order__, active__)
-    final = {'h': _h[ends__, back__], 'c': _c[ends__, back__]}
-    return np.take(_h[1:], back__, axis=1), final, cache
+    final__ = {'h': _h[ends__, back__], 'c': _c[ends__, back__]}
+    return np.take(_h[1:], back__, axis=1), final__, cache
 
 
 def backward(cache, d_outputs=None, d_states=None):
@@ -589,7 +631,7 @@ def backward(cache, d_outputs=None, d_states=None):
     """
     sizes, dtype, T, B = cache["sizes"], cache["dtype"], cache["T"], cache["B"]
     _workspace.start_call()
-    params, inputs, saved = cache["params"], cache["inputs"], cache["saved"]
+    params, inputs, saved__ = cache["params"], cache["inputs"], cache["saved"]
     H = sizes['H']
     I = sizes['I']
     _x = inputs['x']
@@ -600,14 +642,14 @@ def backward(cache, d_outputs=None, d_states=None):
     _b_g = params['b_g']
     _p_o = params['p_o']
     _b_o = params['b_o']
-    _c = saved['_c']
-    _f = saved['_f']
-    _g = saved['_g']
-    _h = saved['_h']
-    _i = saved['_i']
-    _o = saved['_o']
-    _w__mm__h = saved['_w__mm__h']
-    _w__mm__x = saved['_w__mm__x']
+    _c = saved__['_c']
+    _f = saved__['_f']
+    _g = saved__['_g']
+    _h = saved__['_h']
+    _i = saved__['_i']
+    _o = saved__['_o']
+    _w__mm__h = saved__['_w__mm__h']
+    _w__mm__x = saved__['_w__mm__x']
     order__, active__ = cache["order"], cache["active"]
     dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
     has_dy__ = dy__ is not None
@@ -615,15 +657,7 @@ def backward(cache, d_outputs=None, d_states=None):
         dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
     elif order__ is not None:
         dy__ = np.take(dy__, order__, axis=1)
-    d_states = dict(d_states or {})
-    if [s for s in d_states if s not in STATES]:
-        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    upstream__ = {}
-    for name, dim in STATES.items():
-        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
-        if g is None:
-            g = np.zeros((B, sizes[dim]), dtype)
-        upstream__[name] = g if order__ is None else g[order__]
+    upstream__ = _upstream_states(d_states, B, sizes, dtype, order__)
     _d__x = _empty((T, B, I), dtype)
     _wt__mm__x = _contiguous(_w__mm__x.T)
     _d__mm__x = _empty((T, B, H + H + H + H), dtype)
@@ -637,7 +671,7 @@ def backward(cache, d_outputs=None, d_states=None):
     _e__p_f__step1_H = _empty((T, B, H), dtype)
     _e__p_i__step1_H = _empty((T, B, H), dtype)
     _e__p_o__step1_H = _empty((T, B, H), dtype)
-    _d__h__new, _d__c__new = _backward_steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _f, _g, _i, _o, _p_f, _p_i, _p_o, _up__c, _up__h, _wt__mm__h, active__, dy__, has_dy__)
+    _d__h__new, _d__c__new = _backward__steps(T, B, H, _c, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__x, _e__p_f__step1_H, _e__p_i__step1_H, _e__p_o__step1_H, _f, _g, _i, _o, _p_f, _p_i, _p_o, _up__c, _up__h, _wt__mm__h, active__, dy__, has_dy__)
     np.matmul(_d__mm__x.reshape(T * B, H + H + H + H), _wt__mm__x, out=_d__x.reshape(T * B, I))
     colsum0__ = _d__mm__x.reshape(T * B, H + H + H + H).sum(axis=0)
     colsum1__ = _e__p_f__step1_H.reshape(T * B, H).sum(axis=0)

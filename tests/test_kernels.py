@@ -74,14 +74,16 @@ def test_float32_stays_float32_inside_kernels(spec):
     """A float64 literal would silently promote a float32 kernel. Compile the module
     afresh (Numba cannot inspect cached code) and look for `double` in its LLVM IR."""
     module, _ = generated(spec)
-    source = open(module.__file__).read().replace("cache=True", "cache=False")
+    source = open(module.__file__).read()
+    assert "cache=_numba_cache_is_ours()" in source
+    source = source.replace("cache=_numba_cache_is_ours()", "cache=False")
     fresh = {"__name__": f"fresh_{spec.stem}"}
     exec(compile(source, module.__file__, "exec"), fresh)
     params, inputs, states = problem(module, T=2, B=2, sizes={"I": 3, "H": 4},
                                      dtype=np.float32, seed=0)
     y, _, cache = fresh["forward"](params, inputs, states)
     fresh["backward"](cache, np.ones_like(y))
-    for name in ("_forward_steps", "_backward_steps"):
+    for name in ("_forward__steps", "_backward__steps"):
         steps = fresh[name]
         (signature,) = steps.signatures
         assert "float32" in str(signature)
