@@ -81,6 +81,21 @@ CATALOGUE = [
      ["`h` is declared twice"]),
     ("injection-name", spec(GOOD, header=HEADER.replace('"cell"', '"__import__(\'os\')"')), 1,
      ["is not a valid name"]),
+    ("look-alike-in-equation", spec("h' = tanh(x @ W + \uff48 @ U + b)"), 6,
+     ["non-ASCII character", "U+FF48"]),
+    ("look-alike-name", spec(GOOD, header=HEADER.replace('"U"', '"\u0423"')), 4,
+     ["is not a valid name"]),
+    ("value-named-like-a-dimension", spec("H = tanh(x @ W + h @ U + b)\nh' = H"), 6,
+     ["`H` names both a dimension and a value"]),
+    ("helper-name", spec("empty = tanh(x @ W + h @ U + b)\nh' = empty"), 6, ["is reserved"]),
+    ("module-constant-as-dimension", spec(GOOD, header=HEADER.replace('states = ["h"]',
+                                                                      'states = {h = "STATES"}')),
+     3, ["is reserved"]),
+    ("summary-not-text", spec(GOOD, header=HEADER.replace('name = "cell"',
+                                                          'name = "cell"\nsummary = 3')), 2,
+     ["`summary` must be"]),
+    ("torch-wrong-type", spec(GOOD, '[torch]\nmodule = "RNN"\nW = 3\n'), 10,
+     ["must be a string"]),
 ]
 
 
