@@ -23,7 +23,8 @@ the fast version, float64 keeps the exact libm one. Worst-case error over all fl
 inputs, measured by tests/test_functions.py against float64 libm:
     tanh     absolute 4e-7, relative 4e-7
     sigmoid  absolute 3e-7  (via sigmoid(x) = 0.5 + 0.5 * tanh(x / 2))
-Both saturate to their exact limits (±1, 0, 1) and propagate NaN.
+tanh is set to exactly ±1 from |x| = 9 on (where float32 tanh rounds to ±1), so both
+saturate to their exact limits (±1, 0, 1), with derivatives exactly 0; both propagate NaN.
 
 Subgradients (documented, and matching PyTorch): relu'(0) = 0, abs'(0) = sign(0) = 0,
 step'(x) = sign'(x) = 0; at a tie max(a, b) and min(a, b) send half the gradient to

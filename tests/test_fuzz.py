@@ -6,7 +6,7 @@ only exception allowed out is `SpecError`, and every example finishes within the
 Hypothesis deadline (the spec size, nesting and line count are bounded up front).
 
 CELLC_FUZZ_EXAMPLES sets the examples per test (default 150; the note on issue 5
-quotes a run with 3000).
+quotes a run with 5000).
 """
 import os
 import re
