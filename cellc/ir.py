@@ -88,6 +88,21 @@ class Node(NamedTuple):
         return tuple(sorted(s.name for s in self.expr.free_symbols))
 
 
+def live_names(nodes, roots) -> set[str]:
+    """Every name (node, input, state or parameter) that the `roots` read, directly or
+    through other nodes: what a step must compute. Anything else is dead."""
+    by_name = {n.name: n for n in nodes}
+    live, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        if name in live:
+            continue
+        live.add(name)
+        if name in by_name:
+            todo.extend(by_name[name].reads())
+    return live
+
+
 class Cell(NamedTuple):
     name: str
     summary: str

@@ -25,7 +25,8 @@ from .dims import Dims
 from .errors import SpecError, did_you_mean, read_spec_bytes
 from .expressions import MAX_DEPTH, ExpressionConverter
 from .functions import FUNCTIONS
-from .ir import NEW_SUFFIX, Cell, Init, Node, Param, Var, display_name, new_name
+from .ir import (NEW_SUFFIX, Cell, Init, Node, Param, Var, display_name, live_names,
+                 new_name)
 from .stabilize import stabilize
 from .torchmap import parse_torch_table
 
@@ -373,15 +374,7 @@ class _Frontend(ExpressionConverter):
                           col=self.col_of(self.key_line("states"), s.name), symbol=s.name,
                           fix=f"add an equation `{s.name}' = ...` (use `{s.name}' = {s.name}` "
                               "to keep it constant)")
-        by_name = {n.name: n for n in nodes}
-        live, todo = set(), [new_name(s.name) for s in self.states] + [output]
-        while todo:
-            name = todo.pop()
-            if name in live:
-                continue
-            live.add(name)
-            if name in by_name:
-                todo.extend(s.name for s in by_name[name].expr.free_symbols)
+        live = live_names(nodes, [new_name(s.name) for s in self.states] + [output])
         for n in nodes:
             if n.name not in live:
                 self.fail(f"`{display_name(n.name)}` is computed but never used", line=n.line,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sympy
 
 from .functions import exp, log, sigmoid, softplus
-from .ir import Node, symbol
+from .ir import Node, live_names, symbol
 
 
 def _stable_log(arg, defs):
@@ -41,22 +41,17 @@ def stabilize(nodes: list[Node], roots: list[str]) -> list[Node]:
     """Rewrite the rules above in topologically ordered `nodes`; keep only the nodes
     that `roots` (new states and the output) still need."""
     defs: dict[sympy.Symbol, sympy.Expr] = {}
+
+    def rewrite(arg):
+        stable = _stable_log(arg, defs)
+        return log(arg) if stable is None else stable
+
     out = []
     for node in nodes:
-        expr = node.expr
-        if expr is not None and expr.has(log):
-            expr = expr.replace(lambda e: isinstance(e, log) and _stable_log(e.args[0], defs)
-                                is not None, lambda e: _stable_log(e.args[0], defs))
-            node = node._replace(expr=expr)
-        if expr is not None:
-            defs[symbol(node.name)] = expr
+        if node.expr is not None and node.expr.has(log):
+            node = node._replace(expr=node.expr.replace(log, rewrite))
+        if node.expr is not None:
+            defs[symbol(node.name)] = node.expr
         out.append(node)
-    by_name = {n.name: n for n in out}
-    live, todo = set(), list(roots)
-    while todo:
-        name = todo.pop()
-        if name in live or name not in by_name:
-            continue
-        live.add(name)
-        todo += by_name[name].reads()
+    live = live_names(out, roots)
     return [n for n in out if n.name in live]

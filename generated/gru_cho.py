@@ -55,8 +55,7 @@ TORCH = None
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
-# Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
-# so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
+
 def _numba_cache_is_ours():
     """Numba's on-disk cache records the name of the module that filled it, and imports
     that module again to load it (numba#7075): importing this file under a second name
@@ -78,6 +77,8 @@ def _numba_cache_is_ours():
         return True
 
 
+# Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
+# so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
             fastmath={"nsz", "arcp", "contract"})
 

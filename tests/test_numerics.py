@@ -76,7 +76,7 @@ def states_for(module, B, H, dtype, rng):
             for s in module.STATES}
 
 
-def run(module, params, x, states, dtype):
+def run(module, params, x, states):
     y, final, cache = module.forward(params, x, states)
     grads = module.backward(cache, np.ones_like(y), {k: np.ones_like(v) for k, v in final.items()})
     return y, final, grads
@@ -96,7 +96,7 @@ def test_saturated_extra_cells_give_no_nan(extra, name, dtype, scale):
     params = module.init_params(dtype=dtype, seed=3, I=3, H=4)
     x = (np.sign(rng.normal(size=(6, 5, 3))) * scale).astype(dtype)
     states = states_for(module, 5, 4, dtype, rng)
-    y, final, grads = run(module, params, x, states, dtype)
+    y, final, grads = run(module, params, x, states)
     for what, value in everything(y, final, grads):
         assert not np.isnan(value).any(), f"NaN in {what}"
     assert np.isfinite(y).all()
@@ -165,10 +165,10 @@ def test_nan_and_inf_propagate_like_the_reference(spec, bad, dtype):
     module, cell = generated(spec)
     params, inputs, states = problem(module, T=5, B=3, sizes={"I": 3, "H": 4}, dtype=dtype,
                                      seed=4)
-    clean = run(module, params, inputs, states, dtype)
+    clean = run(module, params, inputs, states)
     dirty_inputs = {k: v.copy() for k, v in inputs.items()}
     next(iter(dirty_inputs.values()))[2, 1, 0] = bad
-    y, final, grads = run(module, params, dirty_inputs, states, dtype)
+    y, final, grads = run(module, params, dirty_inputs, states)
     y_ref, final_ref, _ = interpreter.forward(cell, params, dirty_inputs, states)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
     np.testing.assert_array_equal(np.isinf(y), np.isinf(y_ref))
@@ -235,10 +235,10 @@ def test_gradient_check_over_a_thousand_steps(spec):
     params, inputs, states = problem(module, T=1000, B=2, sizes={"I": 3, "H": 4},
                                      dtype=np.float64, seed=12)
     rng = np.random.default_rng(13)
-    y, final, _ = module.forward(params, inputs, states)
+    y, final, cache = module.forward(params, inputs, states)
     dy = rng.normal(size=y.shape)
     ds = {k: rng.normal(size=v.shape) for k, v in final.items()}
-    grads = module.backward(module.forward(params, inputs, states)[2], dy, ds)
+    grads = module.backward(cache, dy, ds)
     for what, value in everything(y, final, grads):
         assert np.isfinite(value).all(), what
     numeric, analytic = directional_derivative(module, params, inputs, states, dy, ds, rng, 1e-6)
