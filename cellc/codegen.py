@@ -13,27 +13,35 @@ from __future__ import annotations
 import ast
 
 from .functions import CellFunction
-from .ir import display_name, new_name
+from .ir import ONE, display_name, new_name
 from .layout import Layout
-from .passes.derive import Derivation, adjoint
+from .passes.derive import Derivation, accumulator, adjoint, levels
 from .passes.schedule import Gemm, Region
 from .printer import kernel_source
 
 
-def _element(array: str, offset: str | None) -> str:
+def _element(array: str, offset: str | None, unit: str = "j__") -> str:
+    """One element of a kernel argument: unit `j__` of row `r__` (per-row scalars of
+    dimension ONE pass unit "0")."""
     if offset is None:
-        return f"{array}[j__]"
-    return f"{array}[r__, j__]" if offset == "0" else f"{array}[r__, {offset} + j__]"
+        return f"{array}[{unit}]"
+    return f"{array}[r__, {unit}]" if offset == "0" else f"{array}[r__, {offset} + {unit}]"
 
 
 class _Kernel:
-    """Collects one fused kernel: its array arguments, loads, body and stores."""
+    """Collects one fused kernel: its array arguments and the body of its row loop.
+
+    The body is a list of lines (indented relative to `for r__ in range(rows__):`):
+    per-row lines, and loops over the units of one row (`for j__ in range(D):`), one
+    per level of reduction (see `passes/derive.py`); a region without reductions is a
+    single unit loop, as it always was."""
 
     def __init__(self, name: str, dim: str):
         self.name, self.dim = name, dim
         self.arrays: dict[str, str] = {}     # driver expression -> kernel argument name
-        self.dims = {dim}
-        self.loads, self.body, self.stores = [], [], []
+        self.dims = {dim} - {ONE}
+        self.rows: list[str] = []
+        self.scratch: list[str] = []         # rows of scratch, allocated once per call
         self.blocks: list[tuple[str, str, str]] = []     # (row scratch, target, = or +=)
 
     def arg(self, expr: str, offset: str | None) -> str:
@@ -47,22 +55,35 @@ class _Kernel:
             self.dims.update(offset.replace("+", " ").split())
         return self.arrays[expr]
 
-    def store_block(self, target: str, op: str, expr: str) -> None:
+    def row_scratch(self, name: str) -> str:
+        if name not in self.scratch:
+            self.scratch.append(name)
+        return name
+
+    def unit_loop(self, lines: list[str]) -> None:
+        """Append a loop over the units of the row, if it has anything to do."""
+        if lines:
+            self.rows.append(f"for j__ in range({self.dim}):")
+            self.rows.extend("    " + line for line in lines)
+
+    def store_block(self, target: str, op: str, expr: str) -> str:
         """A store into one column block of a fused buffer goes through a row of scratch,
         copied after the row: LLVM does not vectorize a loop that stores into several
         blocks of one array at a run-time offset (LSTM backward kernel: 4.5 ns per
-        element, 0.71 through scratch)."""
-        scratch = f"s__{len(self.blocks)}"
-        self.stores.append(f"{scratch}[j__] = {expr}")
+        element, 0.71 through scratch). Returns the line that fills the scratch."""
+        scratch = self.row_scratch(f"s__{len(self.blocks)}")
         self.blocks.append((scratch, target, op))
+        return f"{scratch}[j__] = {expr}"
 
     def context(self) -> dict:
+        rows = list(self.rows)
+        for scratch, target, op in self.blocks:
+            rows += [f"for j__ in range({self.dim}):", f"    {target} {op} {scratch}[j__]"]
         dims = sorted(self.dims)
         return {"name": self.name, "dim": self.dim, "dims": dims,
                 "args": list(self.arrays.values()), "call_args": list(self.arrays),
                 "dtype_of": next(iter(self.arrays.values())),
-                "loads": self.loads, "body": self.body, "stores": self.stores,
-                "blocks": self.blocks}
+                "rows": rows, "scratch": self.scratch}
 
 
 class _Emitter:
@@ -84,23 +105,57 @@ class _Emitter:
         rows = "T * B" if kind == "static" else "n__"
         return f"_{kernel.name}({rows}, {', '.join(ctx['dims'] + ctx['call_args'])})"
 
-    def load(self, k: _Kernel, local: str, access: tuple[str, str | None]) -> None:
+    def load(self, k: _Kernel, local: str, access: tuple[str, str | None]) -> str:
         array, offset = access
-        k.loads.append(f"{local} = {_element(k.arg(array, offset), offset)}")
+        unit = "0" if self.layout.dim.get(local) == ONE else "j__"
+        return f"{local} = {_element(k.arg(array, offset), offset, unit)}"
+
+    def is_scalar(self, name: str) -> bool:
+        return self.layout.dim.get(name) == ONE
 
     # ---- forward ---------------------------------------------------------------
     def fwd_kernel(self, kind: str, region: Region) -> str:
+        """Level by level (see `passes/derive.py`): the per-row scalars of a level,
+        then one loop over the units computing that level's vectors and summing the
+        next level's reductions. A vector read again at a higher level is kept in a
+        row of scratch (`cache__v`; `cache` is a reserved word, so no value's name starts so)."""
         L = self.layout
         k = _Kernel(f"fwd__{region.name}", region.dim)
-        for name in region.inputs:
-            self.load(k, name, L.value(name, kind))
-        for node in region.nodes:
-            k.body.append(f"{node.name} = {kernel_source(node.expr)}")
-            if node.name in L.stored or node.name in L.new_states:
-                array, offset = L.value(node.name, kind)
-                k.stores.append(f"{_element(k.arg(array, offset), offset)} = {node.name}")
+        level = levels(region)
+        k.rows += [self.load(k, u, L.value(u, kind)) for u in region.inputs if self.is_scalar(u)]
+        kept = {r for n in region.nodes if not self.is_scalar(n.name)
+                for r in n.reads() if r in level and level[r] < level[n.name]}
+
+        def store(name, unit):
+            if name in L.stored or name in L.new_states:
+                array, offset = L.value(name, kind)
                 if kind == "step":
                     self.step_arrays.add(array)
+                return [f"{_element(k.arg(array, offset), offset, unit)} = {name}"]
+            return []
+
+        for p in range(max(level.values(), default=0) + 1):
+            here = [n for n in region.nodes if level[n.name] == p]
+            sums = [n for n in region.nodes if n.is_reduction and level[n.name] == p + 1]
+            for n in here:
+                if self.is_scalar(n.name):
+                    value = accumulator(n.name) if n.is_reduction else kernel_source(n.expr)
+                    k.rows += [f"{n.name} = {value}", *store(n.name, "0")]
+            k.rows += [f"{accumulator(n.name)} = T(0)" for n in sums]
+            vectors = [n for n in here if not self.is_scalar(n.name)]
+            names = {n.name for n in vectors}
+            reads = sorted({r for n in vectors for r in n.reads()}
+                           | {n.reads()[0] for n in sums})
+            lines = [self.load(k, u, L.value(u, kind)) for u in reads
+                     if u in region.inputs and not self.is_scalar(u)]
+            lines += [f"{u} = {k.row_scratch('cache__' + u)}[j__]" for u in reads
+                      if u in level and u not in names and not self.is_scalar(u)]
+            lines += [f"{n.name} = {kernel_source(n.expr)}" for n in vectors]
+            lines += [line for n in vectors for line in store(n.name, "j__")]
+            lines += [f"{k.row_scratch('cache__' + n.name)}[j__] = {n.name}"
+                      for n in vectors if n.name in kept]
+            lines += [f"{accumulator(n.name)} += {n.reads()[0]}" for n in sums]
+            k.unit_loop(lines)
         return self.call(k, kind)
 
     def forward(self) -> list[str]:
@@ -165,41 +220,75 @@ class _Emitter:
 
     # ---- backward --------------------------------------------------------------
     def bwd_kernel(self, kind: str, region: Region, written: set) -> str:
+        """The backward loops of `passes/derive.py`, levels P..0, in one kernel: per-row
+        loads of scalars, then per loop the unit loop and the scalars after it; the
+        last loop stores the adjoints of the region's inputs."""
         L = self.layout
         grad = (self.d.static if kind == "static" else self.d.step)[region.name]
         k = _Kernel(f"bwd__{region.name}", region.dim)
-        for name in grad.reads:
-            self.load(k, name, L.value(name, kind))
+        for name in grad.reads:          # arguments in a stable order: forward values first
+            k.arg(*L.value(name, kind))
+        seeds = {}
         for name in grad.seeds:
+            unit = "0" if self.is_scalar(name) else "j__"
             parts = []
             if name in written:          # adjoint from readers outside this kernel
                 array, offset = L.adjoint(name, kind)
-                parts.append(_element(k.arg(array, offset), offset))
+                parts.append(_element(k.arg(array, offset), offset, unit))
             if name == self.cell.output and kind == "step":   # d(loss)/d(output_t), folded in
-                parts.append(_element(k.arg("dyt__", "0"), "0"))
-            k.loads.append(f"{adjoint(name)} = {' + '.join(parts)}")
-        for name, expr in grad.temps:
-            k.body.append(f"{name} = {kernel_source(expr)}")
-        for name, expr in grad.grads:
-            if name in L.params:
-                self.param_grad(k, kind, region, name, expr, grad)
-                continue
-            if name in L.member and L.member[name][0].name in L.shared:
-                written.add(name)      # the same value is stored for the owning GEMM
-                continue
-            array, offset = L.adjoint(name, kind)
-            target = _element(k.arg(array, offset), offset)
-            op = "+=" if name in written else "="
-            written.add(name)
-            if name in L.member and len(L.member[name][0].nodes) > 1:
-                k.store_block(target, op, kernel_source(expr))
-            else:
-                k.stores.append(f"{target} {op} {kernel_source(expr)}")
-            if kind == "step":
-                self.step_arrays.add(array)
+                parts.append(_element(k.arg("dyt__", "0"), "0", unit))
+            seeds[adjoint(name)] = f"{adjoint(name)} = {' + '.join(parts)}"
+        k.rows += [self.load(k, n, L.value(n, kind)) for n in grad.reads if self.is_scalar(n)]
+        k.rows += [seeds[adjoint(n)] for n in grad.seeds if self.is_scalar(n)]
+        k.rows += [f"{n} = T(0)" for n in dict.fromkeys(
+            n for loop in grad.loops for n, _ in loop.sums)]
+        for loop in grad.loops:
+            exprs = [e for _, e in (*loop.temps, *loop.scratch, *loop.sums)]
+            if loop.level == 0:
+                exprs += [e for _, e in grad.grads]
+            used = {s.name for e in exprs for s in e.free_symbols}
+            every = loop.level == 0          # the last loop loads all it may need
+            vectors = [n for n in grad.levels if not self.is_scalar(n)]
+            lines = [self.load(k, n, L.value(n, kind)) for n in grad.reads
+                     if not self.is_scalar(n) and (every or n in used)]
+            lines += [seeds[adjoint(n)] for n in grad.seeds if not self.is_scalar(n)
+                      and grad.levels[n] == loop.level and (every or adjoint(n) in used)]
+            lines += [f"{adjoint(n)} = {k.row_scratch('cache__' + adjoint(n))}[j__]"
+                      for n in vectors if grad.levels[n] > loop.level and adjoint(n) in used]
+            lines += [f"{n} = {kernel_source(e)}" for n, e in loop.temps]
+            lines += [f"{k.row_scratch('cache__' + adjoint(n))}[j__] = {kernel_source(e)}"
+                      for n, e in loop.scratch]
+            lines += [f"{n} += {kernel_source(e)}" for n, e in loop.sums]
+            after = []
+            if loop.level == 0:
+                for name, expr in grad.grads:
+                    stores = self.input_grad(k, kind, region, name, expr, grad, written)
+                    (after if self.is_scalar(name) else lines).extend(stores)
+            k.unit_loop(lines)
+            k.rows += [f"{n} = {kernel_source(e)}" for n, e in loop.scalars] + after
         return self.call(k, kind)
 
-    def param_grad(self, k: _Kernel, kind: str, region: Region, name: str, expr, grad) -> None:
+    def input_grad(self, k: _Kernel, kind: str, region: Region, name: str, expr, grad,
+                   written: set) -> list[str]:
+        """The lines that store (or add) the adjoint of one region input."""
+        L = self.layout
+        if name in L.params:
+            return self.param_grad(k, kind, region, name, expr, grad)
+        if name in L.member and L.member[name][0].name in L.shared:
+            written.add(name)      # the same value is stored for the owning GEMM
+            return []
+        array, offset = L.adjoint(name, kind)
+        target = _element(k.arg(array, offset), offset, "0" if self.is_scalar(name) else "j__")
+        op = "+=" if name in written else "="
+        written.add(name)
+        if kind == "step":
+            self.step_arrays.add(array)
+        if name in L.member and len(L.member[name][0].nodes) > 1:
+            return [k.store_block(target, op, kernel_source(expr))]
+        return [f"{target} {op} {kernel_source(expr)}"]
+
+    def param_grad(self, k: _Kernel, kind: str, region: Region, name: str, expr,
+                   grad) -> list[str]:
         """A vector parameter's gradient is a sum over all steps and rows. Summing inside
         the kernel (`d[j] += ...`) would stop LLVM from vectorizing it, so the kernel only
         stores per-element terms and one reduction after the loop adds them up. When the
@@ -211,15 +300,15 @@ class _Emitter:
                     and (other in L.member or other in L.inputs or other in L.static)):
                 array, offset = L.adjoint(other, "static")
                 self.reductions.setdefault(name, []).append((array, offset, L.dim[name]))
-                return
+                return []
         buffer = f"_e__{name}__{region.name}"
         self.term_buffers.append(f"{buffer} = _empty((T, B, {L.dim[name]}), dtype)")
         array = L.at(buffer, L.dim[name], kind)
-        k.stores.append(f"{_element(k.arg(array, '0'), '0')} = {kernel_source(expr)}")
         if kind == "step":
             self.step_arrays.add(array)
         self.reductions.setdefault(name, []).append(
             (L.at(buffer, L.dim[name], "static"), None, L.dim[name]))   # the whole buffer
+        return [f"{_element(k.arg(array, '0'), '0')} = {kernel_source(expr)}"]
 
     def gemm_transpose(self, g: Gemm, kind: str, written: set) -> str:
         """d(operand) (+)= d(output) @ W.T, with W.T made contiguous once per call
@@ -384,7 +473,9 @@ def fast_functions(d: Derivation) -> list[dict]:
     """The registered functions with a fast float32 form that the kernels call."""
     exprs = [n.expr for n in d.plan.cell.nodes if not n.is_matmul]
     for grad in (*d.static.values(), *d.step.values()):
-        exprs += [e for _, e in grad.temps] + [e for _, e in grad.grads]
+        exprs += [e for _, e in grad.grads]
+        for loop in grad.loops:
+            exprs += [e for _, e in (*loop.temps, *loop.scratch, *loop.sums, *loop.scalars)]
     used = {f.func for e in exprs for f in e.atoms(CellFunction) if f.spec.fast32}
     return [{"name": f.spec.name, "doc": f.spec.doc, "fast32": f.spec.fast32,
              "exact": f.spec.kernel.format("x")} for f in sorted(used, key=lambda f: f.spec.name)]

@@ -20,9 +20,17 @@ import sympy
 from .dims import DimConflict
 from .errors import did_you_mean
 from .functions import FUNCTIONS
-from .ir import NEW_SUFFIX, Affine, display_name, symbol
+from .ir import NEW_SUFFIX, ONE, Affine, RowMean, RowSum, display_name, symbol
 
 MAX_DEPTH = 64
+# Reductions over a vector's units, each one number per row (see ir.RowSum). Variance is
+# the two-pass mean((v - mean(v))**2): no cancellation, unlike mean(v**2) - mean(v)**2.
+REDUCTIONS = {
+    "sum": ("sum of a vector's units", RowSum),
+    "mean": ("mean of a vector's units", RowMean),
+    "var": ("variance of a vector's units (biased, as layer norm uses)",
+            lambda e: RowMean((e - RowMean(e)) ** 2)),
+}
 
 
 class ExpressionConverter:
@@ -39,6 +47,20 @@ class ExpressionConverter:
                       f"({what})", line=self.line, symbol=what,
                       fix="elementwise operations need equal sizes; project one side with a "
                           "weight matrix (`v @ W`) or declare the sizes in `inputs`/`states`")
+
+    def is_row(self, dim) -> bool:
+        """Whether `dim` is a per-row scalar's (a reduction's result), which broadcasts."""
+        return dim is not None and self.dims.name(dim) == ONE
+
+    def broadcast(self, da, db, tree):
+        """The dimension of an elementwise operation on operands of dimensions da, db:
+        a constant (None) or a per-row scalar stretches to the other operand."""
+        if da is None or (self.is_row(da) and db is not None):
+            return db
+        if db is None or self.is_row(db):
+            return da
+        self.unify(da, db, self.where(tree), tree)
+        return da
 
     def expr(self, tree, depth):
         """Convert one AST expression to (SymPy expression, dimension variable or None)."""
@@ -73,14 +95,13 @@ class ExpressionConverter:
         if isinstance(tree, ast.BinOp) and isinstance(tree.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
             a, da = self.expr(tree.left, depth)
             b, db = self.expr(tree.right, depth)
-            if da is not None and db is not None:
-                self.unify(da, db, self.where(tree), tree)
+            dim = self.broadcast(da, db, tree)
             if isinstance(tree.op, ast.Div) and b.is_Number and b == 0:
                 self.fail(f"division by zero in `{self.where(tree)}`", line=self.line,
                           fix="divide by a non-zero constant or by an expression")
             op = {ast.Add: sympy.Add, ast.Sub: lambda p, q: p - q, ast.Mult: sympy.Mul,
                   ast.Div: lambda p, q: p / q}[type(tree.op)]
-            return op(a, b), da if da is not None else db
+            return op(a, b), dim
         if isinstance(tree, ast.Call):
             return self.call(tree, depth)
         kind = type(tree).__name__
@@ -132,8 +153,9 @@ class ExpressionConverter:
                    else "the right operand of @ must be a weight parameter")
             self.fail(f"`{what}` on the right of @ is not a parameter", line=self.line,
                       col=self.col_of(self.line, what), symbol=what, fix=fix)
-        if dim is None:
-            self.fail(f"left operand of `{self.where(tree)}` is a constant", line=self.line,
+        if dim is None or self.is_row(dim):
+            what = "a constant" if dim is None else "one number per row (a reduction)"
+            self.fail(f"left operand of `{self.where(tree)}` is {what}", line=self.line,
                       fix="the left operand of @ must be a vector expression")
         kind = self.param_kind.setdefault(right.id, ("matrix", self.dims.fresh(), self.dims.fresh()))
         if kind[0] != "matrix":
@@ -145,11 +167,13 @@ class ExpressionConverter:
 
     def call(self, tree, depth):
         fname = tree.func.id if isinstance(tree.func, ast.Name) else None
+        if fname in REDUCTIONS:
+            return self.reduction(fname, tree, depth)
         if fname not in FUNCTIONS:
             shown = fname or self.where(tree.func)
             self.fail(f"unknown function `{shown}`.{did_you_mean(shown, FUNCTIONS)}",
                       line=self.line, col=self.col_of(self.line, shown), symbol=shown,
-                      fix="available: " + ", ".join(sorted(FUNCTIONS)) +
+                      fix="available: " + ", ".join(sorted([*FUNCTIONS, *REDUCTIONS])) +
                           "; add a new one with define() in cellc/functions.py")
         fn = FUNCTIONS[fname]
         if tree.keywords or len(tree.args) != fn.spec.arity or any(
@@ -158,7 +182,19 @@ class ExpressionConverter:
                       f"`{self.where(tree)}`", line=self.line, symbol=fname,
                       fix=f"call it as {fname}(" + ", ".join("ab"[: fn.spec.arity]) + ")")
         args = [self.expr(a, depth) for a in tree.args]
-        dims = [d for _, d in args if d is not None]
-        for d in dims[1:]:
-            self.unify(dims[0], d, self.where(tree), tree)
-        return fn(*(a for a, _ in args)), (dims[0] if dims else None)
+        dim = None
+        for _, d in args:
+            dim = self.broadcast(dim, d, tree)
+        return fn(*(a for a, _ in args)), dim
+
+    def reduction(self, fname, tree, depth):
+        if tree.keywords or len(tree.args) != 1 or isinstance(tree.args[0], ast.Starred):
+            self.fail(f"`{fname}` takes one vector, given `{self.where(tree)}`",
+                      line=self.line, symbol=fname, fix=f"call it as {fname}(v)")
+        arg, dim = self.expr(tree.args[0], depth)
+        if dim is None or self.is_row(dim):
+            what = "a constant" if dim is None else "already one number per row"
+            self.fail(f"`{self.where(tree)}`: the argument of `{fname}` is {what}",
+                      line=self.line, symbol=fname,
+                      fix=f"{fname} reduces a vector over its units, e.g. {fname}(c')")
+        return REDUCTIONS[fname][1](arg), self.dims.named(ONE)

@@ -15,7 +15,7 @@ import numpy as np
 import sympy
 
 from .functions import CellFunction
-from .ir import Cell, new_name, symbol
+from .ir import ONE, Cell, RowSum, new_name, size_symbol, symbol
 
 
 def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray], functions: dict | None = None):
@@ -39,6 +39,8 @@ def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray], functions: dict | Non
         if expr.is_Pow:
             exponent = expr.args[1]
             return args[0] ** (int(exponent) if exponent.is_Integer else float(exponent))
+        if isinstance(expr, RowSum):
+            return args[0].sum(axis=-1, keepdims=True)
         if isinstance(expr, CellFunction):
             fn = functions[expr.spec.name] if functions else expr.spec.numpy
             return fn(*args)
@@ -71,7 +73,8 @@ def forward(cell: Cell, params, inputs, states=None):
     initial = dict(current)
     outputs, tape = [], []
     for t in range(T):
-        env = dict(params)
+        env = {size_symbol(d).name: float(n) for d, n in sizes.items()}
+        env.update(params)
         env.update(current)
         env.update({k: v[t] for k, v in inputs.items()})
         for node in cell.nodes:
@@ -93,6 +96,7 @@ def backward(cell: Cell, tape, dy=None, dstates=None):
     """Gradients of sum(y*dy) + sum(final*dstates) w.r.t. params, inputs, initial states."""
     params, inputs, steps = tape["params"], tape["inputs"], tape["tape"]
     sizes, B = tape["sizes"], tape["B"]
+    dim_of = cell.dim_of()
     dparams = {k: np.zeros_like(v) for k, v in params.items()}
     dinputs = {k: np.zeros_like(v) for k, v in inputs.items()}
     carry = {s.name: np.zeros((B, sizes[s.dim])) for s in cell.states}
@@ -117,10 +121,12 @@ def backward(cell: Cell, tape, dy=None, dstates=None):
                 add(node.operand, g @ params[node.weight].T)
                 dparams[node.weight] += env[node.operand].T @ g
                 continue
-            for s in sorted(node.expr.free_symbols, key=lambda s: s.name):
+            for name in node.reads():
                 with np.errstate(all="ignore"):
-                    contribution = g * evaluate(_partial(node.expr, s.name), env)
-                add(s.name, np.broadcast_to(contribution, g.shape))
+                    contribution = g * evaluate(_partial(node.expr, name), env)
+                if dim_of[name] == ONE:      # a per-row scalar: summed over the units it met
+                    contribution = contribution.sum(axis=-1, keepdims=True)
+                add(name, np.broadcast_to(contribution, (B, sizes[dim_of[name]])))
         for name in list(adj):
             if name in params:
                 dparams[name] += adj[name].sum(axis=0)
@@ -131,7 +137,7 @@ def backward(cell: Cell, tape, dy=None, dstates=None):
 
 
 def _sizes(cell: Cell, params, inputs) -> dict[str, int]:
-    sizes = {}
+    sizes = {ONE: 1}
     for v in cell.inputs:
         sizes[v.dim] = inputs[v.name].shape[-1]
     for p in cell.params:

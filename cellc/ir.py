@@ -13,6 +13,14 @@ terms inside expressions; the `split` pass turns each into an affine node, after
 which every expression is purely elementwise.
 
 Dimensions are names ("I", "H", ...), bound to sizes only when a kernel runs.
+
+Reductions over the units of a vector (layer normalization's mean and variance) are
+nodes too: `Node(name, ONE, expr=RowSum(v))` is the sum of vector `v` over its
+dimension, one number per row. A value of dimension `ONE` broadcasts against any
+vector, and the size of dimension D is the symbol `size_symbol("D")` (`len__D`), so
+`mean(v)` is `RowSum(v) / len__D`. `RowSum` differentiates to 1: the adjoint of each
+unit of `v` is the adjoint of the sum, and the sum over units of a broadcast scalar's
+uses is done by the passes (interpreter and kernels alike).
 """
 from __future__ import annotations
 
@@ -24,6 +32,18 @@ import sympy
 from .functions import CellFunction
 
 NEW_SUFFIX = "__new"
+ONE = "1"            # the dimension of a per-row scalar, such as a reduction's result
+SIZE_PREFIX = "len__"  # `len__H`, the size of dimension H in an expression (`len` is
+                       # a reserved word: no value's name starts with `len__`)
+
+
+def size_symbol(dim: str) -> sympy.Symbol:
+    """The number of units of dimension `dim`, as a positive symbol in expressions."""
+    return sympy.Symbol(SIZE_PREFIX + dim, positive=True)
+
+
+def is_size(name: str) -> bool:
+    return name.startswith(SIZE_PREFIX)
 
 
 def new_name(state: str) -> str:
@@ -43,6 +63,28 @@ class Affine(sympy.Function):
 
     def _sympystr(self, printer):
         return f"({printer._print(self.args[0])} @ {printer._print(self.args[1])})"
+
+
+class RowSum(sympy.Function):
+    """The sum of a vector over its units: one number per row (dimension ONE)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sympy.S.One
+
+    def _sympystr(self, printer):
+        return f"sum({printer._print(self.args[0])})"
+
+
+class RowMean(sympy.Function):
+    """`mean(e)` as the front end reads it; the `split` pass turns it into a `RowSum`
+    node divided by the size of e's dimension."""
+
+    nargs = 1
+
+    def _sympystr(self, printer):
+        return f"mean({printer._print(self.args[0])})"
 
 
 def symbol(name: str) -> sympy.Symbol:
@@ -85,7 +127,11 @@ class Node(NamedTuple):
         """Names of the values this node reads, in a deterministic order."""
         if self.is_matmul:
             return (self.operand, self.weight)
-        return tuple(sorted(s.name for s in self.expr.free_symbols))
+        return tuple(sorted(s.name for s in self.expr.free_symbols if not is_size(s.name)))
+
+    @property
+    def is_reduction(self) -> bool:
+        return isinstance(self.expr, RowSum)
 
 
 def live_names(nodes, roots) -> set[str]:
@@ -121,6 +167,7 @@ class Cell(NamedTuple):
         """All dimension names, sorted, e.g. ("H", "I")."""
         names = {v.dim for v in self.inputs + self.states} | {n.dim for n in self.nodes}
         names.update(d for p in self.params for d in p.shape)
+        names.discard(ONE)                 # not a size anyone binds: it is 1
         return tuple(sorted(names))
 
     def node(self, name: str) -> Node:
@@ -154,10 +201,17 @@ def typecheck(cell: Cell) -> Cell:
             assert weight.shape == (dims[node.operand], node.dim), f"bad shape in {node}"
         else:
             for s in node.expr.free_symbols:
+                if is_size(s.name):
+                    continue
                 assert s.name in dims, f"{node.name} reads undefined {s.name}"
-                assert dims[s.name] == node.dim, f"{node.name}: {s.name} has dim {dims[s.name]}"
+                if node.is_reduction:
+                    assert node.dim == ONE and dims[s.name] != ONE, f"bad reduction {node}"
+                else:
+                    assert dims[s.name] in (node.dim, ONE), \
+                        f"{node.name}: {s.name} has dim {dims[s.name]}"
             for f in node.expr.atoms(sympy.Function):
-                assert isinstance(f, (CellFunction, Affine)), f"unknown function {f.func}"
+                assert isinstance(f, (CellFunction, Affine, RowSum, RowMean)), \
+                    f"unknown function {f.func}"
         dims[node.name] = node.dim
     for s in cell.states:
         assert dims.get(new_name(s.name)) == s.dim, f"state {s.name} not updated"

@@ -12,6 +12,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from .functions import CellFunction
+from .ir import SIZE_PREFIX, is_size
 
 
 class KernelPrinter(StrPrinter):
@@ -19,6 +20,8 @@ class KernelPrinter(StrPrinter):
         raise TypeError(f"cellc cannot print {type(expr).__name__} in a kernel")
 
     def _print_Symbol(self, expr):
+        if is_size(expr.name):              # the size of a dimension, an int argument
+            return f"T({expr.name[len(SIZE_PREFIX):]})"
         return expr.name
 
     def _print_Integer(self, expr):

@@ -289,7 +289,7 @@ class _Frontend(ExpressionConverter):
         self.node_dim = {name: (self.var_dim[name[: -len(NEW_SUFFIX)]] if name.endswith(NEW_SUFFIX)
                                 else self.dims.fresh()) for name in self.defined}
         nodes = []
-        for lhs, tree, line, source in equations:
+        for lhs, tree, line, source in self.dependency_order(equations):
             self.line, self.source = line, source
             expr, dim = self.expr(tree, 0)
             if dim is None:
@@ -298,7 +298,28 @@ class _Frontend(ExpressionConverter):
                           fix="multiply by a state or input, or use a parameter")
             self.unify(self.node_dim[lhs], dim, display_name(lhs), tree)
             nodes.append(Node(lhs, "", expr=expr, line=line))
-        return nodes
+        return sorted(nodes, key=lambda n: n.line)      # file order again, for messages
+
+    def dependency_order(self, equations):
+        """The equations with each one after those it reads (file order otherwise), so
+        a value's dimension is known before it is used: a per-row scalar (`m =
+        mean(v)`) broadcasts where a vector would have to match. Cycles are left for
+        `topological` to report."""
+        by_lhs = {eq[0]: eq for eq in equations}
+        order, seen = [], set()
+
+        def visit(eq):
+            if eq[0] in seen:
+                return
+            seen.add(eq[0])
+            for name in sorted({n.id for n in ast.walk(eq[1]) if isinstance(n, ast.Name)}):
+                if name in by_lhs:
+                    visit(by_lhs[name])
+            order.append(eq)
+
+        for eq in equations:
+            visit(eq)
+        return order
 
     def check_lhs(self, lhs, line, states):
         shown = display_name(lhs)

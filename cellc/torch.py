@@ -38,8 +38,11 @@ def _check_kind(cell, rnn: nn.RNNBase) -> None:
     kind = type(rnn).__name__
     if kind != spec["module"]:
         raise ValueError(f"{cell.NAME} maps torch.nn.{spec['module']}, not torch.nn.{kind}")
-    if getattr(rnn, "proj_size", 0):
-        raise ValueError("torch.nn.LSTM with proj_size has no counterpart in this spec")
+    projects = any(t[0] == "weight_hr" for terms in spec["params"].values() for t in terms)
+    if bool(getattr(rnn, "proj_size", 0)) != projects:
+        raise ValueError(f"{cell.NAME} maps torch.nn.LSTM "
+                         + ("with" if projects else "without") + " proj_size, but this one "
+                         + ("has none" if projects else f"has proj_size={rnn.proj_size}"))
     for key, value in spec["options"].items():
         if getattr(rnn, key, value) != value:
             raise ValueError(f"{cell.NAME} maps torch.nn.{kind}({key}={value!r}), but this "
@@ -56,7 +59,8 @@ def _mapped(cell, rnn: nn.RNNBase):
             suffix = _suffix(layer, direction)
             for name, terms in cell.TORCH["params"].items():
                 yield name + suffix, [(getattr(rnn, tensor + suffix, None),     # None: bias=False
-                                       slice(block * H, (block + 1) * H), transpose)
+                                       slice(None) if tensor == "weight_hr"   # one block
+                                       else slice(block * H, (block + 1) * H), transpose)
                                       for tensor, block, transpose in terms]
 
 
@@ -165,7 +169,8 @@ class RNN(nn.Module):
 
     def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
-                 merge: str = "concat", sizes: dict | None = None, dtype=torch.float32):
+                 merge: str = "concat", proj_size: int = 0, sizes: dict | None = None,
+                 dtype=torch.float32):
         super().__init__()
         self.layer = Layer(cell, num_layers, bidirectional=bidirectional, merge=merge,
                            dropout=dropout)
@@ -173,8 +178,12 @@ class RNN(nn.Module):
         self.batch_first = batch_first
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bidirectional, self.dropout = bidirectional, dropout
-        self.sizes = {self.layer.input_dim: input_size, self.cell.OUTPUT_DIM: hidden_size,
-                      **(sizes or {})}
+        self.proj_size = proj_size
+        # hidden_size is every state's width, as in torch.nn; proj_size (an LSTMP's P)
+        # is the output's, and `sizes` binds any other dimension by name.
+        self.sizes = {d: hidden_size for d in self.cell.STATES.values()}
+        self.sizes.update({self.layer.input_dim: input_size,
+                           self.cell.OUTPUT_DIM: proj_size or hidden_size, **(sizes or {})})
         seed = int(torch.randint(0, 2**31 - 1, ()))      # follows torch.manual_seed
         np_dtype = {torch.float32: np.float32, torch.float64: np.float64}[dtype]
         for name, value in self.layer.init_params(np_dtype, seed, **self.sizes).items():
@@ -186,7 +195,8 @@ class RNN(nn.Module):
         GRU, stacked and/or bidirectional), for a spec whose [torch] table maps it."""
         module = cls(cell, rnn.input_size, rnn.hidden_size, rnn.num_layers,
                      bidirectional=rnn.bidirectional, batch_first=rnn.batch_first,
-                     dropout=rnn.dropout, dtype=rnn.weight_hh_l0.dtype)
+                     dropout=rnn.dropout, proj_size=getattr(rnn, "proj_size", 0),
+                     dtype=rnn.weight_hh_l0.dtype)
         module.load_weights_from(rnn)
         return module
 
@@ -201,9 +211,10 @@ class RNN(nn.Module):
         """A torch.nn layer with this layer's architecture and weights."""
         spec = self.cell.TORCH
         kind = getattr(nn, spec["module"] if spec else "RNN")
+        extra = {"proj_size": self.proj_size} if self.proj_size else {}
         rnn = kind(self.input_size, self.hidden_size, self.num_layers,
                    bidirectional=self.bidirectional, batch_first=self.batch_first,
-                   dropout=self.dropout, **(spec["options"] if spec else {}))
+                   dropout=self.dropout, **(spec["options"] if spec else {}), **extra)
         rnn = rnn.to(next(self.parameters()).dtype)
         weights_to_torch(self.cell, {k: v.detach().numpy() for k, v in self.named_parameters()},
                          rnn)

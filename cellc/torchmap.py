@@ -8,6 +8,7 @@ cell's parameters, for weight import and export (`cellc.torch`) and for tests.
 
 `weight_ih[k]` is torch's k-th block of `hidden_size` rows (its k-th gate). Every
 parameter must be mapped; a torch block no parameter names is zero on export.
+`weight_hr[0]` is torch.nn.LSTM's projection (`proj_size`), one block of all its rows.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import re
 from typing import NamedTuple
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
-TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-_TERM = re.compile(r"\s*(weight_ih|weight_hh|bias_ih|bias_hh)\s*\[\s*(\d+)\s*\]\s*(\.\s*T)?\s*\Z")
+TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+_TERM = re.compile(r"\s*(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)\s*\[\s*(\d+)\s*\]"
+                   r"\s*(\.\s*T)?\s*\Z")
 
 
 class Term(NamedTuple):
@@ -68,18 +70,23 @@ def parse_torch_table(table: dict, params: dict[str, int], fail, line_of) -> Tor
             if not m:
                 fail(f"[torch] cannot read {part.strip()!r} in the mapping of `{pname}`",
                      line=line, symbol=pname,
-                     fix="terms are weight_ih[k], weight_hh[k], bias_ih[k] or bias_hh[k], "
-                         "weights with .T, joined by +")
+                     fix="terms are weight_ih[k], weight_hh[k], bias_ih[k], bias_hh[k] or "
+                         "weight_hr[0], weights with .T, joined by +")
             term = Term(m.group(1), int(m.group(2)), m.group(3) is not None)
-            if term.block >= GATES[module]:
+            if term.tensor == "weight_hr" and module != "LSTM":
+                fail(f"[torch] weight_hr: torch.nn.{module} has no projection", line=line,
+                     symbol=pname, fix='only module = "LSTM" has weight_hr (proj_size)')
+            blocks = 1 if term.tensor == "weight_hr" else GATES[module]
+            if term.block >= blocks:
                 fail(f"[torch] block {term.block} of {term.tensor}: torch.nn.{module} has "
-                     f"{GATES[module]} gate block(s)", line=line, symbol=pname,
-                     fix=f"use blocks 0..{GATES[module] - 1}")
+                     f"{blocks} block(s) there", line=line, symbol=pname,
+                     fix=f"use blocks 0..{blocks - 1}")
             rank = 2 if term.tensor.startswith("weight") else 1
             if rank != params[pname] or (term.transpose and rank == 1):
                 fail(f"[torch] `{pname}` has rank {params[pname]} but maps to "
                      f"{part.strip()!r}", line=line, symbol=pname,
-                     fix="matrices map to weight_ih[k].T or weight_hh[k].T, vectors to biases")
+                     fix="matrices map to weight_ih[k].T, weight_hh[k].T or weight_hr[0].T, "
+                         "vectors to biases")
             terms.append(term)
         mapped.append((pname, tuple(terms)))
     missing = [p for p in params if p not in table]

@@ -2,10 +2,18 @@
 """Modules compiled by cellc from specs/; import one, e.g. `from generated import lstm`."""
 
 __all__ = [
+    'cifg_lstm',
     'elman',
+    'elman_relu',
     'gru',
     'gru_cho',
+    'gru_seed',
+    'indrnn',
+    'ln_lstm',
     'lstm',
+    'lstmp',
+    'mgu',
+    'mingru',
     'naive_linear',
     'peephole_full',
     'peephole_lstm',

@@ -286,7 +286,8 @@ def init_params(dtype=np.float32, seed=0, **sizes):
     """Initialised parameters for the given sizes (H, I), keyed as in the spec.
 
     Default: uniform in [-1/sqrt(H), 1/sqrt(H)] (PyTorch's RNN/LSTM/GRU
-    convention), unless the spec's [init] table says otherwise.
+    convention, with its hidden_size the widest state), unless the spec's [init] table says
+    otherwise.
     """
     missing = [d for d in DIMS if d not in sizes]
     unknown = [d for d in sizes if d not in DIMS]

@@ -16,8 +16,18 @@ def generated(spec_path):
     return importlib.import_module(f"generated.{cell.name}"), cell
 
 
+def all_sizes(module, sizes: dict) -> dict:
+    """`sizes` with every other dimension of the cell bound too: an LSTMP's P gets
+    H - 1 (at least 1), so a cell whose states differ in width is tested that way."""
+    sizes = dict(sizes)
+    for k, dim in enumerate(d for d in module.DIMS if d not in sizes):
+        sizes[dim] = max(1, sizes.get("H", 4) - 1 - k)
+    return sizes
+
+
 def problem(module, *, T, B, sizes, dtype, seed, nonzero_states=True):
     rng = np.random.default_rng(seed)
+    sizes = all_sizes(module, sizes)
     params = module.init_params(dtype=dtype, seed=seed, **sizes)
     inputs = {k: rng.normal(size=(T, B, sizes[d])).astype(dtype) for k, d in module.INPUTS.items()}
     states = ({k: rng.normal(scale=0.5, size=(B, sizes[d])).astype(dtype)

@@ -2,7 +2,7 @@
 before any kernel runs (Numba does no bounds checking)."""
 import numpy as np
 import pytest
-from cellcheck import generated, problem
+from cellcheck import all_sizes, generated, problem
 from conftest import SPECS
 
 SIZES = {"I": 3, "H": 4}
@@ -17,19 +17,23 @@ def cell(request):
 
 def test_metadata(cell):
     module, params, x, states = cell
+    sizes = all_sizes(module, SIZES)
     assert module.INPUTS == {"x": "I"}
-    assert list(module.STATES) and set(module.STATES.values()) == {"H"}
+    assert list(module.STATES) and "H" in set(module.STATES.values())
+    assert module.OUTPUT_DIM == module.STATES[next(iter(module.STATES))]
     assert list(module.PARAMS) == list(params)
+    assert set(module.DIMS) == {d for shape in module.PARAMS.values() for d in shape}
     for name, shape in module.PARAMS.items():
-        assert params[name].shape == tuple(SIZES[d] for d in shape)
+        assert params[name].shape == tuple(sizes[d] for d in shape)
         assert params[name].dtype == np.float32
 
 
 def test_init_params_is_seeded_and_honours_init_table(cell):
     module, *_ = cell
-    a = module.init_params(seed=3, **SIZES)
-    b = module.init_params(seed=3, **SIZES)
-    c = module.init_params(seed=4, **SIZES)
+    sizes = all_sizes(module, SIZES)
+    a = module.init_params(seed=3, **sizes)
+    b = module.init_params(seed=3, **sizes)
+    c = module.init_params(seed=4, **sizes)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert any(not np.array_equal(a[k], c[k]) for k in a)
     for name, (kind, args) in module.INIT.items():
@@ -42,10 +46,10 @@ def test_init_params_is_seeded_and_honours_init_table(cell):
     with pytest.raises(ValueError, match="missing"):
         module.init_params(I=3)
     with pytest.raises(ValueError, match="dtype"):
-        module.init_params(dtype=np.int32, **SIZES)
+        module.init_params(dtype=np.int32, **sizes)
 
 
-def bad_calls(params, x, states):
+def bad_calls(module, params, x, states):
     p64 = {k: v.astype(np.float64) for k, v in params.items()}
     extra = dict(params, junk=np.zeros(3, np.float32))
     missing = dict(params)
@@ -68,7 +72,7 @@ def bad_calls(params, x, states):
         ("C-contiguous", (params, x[::2], states)),
         ("numpy array", (params, x.tolist(), states)),
         ("batch size", (params, x, dict(states, **{h: states[h][:1].copy()}))),
-        ("size H", (params, x, dict(states, **{h: np.zeros((2, 7), np.float32)}))),
+        (f"size {module.STATES[h]}", (params, x, dict(states, **{h: np.zeros((2, 7), np.float32)}))),
         ("unknown states", (params, x, dict(states, bogus=states[h]))),
         ("params must be a dict", ([1, 2], x, states)),
     ]
@@ -76,7 +80,7 @@ def bad_calls(params, x, states):
 
 def test_bad_forward_arguments_raise_value_error(cell):
     module, params, x, states = cell
-    for message, args in bad_calls(params, x, states):
+    for message, args in bad_calls(module, params, x, states):
         with pytest.raises(ValueError, match=message):
             module.forward(*args)
 

@@ -96,6 +96,18 @@ CATALOGUE = [
      ["`summary` must be"]),
     ("torch-wrong-type", spec(GOOD, '[torch]\nmodule = "RNN"\nW = 3\n'), 10,
      ["must be a string"]),
+    # reductions (mean, var, sum over a vector's units)
+    ("mean-of-constant", spec("m = mean(2)\nh' = tanh(x @ W + h @ U + b) * m"), 6,
+     ["argument of `mean` is a constant", "reduces a vector"]),
+    ("var-of-scalar", spec("m = var(mean(h))\nh' = tanh(x @ W + h @ U + b) * m"), 6,
+     ["already one number per row"]),
+    ("reduction-times-matrix", spec("h' = tanh(x @ W + mean(h) @ U + b)"), 6,
+     ["one number per row (a reduction)", "vector expression"]),
+    ("reduction-takes-one", spec("h' = tanh(x @ W + h @ U + b) * sum(h, h)"), 6,
+     ["`sum` takes one vector"]),
+    ("reductions-over-two-sizes", spec("m = mean(x) + mean(h)\nh' = tanh(x @ W + h @ U + b) * m",
+                                       header=HEADER.replace('["x"]', '{x = "I"}')), 6,
+     ["combines reductions over different dimensions (H, I)"]),
 ]
 
 

@@ -1,7 +1,7 @@
 """Every shipped spec: compiled kernels agree with the NumPy interpreter."""
 import numpy as np
 import pytest
-from cellcheck import compare, directional_derivative, generated, problem, rel_err
+from cellcheck import all_sizes, compare, directional_derivative, generated, problem, rel_err
 from conftest import SPECS
 
 CASES = [  # (T, B, I, H, upstream, nonzero initial states)
@@ -53,8 +53,9 @@ def test_empty_sequence_and_batch(spec):
     module, _ = generated(spec)
     sizes = {"I": 3, "H": 4}
     params, inputs, states = problem(module, T=0, B=2, sizes=sizes, dtype=np.float64, seed=1)
+    width = all_sizes(module, sizes)[module.OUTPUT_DIM]
     y, final, cache = module.forward(params, inputs, states)
-    assert y.shape == (0, 2, 4)
+    assert y.shape == (0, 2, width)
     for k in states:
         np.testing.assert_array_equal(final[k], states[k])
     ds = {k: np.ones_like(v) for k, v in final.items()}
@@ -64,7 +65,7 @@ def test_empty_sequence_and_batch(spec):
     assert all(np.all(g == 0) for g in grads.params.values())
     params, inputs, states = problem(module, T=3, B=0, sizes=sizes, dtype=np.float64, seed=1)
     y, final, cache = module.forward(params, inputs, states)
-    assert y.shape == (3, 0, 4)
+    assert y.shape == (3, 0, width)
     grads = module.backward(cache, np.zeros_like(y))
     assert all(np.all(g == 0) for g in grads.params.values())
 

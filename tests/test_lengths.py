@@ -3,7 +3,7 @@ give, for each sequence, exactly what running that sequence alone gives. Padding
 NaN and the upstream gradient past each end is noise: neither may be read."""
 import numpy as np
 import pytest
-from cellcheck import generated, problem, rel_err
+from cellcheck import all_sizes, generated, problem, rel_err
 from conftest import SPECS
 
 SIZES = {"I": 3, "H": 4}
@@ -23,7 +23,7 @@ def ragged_problem(module, dtype=np.float64):
     for b, n in enumerate(LENGTHS):
         x[n:, b] = np.nan                      # padding must never be read
     rng = np.random.default_rng(4)
-    dy = rng.normal(size=(T, B, SIZES["H"])).astype(dtype)
+    dy = rng.normal(size=(T, B, all_sizes(module, SIZES)[module.OUTPUT_DIM])).astype(dtype)
     ds = {k: rng.normal(size=v.shape).astype(dtype) for k, v in states.items()}
     return params, x, states, dy, ds
 
@@ -68,7 +68,8 @@ def test_zero_length_sequence_keeps_its_state(cell):
 
 def test_full_lengths_match_no_lengths(cell):
     params, inputs, states = problem(cell, T=T, B=B, sizes=SIZES, dtype=np.float32, seed=5)
-    dy = np.random.default_rng(6).normal(size=(T, B, SIZES["H"])).astype(np.float32)
+    dy = np.random.default_rng(6).normal(
+        size=(T, B, all_sizes(cell, SIZES)[cell.OUTPUT_DIM])).astype(np.float32)
     y0, f0, c0 = cell.forward(params, inputs, states)
     g0 = cell.backward(c0, dy)
     y1, f1, c1 = cell.forward(params, inputs, states, lengths=np.full(B, T))

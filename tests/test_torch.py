@@ -1,5 +1,6 @@
-"""LSTM, GRU (PyTorch convention) and Elman generated modules against torch.nn, with
-the weights mapped by each spec's [torch] table."""
+"""The generated modules of the cells torch.nn has (LSTM, LSTMP, GRU in PyTorch's
+convention, Elman with tanh and ReLU) against torch.nn, with the weights mapped by
+each spec's [torch] table."""
 import numpy as np
 import pytest
 from cellcheck import generated, rel_err
@@ -7,7 +8,7 @@ from conftest import ROOT
 
 torch = pytest.importorskip("torch")
 ct = pytest.importorskip("cellc.torch")
-T, B, I, H = 7, 3, 4, 5
+T, B, I, H, P = 7, 3, 4, 5, 3
 
 
 def run_torch(layer, x, states):
@@ -24,10 +25,12 @@ def backward_torch(y, final, dy, dfinal):
     loss.backward()
 
 
-CASES = {
-    "lstm": (lambda: torch.nn.LSTM(I, H), ("h", "c")),
-    "gru": (lambda: torch.nn.GRU(I, H), ("h",)),
-    "elman": (lambda: torch.nn.RNN(I, H, nonlinearity="tanh"), ("h",)),
+CASES = {   # torch.nn layer, the spec's states and their sizes
+    "lstm": (lambda: torch.nn.LSTM(I, H), {"h": H, "c": H}),
+    "lstmp": (lambda: torch.nn.LSTM(I, H, proj_size=P), {"h": P, "c": H}),
+    "gru": (lambda: torch.nn.GRU(I, H), {"h": H}),
+    "elman": (lambda: torch.nn.RNN(I, H, nonlinearity="tanh"), {"h": H}),
+    "elman_relu": (lambda: torch.nn.RNN(I, H, nonlinearity="relu"), {"h": H}),
 }
 
 
@@ -37,15 +40,16 @@ def single_layer(values):
 
 @pytest.mark.parametrize("name", CASES)
 def test_matches_torch_nn(name):
-    make, state_names = CASES[name]
+    make, widths = CASES[name]
+    state_names = list(widths)
     torch.manual_seed(0)
     layer = make().double()
     module, _ = generated(ROOT / "specs" / f"{name}.toml")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(T, B, I))
-    states = [rng.normal(size=(B, H)) for _ in state_names]
-    dy = rng.normal(size=(T, B, H))
-    dfinal = [rng.normal(size=(B, H)) for _ in state_names]
+    states = [rng.normal(size=(B, widths[s])) for s in state_names]
+    dy = rng.normal(size=(T, B, widths["h"]))
+    dfinal = [rng.normal(size=(B, widths[s])) for s in state_names]
 
     xt, hs, yt, final_t = run_torch(layer, x, states)
     backward_torch(yt, final_t, dy, dfinal)

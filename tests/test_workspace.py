@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 import pytest
-from cellcheck import generated, problem
+from cellcheck import all_sizes, generated, problem
 from conftest import SPECS
 
 SIZES = {"I": 5, "H": 6}
@@ -36,7 +36,8 @@ def cell(request):
 
 def make(module, seed):
     params, inputs, states = problem(module, T=7, B=3, sizes=SIZES, dtype=np.float32, seed=seed)
-    dy = np.random.default_rng(seed).normal(size=(7, 3, SIZES["H"])).astype(np.float32)
+    dy = np.random.default_rng(seed).normal(
+        size=(7, 3, all_sizes(module, SIZES)[module.OUTPUT_DIM])).astype(np.float32)
     return params, inputs, states, dy
 
 

@@ -13,12 +13,17 @@ program's inputs. Stage k runs its GEMMs, then its elementwise nodes. The GEMMs 
 stage that share an operand fuse into one GEMM against the concatenated weights (all
 gates' `h @ W_h*` become `h @ [W_hi | W_hf | ...]`), and the elementwise nodes of a
 stage fuse into one kernel per dimension.
+
+A per-row scalar (dimension ONE: a reduction and what is computed from it) joins the
+kernel of the dimension it was reduced over, so layer normalization's mean, variance
+and normalized vector are one kernel, one pass over the rows (see `derive.levels`).
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..ir import Cell, Node, new_name
+from ..errors import SpecError
+from ..ir import ONE, Cell, Node, display_name, new_name
 
 
 class Gemm(NamedTuple):
@@ -66,6 +71,8 @@ def schedule(cell: Cell) -> Plan:
         readers.setdefault(new_name(s.name), set()).add("<next step>")
     readers.setdefault(cell.output, set()).add("<output>")
 
+    home = kernel_dims(cell)
+
     def program(nodes: list[Node], kind: str) -> tuple[Stage, ...]:
         depth: dict[str, int] = {}
         for node in nodes:
@@ -80,8 +87,8 @@ def schedule(cell: Cell) -> Plan:
                 members = tuple(n for n in here if n.is_matmul and n.operand == op)
                 gemms.append(Gemm(f"mm__{op}", op, members))
             regions = []
-            for dim in dict.fromkeys(n.dim for n in here if not n.is_matmul):
-                members = tuple(n for n in here if not n.is_matmul and n.dim == dim)
+            for dim in dict.fromkeys(home[n.name] for n in here if not n.is_matmul):
+                members = tuple(n for n in here if not n.is_matmul and home[n.name] == dim)
                 names = {n.name for n in members}
                 inputs = sorted({r for n in members for r in n.reads()} - names)
                 outputs = [n.name for n in members if readers.get(n.name, set()) - names]
@@ -95,3 +102,24 @@ def schedule(cell: Cell) -> Plan:
     step_nodes = [n for n in cell.nodes if n.name not in static]
     return Plan(cell, program(static_nodes, "static"), program(step_nodes, "step"),
                 frozenset(static - params))
+
+
+def kernel_dims(cell: Cell) -> dict[str, str]:
+    """The dimension of the kernel that computes each elementwise node: its own, or for
+    a per-row scalar the dimension its reductions ran over."""
+    dim_of = cell.dim_of()
+    home = {}
+    for node in cell.nodes:
+        if node.is_matmul or node.dim != ONE:
+            home[node.name] = node.dim
+            continue
+        reads = [r for r in node.reads() if r in dim_of]
+        sources = {dim_of[r] if dim_of[r] != ONE else home.get(r, ONE) for r in reads}
+        if len(sources - {ONE}) > 1:
+            raise SpecError(f"`{display_name(node.name)}` combines reductions over "
+                            f"different dimensions ({', '.join(sorted(sources - {ONE}))})",
+                            path=cell.path, line=node.line,
+                            fix="combine vectors of one dimension, or project one of them "
+                                "first with a weight matrix")
+        home[node.name] = min(sources - {ONE}, default=ONE)
+    return home

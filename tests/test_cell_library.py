@@ -1,0 +1,103 @@
+"""The cell library against independent implementations: each cell's paper equations
+written again here as a PyTorch autograd loop (torch.nn itself where it has the cell:
+see test_torch.py for elman_relu and lstmp), never read from the spec. Outputs, final
+states and every gradient must agree in float64."""
+import numpy as np
+import pytest
+from cellcheck import all_sizes, generated, rel_err
+from conftest import ROOT
+
+torch = pytest.importorskip("torch")
+F = pytest.importorskip("torch.nn.functional")
+T, B, I, H = 6, 3, 4, 5
+sig, tanh = torch.sigmoid, torch.tanh
+
+
+def gru_seed(p, x, h):        # seed 003: reset before the matmul, z keeps the old state
+    z = sig(x @ p["W_xz"] + h @ p["W_hz"] + p["b_z"])
+    r = sig(x @ p["W_xr"] + h @ p["W_hr"] + p["b_r"])
+    u = tanh(x @ p["W_xh"] + (r * h) @ p["W_hh"] + p["b_h"])
+    return z * h + (1 - z) * u
+
+
+def cifg_lstm(p, x, h, c):    # Greff et al. 2017, CIFG: f = 1 - i
+    i = sig(x @ p["W_xi"] + h @ p["W_hi"] + p["b_i"])
+    g = tanh(x @ p["W_xg"] + h @ p["W_hg"] + p["b_g"])
+    o = sig(x @ p["W_xo"] + h @ p["W_ho"] + p["b_o"])
+    c = (1 - i) * c + i * g
+    return o * tanh(c), c
+
+
+def mgu(p, x, h):             # Zhou et al. 2016, eq. 5
+    f = sig(x @ p["W_xf"] + h @ p["W_hf"] + p["b_f"])
+    u = tanh(x @ p["W_xh"] + (f * h) @ p["W_hh"] + p["b_h"])
+    return (1 - f) * h + f * u
+
+
+def indrnn(p, x, h):          # Li et al. 2018, eq. 2: the recurrent weight is a vector
+    return torch.relu(x @ p["W"] + p["u"] * h + p["b"])
+
+
+def mingru(p, x, h):          # Feng et al. 2024, Algorithm 1 (sequential mode)
+    z = sig(x @ p["W_z"] + p["b_z"])
+    return (1 - z) * h + z * (x @ p["W_h"] + p["b_h"])
+
+
+def ln_lstm(p, x, h, c):      # Ba et al. 2016 eqs. 20-22: torch's layer_norm over all 4H units
+    gates = "ifgo"
+    wx = torch.cat([p[f"W_x{k}"] for k in gates], 1)
+    wh = torch.cat([p[f"W_h{k}"] for k in gates], 1)
+    gx = torch.cat([p[f"gx_{k}"] for k in gates])
+    gh = torch.cat([p[f"gh_{k}"] for k in gates])
+    b = torch.cat([p[f"b_{k}"] for k in gates])
+    a = F.layer_norm(x @ wx, (4 * H,), gx, None, 1e-5) + F.layer_norm(h @ wh, (4 * H,), gh, None, 1e-5) + b
+    i, f, g, o = a.split(H, dim=-1)
+    c = sig(f) * c + sig(i) * tanh(g)
+    return sig(o) * tanh(F.layer_norm(c, (H,), p["g_c"], p["beta_c"], 1e-5)), c
+
+
+REFERENCES = {"gru_seed": gru_seed, "cifg_lstm": cifg_lstm, "mgu": mgu, "indrnn": indrnn,
+              "mingru": mingru, "ln_lstm": ln_lstm}
+
+
+def reference_errors(name, seed=0):
+    """Largest relative error of each result, compiled module vs the torch loop."""
+    module, _ = generated(ROOT / "specs" / f"{name}.toml")
+    sizes = all_sizes(module, {"I": I, "H": H})
+    rng = np.random.default_rng(seed)
+    params = module.init_params(dtype=np.float64, seed=seed, **sizes)
+    params = {k: v + rng.normal(scale=0.3, size=v.shape) for k, v in params.items()}  # not 1s/0s
+    x = rng.normal(size=(T, B, I))
+    states = {k: rng.normal(scale=0.5, size=(B, sizes[d])) for k, d in module.STATES.items()}
+    dy = rng.normal(size=(T, B, sizes[module.OUTPUT_DIM]))
+    ds = {k: rng.normal(size=v.shape) for k, v in states.items()}
+
+    y, final, cache = module.forward(params, x, states)
+    grads = module.backward(cache, dy, ds)
+
+    pt = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    xt = torch.tensor(x, requires_grad=True)
+    st = {k: torch.tensor(v, requires_grad=True) for k, v in states.items()}
+    current, ys = list(st.values()), []
+    for t in range(T):
+        out = REFERENCES[name](pt, xt[t], *current)
+        current = list(out) if isinstance(out, tuple) else [out]
+        ys.append(current[0])
+    yt = torch.stack(ys)
+    loss = (yt * torch.tensor(dy)).sum() + sum(
+        (f * torch.tensor(ds[k])).sum() for k, f in zip(states, current))
+    loss.backward()
+
+    errors = {"outputs": rel_err(y, yt.detach().numpy()), "d x": rel_err(grads.inputs["x"], xt.grad)}
+    for k, f in zip(states, current):
+        errors[f"final {k}"] = rel_err(final[k], f.detach().numpy())
+        errors[f"d {k}0"] = rel_err(grads.states[k], st[k].grad)
+    errors.update({f"d {k}": rel_err(grads.params[k], pt[k].grad) for k in params})
+    return errors
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_matches_independent_torch_loop(name):
+    errors = reference_errors(name)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-10, f"{worst}: {errors[worst]:.3g}"
