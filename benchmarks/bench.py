@@ -40,18 +40,26 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 SIZES = {"small": (16, 64, 50), "medium": (64, 256, 100), "large": (128, 512, 100)}  # B, I=H, T
-CELLS = ["lstm", "gru", "elman", "peephole_lstm", "gru_cho"]
+CELLS = ["lstm", "gru", "elman", "peephole_lstm", "gru_cho", "elman_relu", "gru_seed",
+         "cifg_lstm", "mgu", "indrnn", "mingru", "lstmp", "ln_lstm"]
 IMPLS = ["bound", "cellc", "torch.nn", "torch loop", "torch script", "jax scan"]
 AVX512 = "SkylakeX"
 
 
 # ---- one implementation, in a worker process --------------------------------------
+def bench_sizes(dims, H) -> dict[str, int]:
+    """I = H = the size's H; any other dimension (an LSTMP's projection P) H / 2."""
+    return {d: H if d in ("I", "H") else max(H // 2, 1) for d in dims}
+
+
 def problem(module, B, H, T, seed=0):
     rng = np.random.default_rng(seed)
-    params = module.init_params(dtype=np.float32, seed=seed, I=H, H=H)
+    sizes = bench_sizes(module.DIMS, H)
+    params = module.init_params(dtype=np.float32, seed=seed, **sizes)
     x = rng.normal(size=(T, B, H)).astype(np.float32)
-    states = {s: rng.normal(scale=0.1, size=(B, H)).astype(np.float32) for s in module.STATES}
-    dy = rng.normal(size=(T, B, H)).astype(np.float32)
+    states = {s: rng.normal(scale=0.1, size=(B, sizes[d])).astype(np.float32)
+              for s, d in module.STATES.items()}
+    dy = rng.normal(size=(T, B, sizes[module.OUTPUT_DIM])).astype(np.float32)
     return params, x, states, dy
 
 
@@ -168,8 +176,9 @@ def make_jax(name, module, ir):
 
 
 def gemm_plan(plan, H):
-    """(kind, n_in, width) of every fused GEMM in cellc's plan (every size is H here)."""
-    return [(kind, H, len(g.nodes) * H)
+    """(kind, n_in, width) of every fused GEMM in cellc's plan, sizes as `bench_sizes`."""
+    sizes, dim = bench_sizes(plan.cell.dims, H), plan.cell.dim_of()
+    return [(kind, sizes[dim[g.operand]], sum(sizes[n.dim] for n in g.nodes))
             for kind, program in (("static", plan.static), ("step", plan.step))
             for stage in program for g in stage.gemms]
 
@@ -179,7 +188,7 @@ def make_bound(name, module, ir):
     plan = schedule(ir)
 
     def build(params, x, states, dy):
-        T, B, H = x.shape
+        T, B, H = x.shape                  # I = H
         rng = np.random.default_rng(0)
         gemms = []
         for kind, n_in, w in gemm_plan(plan, H):

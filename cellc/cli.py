@@ -1,4 +1,8 @@
-"""The `cellc` command line: compile specs to modules, check that generated/ is fresh."""
+"""The `cellc` command line: compile specs to modules, check that generated/ and docs/ are
+fresh, show what the compiler made of a spec, draw it, document it, start a new one.
+
+Errors are one paragraph (file, line, what is wrong, how to fix); `--debug` shows the
+traceback instead."""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +18,26 @@ EPILOG_COMPILE = """examples:
   cellc compile specs/gru.toml -o out/    compile one spec
 """
 EPILOG_CHECK = """examples:
-  cellc check                             generated/ must match specs/ exactly
-  cellc check specs/ -o generated/
+  cellc check                             generated/ and docs/cells/ must match specs/
+  cellc check specs/ -o generated/ --docs docs/cells/
+"""
+EPILOG_SHOW = """examples:
+  cellc show specs/lstm.toml                       equations, derived backward, plan, cost
+  cellc show specs/lstm.toml --sizes I=32,H=64 --batch 16
+  cellc show specs/ln_lstm.toml --latex            the equations as LaTeX
+"""
+EPILOG_GRAPH = """examples:
+  cellc graph specs/lstm.toml -o lstm.svg          needs graphviz (scripts/install-graphviz)
+  cellc graph specs/gru_cho.toml -o gru_cho.png
+  cellc graph specs/lstm.toml -o lstm.dot          the DOT text only, no graphviz needed
+"""
+EPILOG_DOCS = """examples:
+  cellc docs                                       rebuild docs/cells/ from specs/
+  cellc docs specs/mgu.toml -o docs/cells/
+"""
+EPILOG_NEW = """examples:
+  cellc new mycell                                 writes specs/mycell.toml
+  cellc new mycell -o ./mycell.toml && cellc show ./mycell.toml
 """
 
 
@@ -41,11 +63,17 @@ def package_init(names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def progress(items, what: str):
+    """A progress bar on a terminal (tqdm), nothing when stderr is not one."""
+    from tqdm import tqdm
+    return tqdm(items, desc=what, unit="spec", disable=None, leave=False, file=sys.stderr)
+
+
 def render_all(paths: list[str], verbose=True) -> dict[str, str]:
     """Compile every spec; return {file name: source}, including the package __init__."""
     from .driver import compile_spec
     out = {}
-    for f in spec_files(paths):
+    for f in progress(spec_files(paths), "compiling") if verbose else spec_files(paths):
         t0 = time.perf_counter()
         compiled = compile_spec(f)
         name = compiled.cell.name
@@ -70,6 +98,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from . import docs
     outdir = Path(args.output)
     expected = render_all(args.specs, verbose=False)
     problems = []
@@ -82,11 +111,78 @@ def cmd_check(args) -> int:
     for path in sorted(outdir.glob("*.py")):
         if path.name not in expected:
             problems.append(f"{path} has no spec")
+    fixes = [f"cellc compile {' '.join(args.specs)} -o {outdir}"]
+    if args.docs:
+        problems += docs.problems(Path(args.docs), docs.expected(spec_files(args.specs)))
+        fixes.append(f"cellc docs {' '.join(args.specs)} -o {args.docs}")
     if problems:
-        print("generated/ is out of date:\n  " + "\n  ".join(problems) +
-              f"\nfix: run `cellc compile {' '.join(args.specs)} -o {outdir}`", file=sys.stderr)
+        print("out of date:\n  " + "\n  ".join(problems) + "\nfix: run `"
+              + "` and `".join(fixes) + "`", file=sys.stderr)
         return 1
-    print(f"{outdir}/ is up to date with {' '.join(args.specs)} ({len(expected) - 1} cells)")
+    checked = f"{outdir}/" + (f" and {args.docs}/" if args.docs else "")
+    print(f"{checked} up to date with {' '.join(args.specs)} ({len(expected) - 1} cells)")
+    return 0
+
+
+def _sizes(text: str) -> dict[str, int]:
+    sizes = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(f"bad size {part!r}: write DIM=N, e.g. H=64")
+        sizes[name.strip()] = int(value)
+    return sizes
+
+
+def cmd_show(args) -> int:
+    from . import show
+    report = show.report(args.spec, args.sizes, args.batch, 8 if args.float64 else 4)
+    unknown = sorted(set(args.sizes) - set(report.compiled.cell.dims))
+    if unknown:
+        raise SpecError(f"--sizes names {', '.join(unknown)}, which the cell does not have",
+                        path=args.spec, fix="its dimensions are "
+                        + ", ".join(report.compiled.cell.dims))
+    sys.stdout.write(show.render(report, tex=args.latex))
+    return 0
+
+
+def cmd_graph(args) -> int:
+    from . import graph
+    from .driver import compile_spec
+    out = graph.write(compile_spec(args.spec), Path(args.output))
+    print(f"drew {args.spec} into {out}")
+    return 0
+
+
+def cmd_docs(args) -> int:
+    from . import docs
+    outdir = Path(args.output)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files = spec_files(args.specs)
+    for path in progress(files, "documenting"):
+        name, md, dot = docs.page(path)
+        (outdir / f"{name}.md").write_text(md, encoding="utf-8")
+        (outdir / f"{name}.dot").write_text(dot, encoding="utf-8")
+        docs.write_svg(outdir / f"{name}.svg", f"{name}.dot", dot)
+    print(f"documented {len(files)} cell(s) in {outdir}/")
+    return 0
+
+
+def cmd_new(args) -> int:
+    from .driver import _ENV
+    from .spec import _name_problem
+    problem = _name_problem(args.name)
+    if problem:
+        raise SpecError(f"cell name {args.name!r} {problem}", path="cellc new",
+                        fix="e.g. `cellc new my_cell`")
+    out = Path(args.output or f"specs/{args.name}.toml")
+    if out.exists() and not args.force:
+        raise SpecError(f"{out} exists already", path=str(out),
+                        fix="choose another name, or pass --force to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(_ENV.get_template("starter/new_spec.toml.j2").render(name=args.name),
+                   encoding="utf-8")
+    print(f"wrote {out}; compile it with `cellc compile {out} -o generated/`")
     return 0
 
 
@@ -102,18 +198,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("specs", nargs="*", default=["specs"], help="spec files or directories")
     p.add_argument("-o", "--output", default="generated", help="output directory")
     p.set_defaults(run=cmd_compile)
-    p = sub.add_parser("check", help="fail if generated/ is stale against specs/",
+    p = sub.add_parser("check", help="fail if generated/ or docs/cells/ are stale",
                        epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="*", default=["specs"], help="spec files or directories")
     p.add_argument("-o", "--output", default="generated", help="generated directory")
+    p.add_argument("--docs", default="docs/cells",
+                   help="documentation directory to check too ('' to skip)")
     p.set_defaults(run=cmd_check)
+    p = sub.add_parser("show", help="print the equations, derived backward, fusion plan, cost",
+                       epilog=EPILOG_SHOW, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="a spec file")
+    p.add_argument("--sizes", type=_sizes, default={},
+                   help="dimension sizes for the tables, e.g. I=32,H=64 (default 64 each)")
+    p.add_argument("--batch", type=int, default=64, help="batch size for the cost (default 64)")
+    p.add_argument("--float64", action="store_true", help="cost in float64 (default float32)")
+    p.add_argument("--latex", action="store_true", help="equations as LaTeX")
+    p.set_defaults(run=cmd_show)
+    p = sub.add_parser("graph", help="draw the cell's dataflow (graphviz)",
+                       epilog=EPILOG_GRAPH, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", help="a spec file")
+    p.add_argument("-o", "--output", required=True, help="output file: .svg, .png, .pdf or .dot")
+    p.set_defaults(run=cmd_graph)
+    p = sub.add_parser("docs", help="write a documentation page per cell",
+                       epilog=EPILOG_DOCS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("specs", nargs="*", default=["specs"], help="spec files or directories")
+    p.add_argument("-o", "--output", default="docs/cells", help="output directory")
+    p.set_defaults(run=cmd_docs)
+    p = sub.add_parser("new", help="write a commented starter spec that compiles",
+                       epilog=EPILOG_NEW, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", help="the cell's name (letters, digits, _)")
+    p.add_argument("-o", "--output", help="where to write it (default specs/NAME.toml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(run=cmd_new)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except SpecError as err:
+    except (SpecError, OSError) as err:
         if args.debug:
             raise
-        print(err, file=sys.stderr)
+        print(err if isinstance(err, SpecError) else f"error: {err}", file=sys.stderr)
         return 1
 
 

@@ -1,4 +1,4 @@
-"""Generated code is deterministic and generated/ is up to date."""
+"""Generated code is deterministic, and generated/ and docs/cells/ are up to date."""
 import hashlib
 import os
 import subprocess
@@ -41,12 +41,12 @@ def test_check_detects_a_stale_module(tmp_path):
     (tmp_path / "specs" / "elman.toml").write_text(spec)
     out = tmp_path / "gen"
     assert main(["compile", str(tmp_path / "specs"), "-o", str(out)]) == 0
-    assert main(["check", str(tmp_path / "specs"), "-o", str(out)]) == 0
+    assert main(["check", str(tmp_path / "specs"), "-o", str(out), "--docs", ""]) == 0
     (tmp_path / "specs" / "elman.toml").write_text(spec.replace("tanh(", "sigmoid("))
-    assert main(["check", str(tmp_path / "specs"), "-o", str(out)]) == 1
+    assert main(["check", str(tmp_path / "specs"), "-o", str(out), "--docs", ""]) == 1
     (tmp_path / "specs" / "elman.toml").write_text(spec)
     (out / "stray.py").write_text("")
-    assert main(["check", str(tmp_path / "specs"), "-o", str(out)]) == 1
+    assert main(["check", str(tmp_path / "specs"), "-o", str(out), "--docs", ""]) == 1
 
 
 def test_generated_module_is_marked_and_self_contained():
