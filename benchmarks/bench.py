@@ -145,8 +145,11 @@ def make_jax(name, module, ir):
            "step": lambda v: (v > 0).astype(v.dtype)}
     assert set(fns) == set(FUNCTIONS)
 
+    sizes = {}                                       # len__D, bound in build()
+
     def step(p, carry, xt):
-        env = dict(p)
+        env = dict(sizes)
+        env.update(p)
         env.update(carry)
         env["x"] = xt
         for n in ir.nodes:
@@ -159,6 +162,9 @@ def make_jax(name, module, ir):
         return ys
 
     def build(params, x, states, dy):
+        from cellc.ir import size_symbol
+        sizes.update({size_symbol(d).name: float(n) for d, n in
+                      bench_sizes(ir.dims, x.shape[-1]).items()})
         p = {k: jnp.asarray(v) for k, v in params.items()}
         xs, s0, dyj = jnp.asarray(x), {k: jnp.asarray(v) for k, v in states.items()}, jnp.asarray(dy)
         train_fn = jax.jit(lambda p, x, s0, dy: jax.vjp(run, p, x, s0)[1](dy))

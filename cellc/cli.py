@@ -100,17 +100,9 @@ def cmd_compile(args) -> int:
 def cmd_check(args) -> int:
     from . import docs
     outdir = Path(args.output)
+    from .driver import stale_files
     expected = render_all(args.specs, verbose=False)
-    problems = []
-    for name, source in expected.items():
-        path = outdir / name
-        if not path.exists():
-            problems.append(f"{path} is missing")
-        elif path.read_text(encoding="utf-8") != source:
-            problems.append(f"{path} is stale")
-    for path in sorted(outdir.glob("*.py")):
-        if path.name not in expected:
-            problems.append(f"{path} has no spec")
+    problems = stale_files(outdir, expected, "*.py")
     fixes = [f"cellc compile {' '.join(args.specs)} -o {outdir}"]
     if args.docs:
         problems += docs.problems(Path(args.docs), docs.expected(spec_files(args.specs)))

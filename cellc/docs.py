@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from . import graph, show
+from .driver import stale_files
 
 SIZES = {"I": 256, "H": 256, "P": 128}     # the sizes the pages' tables use
 _MARK = re.compile(r"<!-- cellc: laid out from (\S+) sha256 ([0-9a-f]{64}) -->")
@@ -96,19 +97,11 @@ def write_svg(out: Path, dot_name: str, dot: str) -> None:
 
 def problems(outdir: Path, files: dict[str, str]) -> list[str]:
     """What is missing or stale in `outdir` against `files` (from `expected`)."""
-    found = []
+    found = stale_files(outdir, files, "*.md")
     for name, text in files.items():
-        path = outdir / name
-        if not path.exists():
-            found.append(f"{path} is missing")
-        elif path.read_text(encoding="utf-8") != text:
-            found.append(f"{path} is stale")
         if name.endswith(".dot"):
-            svg = path.with_suffix(".svg")
+            svg = (outdir / name).with_suffix(".svg")
             mark = _MARK.search(svg.read_text(encoding="utf-8")) if svg.exists() else None
             if mark is None or svg_mark(name, text) != mark.group(0):
                 found.append(f"{svg} was not laid out from the current {name}")
-    for path in sorted(outdir.glob("*.md")):
-        if path.name not in files:
-            found.append(f"{path} has no spec")
     return found

@@ -112,3 +112,18 @@ def write_atomic(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def stale_files(outdir: Path, expected: dict[str, str], pattern: str) -> list[str]:
+    """What in `outdir` differs from `expected` ({file name: text}): missing or stale files,
+    and files matching `pattern` that nothing generates."""
+    found = []
+    for name, text in expected.items():
+        path = outdir / name
+        if not path.exists():
+            found.append(f"{path} is missing")
+        elif path.read_text(encoding="utf-8") != text:
+            found.append(f"{path} is stale")
+    found += [f"{path} has no spec" for path in sorted(outdir.glob(pattern))
+              if path.name not in expected]
+    return found
