@@ -99,8 +99,8 @@ def cmd_compile(args) -> int:
 
 def cmd_check(args) -> int:
     from . import docs
-    outdir = Path(args.output)
     from .driver import stale_files
+    outdir = Path(args.output)
     expected = render_all(args.specs, verbose=False)
     problems = stale_files(outdir, expected, "*.py")
     fixes = [f"cellc compile {' '.join(args.specs)} -o {outdir}"]

@@ -242,13 +242,13 @@ class _Emitter:
         k.rows += [seeds[adjoint(n)] for n in grad.seeds if self.is_scalar(n)]
         k.rows += [f"{n} = T(0)" for n in dict.fromkeys(
             n for loop in grad.loops for n, _ in loop.sums)]
+        vectors = [n for n in grad.levels if not self.is_scalar(n)]
         for loop in grad.loops:
             exprs = [e for _, e in (*loop.temps, *loop.scratch, *loop.sums)]
             if loop.level == 0:
                 exprs += [e for _, e in grad.grads]
             used = {s.name for e in exprs for s in e.free_symbols}
             every = loop.level == 0          # the last loop loads all it may need
-            vectors = [n for n in grad.levels if not self.is_scalar(n)]
             lines = [self.load(k, n, L.value(n, kind)) for n in grad.reads
                      if not self.is_scalar(n) and (every or n in used)]
             lines += [seeds[adjoint(n)] for n in grad.seeds if not self.is_scalar(n)

@@ -40,6 +40,7 @@ def dataflow(compiled: Compiled) -> graphviz.Digraph:
     d = compiled.derivation
     cell = d.plan.cell
     member = {}                         # affine node -> its fused GEMM's graph id
+    new_states = {new_name(s.name) for s in cell.states}
     g = graphviz.Digraph(cell.name, graph_attr=dict(rankdir="TB", fontname="Helvetica",
                                                     label=f"{cell.name}: dataflow of one step",
                                                     labelloc="t", fontsize="16"),
@@ -67,8 +68,7 @@ def dataflow(compiled: Compiled) -> graphviz.Digraph:
                     sub.attr(label=f"kernel {region.name} ({kind})", style="dashed",
                              color="#9e9e9e", fontsize="11")
                     for n in region.nodes:
-                        style = _STYLE["new"] if n.name in {new_name(s.name) for s in
-                                                            cell.states} else _STYLE["value"]
+                        style = _STYLE["new"] if n.name in new_states else _STYLE["value"]
                         text = mathtext.equation(n.name, n.expr)
                         if n.name == cell.output:
                             text += "\n(output)"

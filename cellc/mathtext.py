@@ -14,7 +14,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
 from .functions import CellFunction
-from .ir import NEW_SUFFIX, SIZE_PREFIX, Affine, RowMean, RowSum
+from .ir import NEW_SUFFIX, SIZE_PREFIX
 
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _SUP = {2: "²", 3: "³", 4: "⁴"}
@@ -159,5 +159,4 @@ def equation(name: str, expr: sympy.Expr, *, tex: bool = False) -> str:
     return f"{unicode_name(name)} = {unicode(expr)}"
 
 
-__all__ = ["unicode", "latex", "equation", "unicode_name", "latex_name", "Affine", "RowSum",
-           "RowMean"]
+__all__ = ["unicode", "latex", "equation", "unicode_name", "latex_name"]

@@ -113,10 +113,14 @@ def region_grad(region: Region, reuse: dict, dim_of: dict) -> RegionGrad:
     for node in region.nodes:
         for r in node.reads():
             readers.setdefault(r, []).append(node)
-    nodes_at = lambda p: [n for n in region.nodes if level[n.name] == p]   # noqa: E731
-    top = max(level.values(), default=0)
+    at_level: dict[int, list] = {}
+    for node in region.nodes:
+        at_level.setdefault(level[node.name], []).append(node)
+    # the scalars some vector reads: their adjoints include a sum over the units
+    summed = {r for n in region.nodes if not is_scalar[n.name]
+              for r in n.reads() if is_scalar.get(r, False)}
     loops = []
-    for p in range(top, -1, -1):
+    for p in range(max(level.values(), default=0), -1, -1):
         adj: dict[str, sympy.Expr] = {}
 
         def coefficient(reader):
@@ -128,7 +132,7 @@ def region_grad(region: Region, reuse: dict, dim_of: dict) -> RegionGrad:
         def incoming(name):
             return [coefficient(r) * partial(r, name) for r in readers.get(name, [])]
 
-        vectors = [n for n in nodes_at(p) if not is_scalar[n.name]]
+        vectors = [n for n in at_level.get(p, []) if not is_scalar[n.name]]
         for node in reversed(vectors):
             seed = [symbol(adjoint(node.name))] if node.name in region.outputs else []
             adj[node.name] = sympy.Add(*seed, *incoming(node.name))
@@ -153,13 +157,8 @@ def region_grad(region: Region, reuse: dict, dim_of: dict) -> RegionGrad:
         sums = list(zip([n for n, _ in sums], reduced[k:k + len(sums)]))
         grads = list(zip([n for n, _ in grads], reduced[k + len(sums):]))
         # per-row scalars of this level, after the loop, in reverse order
-        summed = {}
-        for n in region.nodes:            # any level: a vector of a higher loop may read it
-            for r in n.reads():
-                if is_scalar.get(r, False) and not is_scalar[n.name]:
-                    summed[r] = True
         scalars = []
-        last = [n.name for n in nodes_at(p) if is_scalar[n.name]]
+        last = [n.name for n in at_level.get(p, []) if is_scalar[n.name]]
         if p == 0:
             last = [u for u in region.inputs if is_scalar[u]] + last
         for name in reversed(last):
