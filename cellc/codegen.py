@@ -16,6 +16,7 @@ from .functions import CellFunction
 from .ir import ONE, display_name, new_name
 from .layout import Layout
 from .passes.derive import Derivation, accumulator, adjoint, levels
+from .regularizers import Regularizers
 from .passes.schedule import Gemm, Region
 from .printer import kernel_source
 
@@ -331,7 +332,7 @@ class _Emitter:
 
     def allocate_adjoints(self) -> list[str]:
         L, lines = self.layout, []
-        for name in sorted(L.inputs | set(L.static)):
+        for name in sorted((L.inputs | set(L.static)) - L.constants):
             if name not in L.member:
                 lines.append(f"_{adjoint(name)} = _empty((T, B, {L.dim[name]}), dtype)")
         for _, g in L.gemms:
@@ -390,7 +391,7 @@ class _Emitter:
                 lines.append(self.bwd_kernel("static", region, written))
             for g in stage.gemms:
                 lines.append(self.gemm_transpose(g, "static", written))
-        for x in sorted(L.inputs - written):
+        for x in sorted(L.inputs - L.constants - written):
             lines.append(f"_{adjoint(x)}[:] = 0")
         # Vector parameters: column sums over all rows, one contiguous sum per buffer.
         sums = {}
@@ -444,8 +445,8 @@ class _Emitter:
                       | {f"_w__{g.name}" for _, g in L.gemms} | read)
 
 
-def build_context(d: Derivation, *, version: str, source_name: str,
-                  equations: list[str]) -> dict:
+def build_context(d: Derivation, *, version: str, source_name: str, equations: list[str],
+                  spec_text: str, matmul_states: tuple[str, ...]) -> dict:
     cell = d.plan.cell
     emit = _Emitter(d)
     forward, backward = emit.forward(), emit.backward()
@@ -466,6 +467,10 @@ def build_context(d: Derivation, *, version: str, source_name: str,
         "fast_functions": fast_functions(d),
         "step_functions": emit.step_functions,
         "torch": cell.torch.as_dict() if cell.torch else None,
+        "spec_lines": spec_text.split("\n"),
+        "regularizers": (cell.regularizers or Regularizers())._asdict(),
+        "matmul_states": matmul_states,
+        "no_grad_inputs": tuple(v.name for v in cell.inputs if not v.grad),
     }
 
 

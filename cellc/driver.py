@@ -3,6 +3,7 @@
 Stages (each a plain function you can call and inspect on its own):
 
   1. front end  `spec.read_spec(path)`        file → Cell IR (with Affine terms)
+     (regularize `passes.regularize(cell, r)` zoneout / recurrent dropout masks, on request)
   2. split      `passes.split(cell)`          Affine terms → affine nodes
   3. schedule   `passes.schedule(cell)`       static/step programs, fused GEMMs and kernels
   4. derive     `passes.derive(plan)`         symbolic backward (VJP + CSE), saved values
@@ -25,7 +26,9 @@ import jinja2
 from . import __version__
 from .codegen import build_context
 from .ir import Cell, format_equation
-from .passes import derive, schedule, split
+from .passes import derive, regularize, schedule, split
+from .regularizers import Regularizers
+from .passes.regularize import matmul_states
 from .passes.derive import Derivation
 from .errors import read_spec_bytes
 from .spec import parse_spec
@@ -68,7 +71,10 @@ def render(context: dict) -> str:
     return _ENV.get_template("module.py.j2").render(**context)
 
 
-def compile_bytes(raw: bytes, path: str = "<spec>") -> Compiled:
+def compile_bytes(raw: bytes, path: str = "<spec>",
+                  regularizers: Regularizers = Regularizers()) -> Compiled:
+    """Compile spec bytes to module source; `regularizers` asks for the variant with
+    zoneout and recurrent dropout masks as inputs (see `passes/regularize.py`)."""
     timings = {}
     t0 = time.perf_counter()
 
@@ -79,6 +85,8 @@ def compile_bytes(raw: bytes, path: str = "<spec>") -> Compiled:
         t0 = now
 
     cell = parse_spec(raw, path)
+    droppable = matmul_states(cell)
+    cell = regularize(cell, regularizers)
     equations = [format_equation(n) for n in cell.nodes]
     lap("frontend")
     cell = split(cell)
@@ -88,7 +96,8 @@ def compile_bytes(raw: bytes, path: str = "<spec>") -> Compiled:
     derivation = derive(plan)
     lap("derive")
     context = build_context(derivation, version=__version__, source_name=Path(path).name,
-                            equations=equations)
+                            equations=equations, spec_text=raw.decode("utf-8"),
+                            matmul_states=droppable)
     lap("codegen")
     source = render(context)
     lap("render")

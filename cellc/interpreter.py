@@ -98,7 +98,8 @@ def backward(cell: Cell, tape, dy=None, dstates=None):
     sizes, B = tape["sizes"], tape["B"]
     dim_of = cell.dim_of()
     dparams = {k: np.zeros_like(v) for k, v in params.items()}
-    dinputs = {k: np.zeros_like(v) for k, v in inputs.items()}
+    no_grad = {v.name for v in cell.inputs if not v.grad}       # regularizer masks
+    dinputs = {k: np.zeros_like(v) for k, v in inputs.items() if k not in no_grad}
     carry = {s.name: np.zeros((B, sizes[s.dim])) for s in cell.states}
     for k, v in (dstates or {}).items():
         carry[k] = carry[k] + v
@@ -130,7 +131,7 @@ def backward(cell: Cell, tape, dy=None, dstates=None):
         for name in list(adj):
             if name in params:
                 dparams[name] += adj[name].sum(axis=0)
-            elif name in inputs:
+            elif name in dinputs:
                 dinputs[name][t] += adj[name]
         carry = {s.name: adj.get(s.name, np.zeros((B, sizes[s.dim]))) for s in cell.states}
     return dparams, dinputs, carry

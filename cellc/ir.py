@@ -95,6 +95,8 @@ def symbol(name: str) -> sympy.Symbol:
 class Var(NamedTuple):
     name: str
     dim: str
+    grad: bool = True        # False: an input nobody differentiates (a regularizer's mask),
+                             # whose adjoint is neither computed nor returned
 
 
 class Init(NamedTuple):
@@ -161,6 +163,7 @@ class Cell(NamedTuple):
     path: str = "<spec>"
     spec_hash: str = ""
     torch: object = None             # torchmap.TorchMap from the spec's [torch] table
+    regularizers: object = None      # regularizers.Regularizers applied (passes/regularize.py)
 
     @property
     def dims(self) -> tuple[str, ...]:

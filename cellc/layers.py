@@ -5,6 +5,10 @@ A `Layer` drives a generated module (see the README's "module contract"): one ca
 compiled kernels. Between layers there is only NumPy work over whole arrays: joining the
 two directions, dropout, and reversing each sequence within its own length.
 
+Zoneout and recurrent dropout (`cellc/regularizers.py`) run the cell's variant that reads
+their masks as inputs; the layer draws the masks, per layer and direction, from the
+seeded generator that also draws the dropout between layers.
+
 Parameters are one flat dict, named as in the spec with PyTorch's suffixes: `W_xi_l0`,
 `W_xi_l0_reverse`, `W_xi_l1`, ... Initial and final states are stacked like PyTorch's
 `h_0`/`h_n`: `[num_layers * num_directions, B, size]`, index `layer * num_directions +
@@ -16,6 +20,8 @@ from collections import namedtuple
 from types import ModuleType
 
 import numpy as np
+
+from .regularizers import Rates
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
@@ -36,11 +42,17 @@ class Layer:
     (or [B, T, I] with `batch_first`), with dropout between layers in training.
 
     `merge` joins the two directions' outputs: "concat" (PyTorch) or "sum" (oneDNN's
-    bidirectional_sum)."""
+    bidirectional_sum).
+
+    `zoneout` (Krueger et al. 2016) and `recurrent_dropout` (Gal & Ghahramani 2016, one
+    mask per sequence) regularize every layer: a rate, or a dict of rates by state name
+    (`zoneout={"c": 0.5, "h": 0.05}`). A rate for all applies zoneout to every state,
+    recurrent dropout to every state a matrix product reads. In training the masks are
+    random; in evaluation zoneout uses its expectation and recurrent dropout is off."""
 
     def __init__(self, cell: ModuleType | str, num_layers: int = 1, *,
                  bidirectional: bool = False, merge: str = "concat", dropout: float = 0.0,
-                 batch_first: bool = False):
+                 batch_first: bool = False, zoneout=0.0, recurrent_dropout=0.0):
         if isinstance(cell, str) or hasattr(cell, "__fspath__"):
             from .loader import load
             cell = load(cell)
@@ -57,6 +69,11 @@ class Layer:
         self.directions = 2 if bidirectional else 1
         self.merge, self.dropout, self.batch_first = merge, float(dropout), batch_first
         self.input_dim = next(iter(cell.INPUTS.values()))
+        self.rates = Rates.resolve(cell, zoneout, recurrent_dropout)
+        self.regularized = cell
+        if self.rates.variant:
+            from .loader import variant
+            self.regularized = variant(cell, self.rates.variant)
 
     # ---- parameters --------------------------------------------------------------
     def names(self, layer: int, direction: int) -> dict[str, str]:
@@ -94,7 +111,8 @@ class Layer:
 
         `states` maps each state name to `[num_layers * num_directions, B, size]` (zeros
         when omitted); `lengths` [B] gives each sequence's length in a padded batch.
-        In training, dropout masks come from `np.random.default_rng(seed)`."""
+        In training, all masks (dropout, zoneout, recurrent dropout) come from
+        `np.random.default_rng(seed)`: the same seed gives the same masks."""
         if self.batch_first:
             x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
         T, B = x.shape[:2]
@@ -104,11 +122,14 @@ class Layer:
         unknown = [k for k in states if k not in self.cell.STATES]
         if unknown:
             raise ValueError(f"unknown states {unknown}; this cell's are {list(self.cell.STATES)}")
-        rng = np.random.default_rng(seed) if training and self.dropout else None
+        random = self.dropout or self.rates.variant
+        rng = np.random.default_rng(seed) if training and random else None
+        # evaluation without zoneout runs the cell as written (no masks to multiply)
+        module = self.regularized if training or self.rates.zoneout else self.cell
         finals = {k: [] for k in self.cell.STATES}
         caches, masks = [], []
         for layer in range(self.num_layers):
-            if rng is not None and layer > 0:
+            if rng is not None and self.dropout and layer > 0:
                 mask = (rng.random(x.shape) >= self.dropout).astype(x.dtype)
                 mask /= x.dtype.type(1 - self.dropout)
                 x = x * mask
@@ -118,9 +139,13 @@ class Layer:
                 p = {old: params[new] for old, new in self.names(layer, direction).items()}
                 s = {k: self._state(v, layer, direction, B) for k, v in states.items()}
                 xin = _reverse(x, lengths) if direction else x
-                y, final, cache = self.cell.forward(p, xin, s, lengths=lengths)
+                if module is not self.cell:
+                    widths = self._widths(p, xin, s)
+                    xin = {next(iter(self.cell.INPUTS)): xin,
+                           **self.rates.masks(T, B, widths, xin.dtype, rng)}
+                y, final, cache = module.forward(p, xin, s, lengths=lengths)
                 outs.append(_reverse(y, lengths) if direction else y)
-                caches.append(cache)
+                caches.append((module, cache))
                 for k in finals:
                     finals[k].append(final[k])
             x = outs[0] if self.directions == 1 else (
@@ -128,6 +153,19 @@ class Layer:
         finals = {k: np.stack(v) for k, v in finals.items()}
         y = np.ascontiguousarray(np.swapaxes(x, 0, 1)) if self.batch_first else x
         return y, finals, {"caches": caches, "masks": masks, "lengths": lengths, "B": B}
+
+    def _widths(self, params: dict, x: np.ndarray, states: dict) -> dict[str, int]:
+        """Each state's size, as the module will bind it: from the parameters' shapes,
+        the input and the initial states (for the masks, drawn before the module runs)."""
+        sizes = {self.input_dim: x.shape[-1]}
+        for name, shape in self.cell.PARAMS.items():
+            sizes.update(zip(shape, np.shape(params[name])))
+        sizes.update((self.cell.STATES[k], v.shape[-1]) for k, v in states.items())
+        missing = [d for d in self.cell.STATES.values() if d not in sizes]
+        if missing:
+            raise ValueError(f"cannot tell the size of {missing} from the parameters; "
+                             "pass initial states")
+        return {s: sizes[d] for s, d in self.cell.STATES.items()}
 
     def _state(self, v, layer, direction, B):
         k = layer * self.directions + direction
@@ -159,7 +197,8 @@ class Layer:
                         part = dy[..., direction * width:(direction + 1) * width]
                     part = _reverse(part, lengths) if direction else np.ascontiguousarray(part)
                 ds = {s: np.ascontiguousarray(v[k]) for s, v in d_states.items()}
-                g = self.cell.backward(caches[k], part, ds)
+                module, run = caches[k]
+                g = module.backward(run, part, ds)
                 grads.update({new: g.params[old]
                               for old, new in self.names(layer, direction).items()})
                 for s in self.cell.STATES:

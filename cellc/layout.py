@@ -27,6 +27,7 @@ class Layout:
         self.cell = cell
         self.params = {p.name: p for p in cell.params}
         self.inputs = {v.name for v in cell.inputs}
+        self.constants = {v.name for v in cell.inputs if not v.grad}    # no adjoint
         self.states = {v.name: v.dim for v in cell.states}
         self.new_states = {new_name(s): s for s in self.states}
         self.static = plan.static_values

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import read_spec_bytes
+from .regularizers import Regularizers
 
 
 def cache_dir() -> Path:
@@ -39,10 +40,28 @@ def compiler_fingerprint() -> str:
 _LOADED: dict[str, object] = {}
 
 
-def load(spec: str | os.PathLike):
-    """Compile the spec file (if not cached) and return the imported module."""
-    raw = read_spec_bytes(spec)
-    key = hashlib.sha256(raw + b"\0" + compiler_fingerprint().encode()).hexdigest()[:20]
+def load(spec: str | os.PathLike, *, zoneout=(), recurrent_dropout=()):
+    """Compile the spec file (if not cached) and return the imported module.
+
+    `zoneout` and `recurrent_dropout` name states: the module is then the cell's variant
+    with those regularizers' masks as extra inputs (see `passes/regularize.py`);
+    `cellc.layers.Layer` draws the masks for you."""
+    regularizers = Regularizers.of(zoneout, recurrent_dropout)
+    return _load(read_spec_bytes(spec), str(spec), regularizers)
+
+
+def variant(module, regularizers: Regularizers):
+    """The variant of a compiled cell (a generated module) with the given regularizers,
+    compiled from the spec the module carries (`SPEC_SOURCE`), cached like `load`."""
+    if not regularizers:
+        return module
+    regularizers.check(module.NAME, module.STATES, module.MATMUL_STATES)
+    return _load(module.SPEC_SOURCE.encode("utf-8"), f"{module.NAME}.toml", regularizers)
+
+
+def _load(raw: bytes, path: str, regularizers: Regularizers):
+    key = hashlib.sha256(raw + b"\0" + compiler_fingerprint().encode() + b"\0"
+                         + regularizers.tag().encode()).hexdigest()[:20]
     if key in _LOADED:
         return _LOADED[key]
     directory = cache_dir()
@@ -51,8 +70,9 @@ def load(spec: str | os.PathLike):
         path = existing[0]
     else:
         from .driver import compile_bytes, write_atomic   # SymPy is only needed on a miss
-        compiled = compile_bytes(raw, str(spec))
-        path = directory / f"{compiled.cell.name}_{key}.py"
+        compiled = compile_bytes(raw, path, regularizers)
+        stem = "_".join(p for p in (compiled.cell.name, regularizers.tag(), key) if p)
+        path = directory / f"{stem.replace('-', '_')}.py"
         write_atomic(path, compiled.source)
     module = import_file(path, f"cellc_cache.{path.stem}")
     _LOADED[key] = module

@@ -165,15 +165,21 @@ class RNN(nn.Module):
     one tensor, or a tuple in the spec's state order (h, c for an LSTM), each
     [num_layers * num_directions, B, size]; zero when omitted. Returns (output, final
     states) in the same form. `merge="sum"` adds the two directions instead of joining
-    them. Parameters are named as in the spec with PyTorch's suffixes (`W_xi_l0`)."""
+    them. Parameters are named as in the spec with PyTorch's suffixes (`W_xi_l0`).
+
+    `zoneout` and `recurrent_dropout` (a rate, or rates by state name; see
+    `cellc.layers.Layer`) apply in training mode; their masks, like `dropout`'s, are
+    drawn from a seed taken from torch's generator, so `torch.manual_seed` replays them."""
 
     def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
                  merge: str = "concat", proj_size: int = 0, sizes: dict | None = None,
-                 dtype=torch.float32):
+                 dtype=torch.float32, zoneout=0.0, recurrent_dropout=0.0):
         super().__init__()
         self.layer = Layer(cell, num_layers, bidirectional=bidirectional, merge=merge,
-                           dropout=dropout)
+                           dropout=dropout, zoneout=zoneout,
+                           recurrent_dropout=recurrent_dropout)
+        self.zoneout, self.recurrent_dropout = zoneout, recurrent_dropout
         self.cell = self.layer.cell
         self.batch_first = batch_first
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -230,7 +236,8 @@ class RNN(nn.Module):
             x = input.transpose(0, 1) if self.batch_first else input
         states = self._states(hx)
         names = [n for n, _ in self.named_parameters()]
-        seed = int(torch.randint(0, 2**63 - 1, ())) if self.training and self.dropout else None
+        random = self.dropout or self.layer.rates.variant
+        seed = int(torch.randint(0, 2**63 - 1, ())) if self.training and random else None
         y, *finals = _LayerFunction.apply(self.layer, names, lengths, self.training, seed,
                                           x.contiguous(), len(states), *states,
                                           *(p for _, p in self.named_parameters()))
@@ -256,4 +263,7 @@ class RNN(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.cell.NAME}, {self.input_size}, {self.hidden_size}, "
                 f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
-                f"batch_first={self.batch_first}, dropout={self.dropout}")
+                f"batch_first={self.batch_first}, dropout={self.dropout}"
+                + (f", zoneout={self.zoneout}" if self.layer.rates.zoneout else "")
+                + (f", recurrent_dropout={self.recurrent_dropout}"
+                   if self.layer.rates.recurrent_dropout else ""))

@@ -52,6 +52,31 @@ INIT = {
 DIMS = ('H', 'I')
 # The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
 TORCH = None
+# Inputs that get no gradient: regularizer masks (zoneout__s, dropout__s)
+NO_GRAD_INPUTS = ()
+# The states zoned out and dropped in this variant, and those recurrent dropout can drop
+REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
+MATMUL_STATES = ('s',)
+# The spec this module was compiled from, so that cellc can build its variants
+SPEC_SOURCE = "\n".join([
+    "# GRU in Cho's original form, as seed 004 writes it: the reset gate is applied to the",
+    '# state *before* the matmul, so a GEMM sits between two elementwise stages.',
+    'name = "gru_cho"',
+    'summary = "GRU, Cho\'s form: s~ = tanh(x W + (r * s) W_s + b), s\' = (1 - z) * s + z * s~"',
+    'reference = "Cho et al. 2014, Learning Phrase Representations using RNN Encoder-Decoder; seed 004"',
+    'inputs = ["x"]',
+    'states = ["s"]',
+    'parameters = ["W_xr", "W_sr", "b_r",',
+    '              "W_xz", "W_sz", "b_z",',
+    '              "W_xs", "W_ss", "b_s"]',
+    'equations = """',
+    'r  = sigmoid(x @ W_xr + s @ W_sr + b_r)     # reset gate',
+    'z  = sigmoid(x @ W_xz + s @ W_sz + b_z)     # update gate',
+    'u  = tanh(x @ W_xs + (r * s) @ W_ss + b_s)  # candidate state s~',
+    "s' = (1 - z) * s + z * u",
+    '"""',
+    '',
+])
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
@@ -76,6 +101,14 @@ def _numba_cache_is_ours():
     except OSError:         # a read-only install: Numba picks its own cache directory
         return True
 
+
+# A fused kernel reads and writes many arrays, and LLVM vectorizes its loop over the units
+# only after checking, at run time, that no array it writes overlaps another it uses. Past
+# 128 such checks (LLVM's default) it gives up and runs scalar code: an LSTM with zoneout
+# of h and c ("loop not vectorized: too many memory checks needed") took 78 ms instead of
+# 41 for a medium forward pass. The limit is process-wide; raising it only lets more loops
+# vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
+llvm.set_option("", "-vectorize-memory-check-threshold=1024")
 
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.

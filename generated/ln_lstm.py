@@ -93,6 +93,66 @@ INIT = {
 DIMS = ('H', 'I')
 # The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
 TORCH = None
+# Inputs that get no gradient: regularizer masks (zoneout__s, dropout__s)
+NO_GRAD_INPUTS = ()
+# The states zoned out and dropped in this variant, and those recurrent dropout can drop
+REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
+MATMUL_STATES = ('h',)
+# The spec this module was compiled from, so that cellc can build its variants
+SPEC_SOURCE = "\n".join([
+    "# Layer-normalized LSTM (Ba et al. 2016, sec. 3.1, as Haste's LayerNormLSTM computes it):",
+    '# the input and the recurrent projections of all four gates are each normalized over',
+    '# their 4H units together (gain, no shift: the bias b shifts), and the cell state is',
+    "# normalized (gain and shift) before the output's tanh.",
+    'name = "ln_lstm"',
+    'summary = "Layer-normalized LSTM: LN(x W) + LN(h U) + b over the 4H gate units, h\' = o * tanh(LN(c\'))"',
+    'reference = "Ba, Kiros & Hinton 2016, Layer Normalization (eqs. 20-22); Haste LayerNormLSTM (lmnt-com/haste)"',
+    'inputs = ["x"]',
+    'states = ["h", "c"]',
+    'parameters = ["W_xi", "W_xf", "W_xg", "W_xo",',
+    '              "W_hi", "W_hf", "W_hg", "W_ho",',
+    '              "b_i", "b_f", "b_g", "b_o",',
+    '              "gx_i", "gx_f", "gx_g", "gx_o",',
+    '              "gh_i", "gh_f", "gh_g", "gh_o",',
+    '              "g_c", "beta_c"]',
+    'equations = """',
+    'xi = x @ W_xi                               # input projections, one block per gate',
+    'xf = x @ W_xf',
+    'xg = x @ W_xg',
+    'xo = x @ W_xo',
+    'mx = (mean(xi) + mean(xf) + mean(xg) + mean(xo)) / 4                 # over all 4H units',
+    'vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4',
+    'sx = 1 / sqrt(vx + 1e-5)',
+    'hi = h @ W_hi                               # recurrent projections',
+    'hf = h @ W_hf',
+    'hg = h @ W_hg',
+    'ho = h @ W_ho',
+    'mh = (mean(hi) + mean(hf) + mean(hg) + mean(ho)) / 4',
+    'vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4',
+    'sh = 1 / sqrt(vh + 1e-5)',
+    'i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)',
+    'f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)',
+    'g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)',
+    'o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)',
+    "c' = f * c + i * g",
+    "n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c          # LN of the cell",
+    "h' = o * tanh(n)",
+    '"""',
+    '',
+    '[init]   # layer-norm gains start at 1 and shifts at 0 (Ba et al.); forget bias 1',
+    'gx_i = "ones"',
+    'gx_f = "ones"',
+    'gx_g = "ones"',
+    'gx_o = "ones"',
+    'gh_i = "ones"',
+    'gh_f = "ones"',
+    'gh_g = "ones"',
+    'gh_o = "ones"',
+    'g_c = "ones"',
+    'beta_c = "zeros"',
+    'b_f = 1.0',
+    '',
+])
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
@@ -117,6 +177,14 @@ def _numba_cache_is_ours():
     except OSError:         # a read-only install: Numba picks its own cache directory
         return True
 
+
+# A fused kernel reads and writes many arrays, and LLVM vectorizes its loop over the units
+# only after checking, at run time, that no array it writes overlaps another it uses. Past
+# 128 such checks (LLVM's default) it gives up and runs scalar code: an LSTM with zoneout
+# of h and c ("loop not vectorized: too many memory checks needed") took 78 ms instead of
+# 41 for a medium forward pass. The limit is process-wide; raising it only lets more loops
+# vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
+llvm.set_option("", "-vectorize-memory-check-threshold=1024")
 
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.

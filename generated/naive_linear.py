@@ -43,6 +43,26 @@ INIT = {
 DIMS = ('H', 'I')
 # The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
 TORCH = None
+# Inputs that get no gradient: regularizer masks (zoneout__s, dropout__s)
+NO_GRAD_INPUTS = ()
+# The states zoned out and dropped in this variant, and those recurrent dropout can drop
+REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
+MATMUL_STATES = ('s',)
+# The spec this module was compiled from, so that cellc can build its variants
+SPEC_SOURCE = "\n".join([
+    '# The "naive linear update" of seed 004: the state is updated additively, so no',
+    '# cascade of activations sits between s_t and s_0 (and, untamed, it can overflow).',
+    'name = "naive_linear"',
+    'summary = "Naive linear-update cell: s\' = s + tanh(s W_s + x W_i + b)"',
+    'reference = "Seed 004 (lecture slides on the vanishing gradient, \'Naive linear updates\')"',
+    'inputs = ["x"]',
+    'states = ["s"]',
+    'parameters = ["W_s", "W_i", "b"]',
+    'equations = """',
+    "s' = s + tanh(s @ W_s + x @ W_i + b)",
+    '"""',
+    '',
+])
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
@@ -67,6 +87,14 @@ def _numba_cache_is_ours():
     except OSError:         # a read-only install: Numba picks its own cache directory
         return True
 
+
+# A fused kernel reads and writes many arrays, and LLVM vectorizes its loop over the units
+# only after checking, at run time, that no array it writes overlaps another it uses. Past
+# 128 such checks (LLVM's default) it gives up and runs scalar code: an LSTM with zoneout
+# of h and c ("loop not vectorized: too many memory checks needed") took 78 ms instead of
+# 41 for a medium forward pass. The limit is process-wide; raising it only lets more loops
+# vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
+llvm.set_option("", "-vectorize-memory-check-threshold=1024")
 
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.

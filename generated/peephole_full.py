@@ -62,6 +62,37 @@ INIT = {
 DIMS = ('H', 'I')
 # The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
 TORCH = None
+# Inputs that get no gradient: regularizer masks (zoneout__s, dropout__s)
+NO_GRAD_INPUTS = ()
+# The states zoned out and dropped in this variant, and those recurrent dropout can drop
+REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
+MATMUL_STATES = ('h', 'c')
+# The spec this module was compiled from, so that cellc can build its variants
+SPEC_SOURCE = "\n".join([
+    "# Seed 004's peephole form with full matrices: every pre-activation also reads",
+    '# c_{t-1} W_P ("all the state updates depend on both h_{t-1} and c_{t-1}").',
+    'name = "peephole_full"',
+    'summary = "Peephole LSTM, full-matrix peepholes: + c_{t-1} W_P* in every pre-activation"',
+    'reference = "Seed 004 (\'LSTM extensions: Peephole connections\'); Gers & Schmidhuber 2000"',
+    'inputs = ["x"]',
+    'states = ["h", "c"]',
+    'parameters = ["W_xi", "W_hi", "W_ci", "b_i",',
+    '              "W_xf", "W_hf", "W_cf", "b_f",',
+    '              "W_xg", "W_hg", "W_cg", "b_g",',
+    '              "W_xo", "W_ho", "W_co", "b_o"]',
+    'equations = """',
+    'i  = sigmoid(x @ W_xi + h @ W_hi + c @ W_ci + b_i)',
+    'f  = sigmoid(x @ W_xf + h @ W_hf + c @ W_cf + b_f)',
+    'g  = tanh(x @ W_xg + h @ W_hg + c @ W_cg + b_g)',
+    'o  = sigmoid(x @ W_xo + h @ W_ho + c @ W_co + b_o)',
+    "c' = f * c + i * g",
+    "h' = o * tanh(c')",
+    '"""',
+    '',
+    '[init]',
+    'b_f = 1.0',
+    '',
+])
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
@@ -86,6 +117,14 @@ def _numba_cache_is_ours():
     except OSError:         # a read-only install: Numba picks its own cache directory
         return True
 
+
+# A fused kernel reads and writes many arrays, and LLVM vectorizes its loop over the units
+# only after checking, at run time, that no array it writes overlaps another it uses. Past
+# 128 such checks (LLVM's default) it gives up and runs scalar code: an LSTM with zoneout
+# of h and c ("loop not vectorized: too many memory checks needed") took 78 ms instead of
+# 41 for a medium forward pass. The limit is process-wide; raising it only lets more loops
+# vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
+llvm.set_option("", "-vectorize-memory-check-threshold=1024")
 
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.

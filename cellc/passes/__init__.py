@@ -1,6 +1,7 @@
-"""Compiler passes, in pipeline order: split → schedule → derive (backward + saves)."""
+"""Compiler passes, in pipeline order: (regularize →) split → schedule → derive (backward + saves)."""
 from .derive import derive
+from .regularize import regularize
 from .schedule import schedule
 from .split import split
 
-__all__ = ["split", "schedule", "derive"]
+__all__ = ["regularize", "split", "schedule", "derive"]

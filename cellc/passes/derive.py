@@ -80,6 +80,7 @@ def derive(plan: Plan) -> Derivation:
     reuse = {n.expr: symbol(n.name) for n in cell.nodes
              if not n.is_matmul and not n.expr.is_Atom}
     dim_of = cell.dim_of()
+    constants = frozenset(v.name for v in cell.inputs if not v.grad)
     grads = {}
     saved = set()
     for program in (plan.static, plan.step):
@@ -87,7 +88,7 @@ def derive(plan: Plan) -> Derivation:
             for gemm in stage.gemms:
                 saved.add(gemm.operand)
             for region in stage.regions:
-                grads[region.name] = region_grad(region, reuse, dim_of)
+                grads[region.name] = region_grad(region, reuse, dim_of, constants)
                 saved.update(grads[region.name].reads)
     static = {r.name: grads[r.name] for st in plan.static for r in st.regions}
     step = {r.name: grads[r.name] for st in plan.step for r in st.regions}
@@ -103,7 +104,9 @@ def levels(region: Region) -> dict[str, int]:
     return level
 
 
-def region_grad(region: Region, reuse: dict, dim_of: dict) -> RegionGrad:
+def region_grad(region: Region, reuse: dict, dim_of: dict,
+                constants: frozenset = frozenset()) -> RegionGrad:
+    """The backward loops of one region; `constants` are inputs that get no adjoint."""
     def partial(node, wrt: str):
         return sympy.diff(node.expr, symbol(wrt)).xreplace(reuse)
 
@@ -148,7 +151,8 @@ def region_grad(region: Region, reuse: dict, dim_of: dict) -> RegionGrad:
         sums = [(accumulator(r), sympy.Add(*terms)) for r, terms in shares.items()]
         grads = []
         if p == 0:
-            grads = [(u, sympy.Add(*incoming(u))) for u in region.inputs if not is_scalar[u]]
+            grads = [(u, sympy.Add(*incoming(u))) for u in region.inputs
+                     if not is_scalar[u] and u not in constants]
         exprs = [e for _, e in scratch + sums + grads]
         temps, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("t__", real=True),
                                    order="canonical")
