@@ -25,6 +25,8 @@ EPILOG_SHOW = """examples:
   cellc show specs/lstm.toml                       equations, derived backward, plan, cost
   cellc show specs/lstm.toml --sizes I=32,H=64 --batch 16
   cellc show specs/ln_lstm.toml --latex            the equations as LaTeX
+  cellc show specs/lstm.toml --zoneout h,c --recurrent-dropout h
+                                                   the variant with regularizer masks
 """
 EPILOG_GRAPH = """examples:
   cellc graph specs/lstm.toml -o lstm.svg          needs graphviz (scripts/install-graphviz)
@@ -126,9 +128,22 @@ def _sizes(text: str) -> dict[str, int]:
     return sizes
 
 
+def _states(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
 def cmd_show(args) -> int:
     from . import show
-    report = show.report(args.spec, args.sizes, args.batch, 8 if args.float64 else 4)
+    from .regularizers import Regularizers
+    regularizers = Regularizers.of(args.zoneout, args.recurrent_dropout)
+    try:
+        report = show.report(args.spec, args.sizes, args.batch, 8 if args.float64 else 4,
+                             regularizers)
+    except SpecError:
+        raise
+    except ValueError as err:       # a state the cell does not have, or cannot drop
+        raise SpecError(err.args[0], path=args.spec,
+                        fix="name states of this cell, separated by commas") from None
     unknown = sorted(set(args.sizes) - set(report.compiled.cell.dims))
     if unknown:
         raise SpecError(f"--sizes names {', '.join(unknown)}, which the cell does not have",
@@ -205,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64, help="batch size for the cost (default 64)")
     p.add_argument("--float64", action="store_true", help="cost in float64 (default float32)")
     p.add_argument("--latex", action="store_true", help="equations as LaTeX")
+    p.add_argument("--zoneout", type=_states, default=[], metavar="STATES",
+                   help="show the variant with zoneout of these states, e.g. h,c")
+    p.add_argument("--recurrent-dropout", type=_states, default=[], metavar="STATES",
+                   help="show the variant with recurrent dropout of these states, e.g. h")
     p.set_defaults(run=cmd_show)
     p = sub.add_parser("graph", help="draw the cell's dataflow (graphviz)",
                        epilog=EPILOG_GRAPH, formatter_class=argparse.RawDescriptionHelpFormatter)

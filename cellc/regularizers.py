@@ -99,10 +99,10 @@ class Rates(NamedTuple):
                         or not 0.0 <= rate < 1.0):
                     raise ValueError(f"{what} rate of {state!r} must lie in [0, 1), "
                                      f"not {rate!r}")
-            rates.append({s: float(r) for s, r in per_state.items() if r})
-        result = cls(*rates)
-        result.variant.check(cell.NAME, cell.STATES, cell.MATMUL_STATES)
-        return result
+            rates.append({s: float(r) for s, r in per_state.items()})
+        # every state named is checked, even at rate 0; only nonzero rates are kept
+        Regularizers.of(*rates).check(cell.NAME, cell.STATES, cell.MATMUL_STATES)
+        return cls(*({s: r for s, r in part.items() if r} for part in rates))
 
     @property
     def variant(self) -> Regularizers:

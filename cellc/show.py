@@ -19,7 +19,9 @@ from .driver import Compiled, compile_bytes
 from .errors import read_spec_bytes
 from .ir import ONE, Cell, display_name
 from .layout import Layout
+from .passes import regularize
 from .passes.derive import Derivation
+from .regularizers import Regularizers
 from .spec import parse_spec
 
 
@@ -32,10 +34,12 @@ class Report(NamedTuple):
 
 
 def report(path, sizes: dict[str, int] | None = None, batch: int = 64,
-           itemsize: int = 4) -> Report:
+           itemsize: int = 4, regularizers: Regularizers = Regularizers()) -> Report:
+    """What the compiler made of the spec at `path` (or of its variant with
+    `regularizers`), with tables for the given sizes."""
     raw = read_spec_bytes(path)
-    compiled = compile_bytes(raw, str(path))
-    spec = parse_spec(raw, str(path))
+    compiled = compile_bytes(raw, str(path), regularizers)
+    spec = regularize(parse_spec(raw, str(path)), regularizers)
     bound = {d: (sizes or {}).get(d, 64) for d in compiled.cell.dims}
     bound[ONE] = 1
     return Report(spec, compiled, bound, batch, itemsize)

@@ -339,6 +339,7 @@ def test_torch_module_replays_masks_from_the_torch_seed_and_gets_gradients():
     (dict(zoneout={"c": -0.1}), "zoneout rate of 'c' must lie in [0, 1)"),
     (dict(zoneout="0.1"), "zoneout must be a rate or a dict of rates by state name"),
     (dict(zoneout={"q": 0.1}), "zoneout: lstm has no state 'q'; its states are ['h', 'c']"),
+    (dict(zoneout={"h": 0.1, "q": 0}), "zoneout: lstm has no state 'q'"),
     (dict(recurrent_dropout={"c": 0.2}),
      "recurrent dropout: no matrix product of lstm reads state 'c', so there is nothing "
      "to drop; the states it can drop are ['h']"),
@@ -357,3 +358,23 @@ def test_recurrent_dropout_of_a_cell_without_recurrent_products_is_refused():
     with pytest.raises(ValueError, match="recurrent_dropout takes a list of state names"):
         cellc.load(spec("lstm"), recurrent_dropout="h")
     Layer(indrnn, zoneout=0.1)          # zoneout applies to any state
+
+
+def test_show_prints_the_variant_and_its_derived_backward(capsys):
+    from cellc.cli import main
+    assert main(["show", str(spec("lstm")), "--zoneout", "h,c",
+                 "--recurrent-dropout", "h"]) == 0
+    text = capsys.readouterr().out
+    assert "h′ = h ⊙ zoneout·h + update·h ⊙ (1 - zoneout·h)" in text
+    assert "∂h = ∂dropped·h ⊙ dropout·h" in text          # the mask replayed in backward
+    assert "∂zoneout" not in text and "∂dropout" not in text
+    assert main(["show", str(spec("lstm")), "--recurrent-dropout", "c"]) == 1
+    err = capsys.readouterr().err
+    assert "lstm.toml: error: recurrent dropout: no matrix product of lstm reads state 'c'" in err
+
+
+def test_a_variant_is_one_module_whatever_the_order_of_its_states():
+    raw = spec("lstm").read_bytes()
+    a = compile_bytes(raw, "lstm.toml", Regularizers.of(["h", "c"], ["h"])).source
+    b = compile_bytes(raw, "lstm.toml", Regularizers.of(["c", "h", "c"], ["h"])).source
+    assert a == b and "REGULARIZERS = {'zoneout': ('c', 'h'), 'recurrent_dropout': ('h',)}" in a

@@ -1,4 +1,5 @@
-"""Compiler passes, in pipeline order: (regularize →) split → schedule → derive (backward + saves)."""
+"""Compiler passes, in pipeline order: (regularize →) split → schedule → derive
+(backward + saves)."""
 from .derive import derive
 from .regularize import regularize
 from .schedule import schedule

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import sympy
 
-from ..ir import Affine, Cell, Node, Var, live_names, new_name, symbol
+from ..ir import NEW_SUFFIX, Affine, Cell, Node, Var, live_names, new_name, symbol
 from ..regularizers import Regularizers, dropout_mask, zoneout_mask
 
 
@@ -106,8 +106,8 @@ def _drop(cell: Cell, states: tuple[str, ...]) -> list[Node]:
         if name not in by_name or not reach[name] & set(states):
             return name
         node = by_name[name]
-        copies[name] = node._replace(name=f"dropped__{name}",
-                                     expr=_outside_products(rewrite(node.expr), renaming(node.expr)))
+        expr = _outside_products(rewrite(node.expr), renaming(node.expr))
+        copies[name] = node._replace(name=f"dropped__{name}", expr=expr)
         return copies[name].name
 
     def renaming(expr) -> dict:
@@ -134,7 +134,7 @@ def _zone_out(nodes: list[Node], states: tuple[str, ...]) -> list[Node]:
     for n in nodes:
         n = n._replace(expr=n.expr.xreplace(updates))
         if symbol(n.name) in updates:
-            s, update = n.name[: -len(new_name(""))], updates[symbol(n.name)]
+            s, update = n.name[: -len(NEW_SUFFIX)], updates[symbol(n.name)]
             m = symbol(zoneout_mask(s))
             zoned.append(Node(n.name, n.dim, expr=m * symbol(s) + (1 - m) * update,
                               line=n.line))
