@@ -16,9 +16,9 @@ from .functions import CellFunction
 from .ir import ONE, display_name, new_name
 from .layout import Layout
 from .passes.derive import Derivation, accumulator, adjoint, levels
-from .regularizers import Regularizers
 from .passes.schedule import Gemm, Region
 from .printer import kernel_source
+from .regularizers import Regularizers
 
 
 def _element(array: str, offset: str | None, unit: str = "j__") -> str:

@@ -90,3 +90,27 @@ def directional_derivative(module, params, inputs, states, dy, ds, rng, eps):
     analytic = sum(np.sum(g[k] * d[k]) for g, d in zip(
         (grads.params, grads.inputs, grads.states), direction) for k in d)
     return numeric, analytic
+
+
+def layer_directional_check(layer, run, params, x, states, seed=2, step=1e-6):
+    """(numeric, analytic, outputs, gradients) for a `Layer`: the derivative of
+    sum(y * dy) + sum(finals * ds) along one random direction in parameters, input and
+    initial states, by central differences of `run(params, x, states)` (which must
+    replay its masks) and from `layer.backward`."""
+    rng = np.random.default_rng(seed)
+    y, finals, cache = run(params, x, states)
+    dy = rng.normal(size=y.shape)
+    ds = {k: rng.normal(size=v.shape) for k, v in finals.items()}
+    g = layer.backward(cache, dy, ds)
+    groups, grads = (params, {"x": x}, states), (g.params, g.inputs, g.states)
+    direction = [{k: rng.normal(size=v.shape) for k, v in group.items()} for group in groups]
+
+    def loss(h):
+        p, xs, s = ({k: v + h * d[k] for k, v in group.items()}
+                    for group, d in zip(groups, direction))
+        y, finals, _ = run(p, xs["x"], s)
+        return np.sum(y * dy) + sum(np.sum(finals[k] * ds[k]) for k in finals)
+
+    numeric = (loss(step) - loss(-step)) / (2 * step)
+    analytic = sum(np.sum(gr[k] * d[k]) for gr, d in zip(grads, direction) for k in d)
+    return numeric, analytic, y, g

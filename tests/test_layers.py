@@ -3,7 +3,7 @@ bidirectional, ragged, dropout layers against finite differences, the sum merge,
 batch_first. (Against torch.nn: tests/test_torch_layers.py.)"""
 import numpy as np
 import pytest
-from cellcheck import all_sizes, generated, rel_err
+from cellcheck import all_sizes, generated, layer_directional_check, rel_err
 from conftest import SPECS
 
 from cellc.layers import Layer
@@ -32,27 +32,11 @@ def data(layer, seed):
 def test_gradients_match_finite_differences(cell):
     layer = Layer(cell, 2, bidirectional=True, dropout=0.3)
     params, x, states = data(layer, 1)
-    rng = np.random.default_rng(2)
 
     def run(p, x, s):
         return layer.forward(p, x, s, LENGTHS, training=True, seed=7)
 
-    y, finals, cache = run(params, x, states)
-    dy = rng.normal(size=y.shape)
-    ds = {k: rng.normal(size=v.shape) for k, v in finals.items()}
-    g = layer.backward(cache, dy, ds)
-    groups = (params, {"x": x}, states)
-    grads = (g.params, g.inputs, g.states)
-    direction = [{k: rng.normal(size=v.shape) for k, v in group.items()} for group in groups]
-
-    def loss(step):
-        p, xs, s = ({k: v + step * d[k] for k, v in group.items()}
-                    for group, d in zip(groups, direction))
-        y, finals, _ = run(p, xs["x"], s)
-        return np.sum(y * dy) + sum(np.sum(finals[k] * ds[k]) for k in finals)
-
-    numeric = (loss(1e-6) - loss(-1e-6)) / 2e-6
-    analytic = sum(np.sum(gr[k] * d[k]) for gr, d in zip(grads, direction) for k in d)
+    numeric, analytic, y, g = layer_directional_check(layer, run, params, x, states)
     assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic))
     for b, n in enumerate(LENGTHS):                       # nothing past each end
         assert np.all(y[n:, b] == 0) and np.all(g.inputs["x"][n:, b] == 0)

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from cellcheck import all_sizes, rel_err
+from cellcheck import all_sizes, layer_directional_check, rel_err
 from conftest import ROOT
 
 import cellc
@@ -236,26 +236,11 @@ def test_layer_gradients_match_finite_differences():
                   zoneout={"c": 0.3, "h": 0.1}, recurrent_dropout=0.25)
     params, x, states = layer_data(layer, 1)
     lengths = np.array([6, 2, 4])
-    rng = np.random.default_rng(2)
 
     def run(p, x, s):
         return layer.forward(p, x, s, lengths, training=True, seed=11)
 
-    y, finals, cache = run(params, x, states)
-    dy = rng.normal(size=y.shape)
-    ds = {k: rng.normal(size=v.shape) for k, v in finals.items()}
-    g = layer.backward(cache, dy, ds)
-    groups, grads = (params, {"x": x}, states), (g.params, g.inputs, g.states)
-    direction = [{k: rng.normal(size=v.shape) for k, v in group.items()} for group in groups]
-
-    def loss(step):
-        p, xs, s = ({k: v + step * d[k] for k, v in group.items()}
-                    for group, d in zip(groups, direction))
-        y, finals, _ = run(p, xs["x"], s)
-        return np.sum(y * dy) + sum(np.sum(finals[k] * ds[k]) for k in finals)
-
-    numeric = (loss(1e-6) - loss(-1e-6)) / 2e-6
-    analytic = sum(np.sum(gr[k] * d[k]) for gr, d in zip(grads, direction) for k in d)
+    numeric, analytic, y, _ = layer_directional_check(layer, run, params, x, states)
     assert abs(numeric - analytic) <= 1e-7 * max(1.0, abs(analytic))
     other, _, _ = layer.forward(params, x, states, lengths, training=True, seed=12)
     assert not np.allclose(other, y)          # another seed, other masks
