@@ -52,10 +52,10 @@ def load(spec: str | os.PathLike, *, zoneout=(), recurrent_dropout=()):
 
 def variant(module, regularizers: Regularizers):
     """The variant of a compiled cell (a generated module) with the given regularizers,
-    compiled from the spec the module carries (`SPEC_SOURCE`), cached like `load`."""
+    compiled from the spec the module carries (`SPEC_SOURCE`), cached like `load`
+    (`passes.regularize` refuses states the cell does not have or cannot drop)."""
     if not regularizers:
         return module
-    regularizers.check(module.NAME, module.STATES, module.MATMUL_STATES)
     return _load(module.SPEC_SOURCE.encode("utf-8"), f"{module.NAME}.toml", regularizers)
 
 
