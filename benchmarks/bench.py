@@ -137,8 +137,8 @@ def make_jax(name, module, ir):
     import jax.numpy as jnp
     from jax import lax
 
-    from cellc.functions import FUNCTIONS
-    from cellc.interpreter import evaluate
+    from cellc.ir.functions import FUNCTIONS
+    from cellc.reference.interpreter import evaluate
     fns = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "exp": jnp.exp,
            "log": jnp.log, "softplus": jax.nn.softplus, "abs": jnp.abs, "sign": jnp.sign,
            "sqrt": jnp.sqrt, "max": jnp.maximum, "min": jnp.minimum,
@@ -162,7 +162,7 @@ def make_jax(name, module, ir):
         return ys
 
     def build(params, x, states, dy):
-        from cellc.ir import size_symbol
+        from cellc.ir.cell import size_symbol
         sizes.update({size_symbol(d).name: float(n) for d, n in
                       bench_sizes(ir.dims, x.shape[-1]).items()})
         p = {k: jnp.asarray(v) for k, v in params.items()}
@@ -268,9 +268,9 @@ def timed(train, forward, repeats: int) -> dict:
 def worker(cell: str, size: str, impl: str, repeats: int) -> dict:
     import importlib
 
-    from cellc import interpreter
+    from cellc.reference import interpreter
     from cellc.passes import split
-    from cellc.spec import read_spec
+    from cellc.frontend.spec import read_spec
     module = importlib.import_module(f"generated.{cell}")
     ir = split(read_spec(ROOT / "specs" / f"{cell}.toml"))
     base = impl.split("/")[0]

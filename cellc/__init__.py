@@ -9,6 +9,6 @@
 __version__ = "0.1.0"
 
 from .errors import SpecError  # noqa: E402
-from .loader import load  # noqa: E402
+from .runtime.loader import load  # noqa: E402
 
 __all__ = ["SpecError", "load", "__version__"]

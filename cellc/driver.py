@@ -24,16 +24,16 @@ from typing import NamedTuple
 import jinja2
 
 from . import __version__
-from .codegen import build_context
-from .ir import Cell, format_equation
+from .backend.numba.codegen import build_context
+from .ir.cell import Cell, format_equation
 from .passes import derive, regularize, schedule, split
-from .regularizers import Regularizers
+from .runtime.regularizers import Regularizers
 from .passes.regularize import matmul_states
 from .passes.derive import Derivation
 from .errors import read_spec_bytes
-from .spec import parse_spec
+from .frontend.spec import parse_spec
 
-_ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "templates"),
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "backend/numba/templates"),
                           undefined=jinja2.StrictUndefined, trim_blocks=True,
                           lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
 _ENV.filters["py"] = repr   # Python literals in the generated module

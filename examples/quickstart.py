@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 import cellc
-from cellc import interpreter
+from cellc.reference import interpreter
 from cellc.passes import split
-from cellc.spec import read_spec
+from cellc.frontend.spec import read_spec
 
 spec = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent.parent / "specs" / "peephole_lstm.toml")
 t0 = time.perf_counter()

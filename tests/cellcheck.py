@@ -5,9 +5,9 @@ import importlib
 
 import numpy as np
 
-from cellc import interpreter
+from cellc.reference import interpreter
 from cellc.passes import split
-from cellc.spec import read_spec
+from cellc.frontend.spec import read_spec
 
 
 def generated(spec_path):

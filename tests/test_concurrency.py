@@ -60,7 +60,7 @@ def test_processes_compiling_one_spec_at_once(tmp_path):
 def test_cellc_compile_racing_into_one_directory(tmp_path):
     out = tmp_path / "out"
     specs = [str(p) for p in sorted((ROOT / "specs").glob("*.toml"))]
-    runs = [subprocess.Popen([sys.executable, "-m", "cellc.cli", "compile", *specs, "-o", str(out)],
+    runs = [subprocess.Popen([sys.executable, "-m", "cellc", "compile", *specs, "-o", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              cwd=ROOT) for _ in range(3)]
     for r in runs:

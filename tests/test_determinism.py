@@ -8,7 +8,7 @@ from conftest import ROOT
 
 SCRIPT = """
 import hashlib, sys
-from cellc.cli import render_all
+from cellc.tools.cli import render_all
 files = render_all([sys.argv[1]], verbose=False)
 for name in sorted(files):
     print(name, hashlib.sha256(files[name].encode()).hexdigest())
@@ -29,13 +29,13 @@ def test_byte_identical_under_different_hash_seeds():
 
 def test_generated_directory_is_up_to_date():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "cellc.cli", "check", "specs", "-o",
+    result = subprocess.run([sys.executable, "-m", "cellc", "check", "specs", "-o",
                              "generated"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
 def test_check_detects_a_stale_module(tmp_path):
-    from cellc.cli import main
+    from cellc.tools.cli import main
     spec = (ROOT / "specs" / "elman.toml").read_text()
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "elman.toml").write_text(spec)

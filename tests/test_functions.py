@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import sympy
 
-from cellc.functions import FUNCTIONS
-from cellc.interpreter import evaluate
-from cellc.ir import symbol
+from cellc.ir.functions import FUNCTIONS
+from cellc.reference.interpreter import evaluate
+from cellc.ir.cell import symbol
 
 X = np.concatenate([np.linspace(-30, 30, 200_001), [-1e4, -100, -20, 0.0, 20, 100, 1e4]])
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cellc import SpecError
 from cellc.driver import compile_bytes
-from cellc.functions import FUNCTIONS
+from cellc.ir.functions import FUNCTIONS
 
 EXAMPLES = int(os.environ.get("CELLC_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=20), derandomize=True,

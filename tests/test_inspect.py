@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, SPECS
 
-from cellc import docs, graph, show
-from cellc.cli import main
+from cellc.tools import docs, graph, show
+from cellc.tools.cli import main
 from cellc.driver import compile_spec
 
 
@@ -95,7 +95,7 @@ def test_new_writes_a_starter_that_compiles_and_is_right(tmp_path, capsys):
     from cellcheck import compare
     from cellc import load
     from cellc.passes import split
-    from cellc.spec import read_spec
+    from cellc.frontend.spec import read_spec
     path = tmp_path / "mycell.toml"
     assert main(["new", "mycell", "-o", str(path)]) == 0
     module = load(path)
@@ -110,7 +110,7 @@ def test_new_writes_a_starter_that_compiles_and_is_right(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["compile", "check", "show", "graph", "docs", "new"])
 def test_every_command_has_help_with_examples(command):
-    result = subprocess.run([sys.executable, "-m", "cellc.cli", command, "--help"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "cellc", command, "--help"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0 and "examples:" in result.stdout and "cellc " + command in result.stdout
 
@@ -121,10 +121,10 @@ def test_errors_are_one_paragraph_unless_debug(tmp_path):
                    'equations = "h\' = tanh(x @ W + q)"\n')
     for command in (["show", str(bad)], ["graph", str(bad), "-o", str(tmp_path / "g.svg")],
                     ["compile", str(bad), "-o", str(tmp_path)], ["show", str(tmp_path / "none.toml")]):
-        result = subprocess.run([sys.executable, "-m", "cellc.cli", *command], cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", "cellc", *command], cwd=ROOT,
                                 capture_output=True, text=True)
         assert result.returncode == 1 and "Traceback" not in result.stderr, command
         assert result.stderr.count("\n\n") == 0 and "error:" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "cellc.cli", "--debug", "show", str(bad)],
+    result = subprocess.run([sys.executable, "-m", "cellc", "--debug", "show", str(bad)],
                             cwd=ROOT, capture_output=True, text=True)
     assert "Traceback" in result.stderr

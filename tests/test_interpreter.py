@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from conftest import SPECS
 
-from cellc import interpreter
+from cellc.reference import interpreter
 from cellc.passes import split
-from cellc.spec import read_spec
+from cellc.frontend.spec import read_spec
 
 
 def fd_check(cell, sizes, T=3, B=2, seed=0, tol=1e-6):

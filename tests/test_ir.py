@@ -2,9 +2,9 @@
 (a GEMM between two elementwise stages) and how the schedule fuses it."""
 from conftest import ROOT
 
-from cellc.ir import format_cell
+from cellc.ir.cell import format_cell
 from cellc.passes import schedule, split
-from cellc.spec import read_spec
+from cellc.frontend.spec import read_spec
 
 
 def test_split_ir_of_cho_gru_is_exactly_this():

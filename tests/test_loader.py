@@ -3,7 +3,8 @@ import numpy as np
 from conftest import ROOT
 
 import cellc
-from cellc import driver, loader
+from cellc import driver
+from cellc.runtime import loader
 
 
 def test_load_compiles_once_and_reuses_the_cache(tmp_path, monkeypatch):

@@ -15,9 +15,9 @@ from cellcheck import directional_derivative, generated, problem, rel_err
 from conftest import ROOT, SPECS
 
 import cellc
-from cellc import interpreter
+from cellc.reference import interpreter
 from cellc.passes import split
-from cellc.spec import read_spec
+from cellc.frontend.spec import read_spec
 
 EXTRA = {
     "softplus_cell": '''name = "softplus_cell"

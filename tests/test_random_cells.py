@@ -10,9 +10,9 @@ from cellcheck import directional_derivative, rel_err
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cellc import interpreter
+from cellc.reference import interpreter
 from cellc.driver import compile_bytes
-from cellc.loader import import_file
+from cellc.runtime.loader import import_file
 
 UNARY = ["sigmoid({})", "tanh({})", "softplus({})", "exp(-softplus({}))", "relu({})", "abs({})"]
 UPDATES = [

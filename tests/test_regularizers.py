@@ -10,14 +10,14 @@ from cellcheck import all_sizes, layer_directional_check, rel_err
 from conftest import ROOT
 
 import cellc
-from cellc import interpreter
+from cellc.reference import interpreter
 from cellc.driver import compile_bytes
-from cellc.ir import format_equation
+from cellc.ir.cell import format_equation
 from cellc.layers import Layer
 from cellc.passes import regularize, split
 from cellc.passes.regularize import matmul_states
-from cellc.regularizers import Rates, Regularizers
-from cellc.spec import parse_spec, read_spec
+from cellc.runtime.regularizers import Rates, Regularizers
+from cellc.frontend.spec import parse_spec, read_spec
 
 T, B, I, H = 6, 3, 4, 5
 
@@ -346,7 +346,7 @@ def test_recurrent_dropout_of_a_cell_without_recurrent_products_is_refused():
 
 
 def test_show_prints_the_variant_and_its_derived_backward(capsys):
-    from cellc.cli import main
+    from cellc.tools.cli import main
     assert main(["show", str(spec("lstm")), "--zoneout", "h,c",
                  "--recurrent-dropout", "h"]) == 0
     text = capsys.readouterr().out

@@ -20,8 +20,8 @@ from cellcheck import compare
 
 from cellc import SpecError
 from cellc.driver import compile_bytes, write_atomic
-from cellc.loader import import_file
-from cellc.spec import _name_problem
+from cellc.runtime.loader import import_file
+from cellc.frontend.spec import _name_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import sympy
 
-from ..ir import ONE, is_size, symbol
+from ..ir.cell import ONE, is_size, symbol
 from .schedule import Plan, Region
 
 

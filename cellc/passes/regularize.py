@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import sympy
 
-from ..ir import NEW_SUFFIX, Affine, Cell, Node, Var, live_names, new_name, symbol
-from ..regularizers import Regularizers, dropout_mask, zoneout_mask
+from ..ir.cell import NEW_SUFFIX, Affine, Cell, Node, Var, live_names, new_name, symbol
+from ..runtime.regularizers import Regularizers, dropout_mask, zoneout_mask
 
 
 def matmul_states(cell: Cell) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..errors import SpecError
-from ..ir import ONE, Cell, Node, display_name, new_name
+from ..ir.cell import ONE, Cell, Node, display_name, new_name
 
 
 class Gemm(NamedTuple):

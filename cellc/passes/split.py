@@ -15,7 +15,7 @@ from __future__ import annotations
 import sympy
 
 from ..errors import SpecError
-from ..ir import ONE, Affine, Cell, Node, RowMean, RowSum, is_size, size_symbol, symbol, typecheck
+from ..ir.cell import ONE, Affine, Cell, Node, RowMean, RowSum, is_size, size_symbol, symbol, typecheck
 
 
 def split(cell: Cell) -> Cell:

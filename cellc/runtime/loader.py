@@ -14,8 +14,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from . import __version__
-from .errors import read_spec_bytes
+from .. import __version__
+from ..errors import read_spec_bytes
 from .regularizers import Regularizers
 
 
@@ -29,7 +29,7 @@ def cache_dir() -> Path:
 def compiler_fingerprint() -> str:
     """Hash of cellc's version and its own source files (templates included)."""
     h = hashlib.sha256(__version__.encode())
-    package = Path(__file__).parent
+    package = Path(__file__).parent.parent
     for f in sorted(package.rglob("*")):
         if f.suffix in (".py", ".j2") and "__pycache__" not in f.parts:
             h.update(f.relative_to(package).as_posix().encode())
@@ -69,7 +69,7 @@ def _load(raw: bytes, path: str, regularizers: Regularizers):
     if existing:
         path = existing[0]
     else:
-        from .driver import compile_bytes, write_atomic   # SymPy is only needed on a miss
+        from ..driver import compile_bytes, write_atomic   # SymPy is only needed on a miss
         compiled = compile_bytes(raw, path, regularizers)
         stem = "_".join(p for p in (compiled.cell.name, regularizers.tag(), key) if p)
         path = directory / f"{stem.replace('-', '_')}.py"

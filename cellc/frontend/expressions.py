@@ -18,9 +18,9 @@ import re
 import sympy
 
 from .dims import DimConflict
-from .errors import did_you_mean
-from .functions import FUNCTIONS
-from .ir import NEW_SUFFIX, ONE, Affine, RowMean, RowSum, display_name, symbol
+from ..errors import did_you_mean
+from ..ir.functions import FUNCTIONS
+from ..ir.cell import NEW_SUFFIX, ONE, Affine, RowMean, RowSum, display_name, symbol
 
 MAX_DEPTH = 64
 # Reductions over a vector's units, each one number per row (see ir.RowSum). Variance is

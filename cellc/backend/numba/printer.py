@@ -11,8 +11,8 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from .functions import CellFunction
-from .ir import SIZE_PREFIX, is_size
+from ...ir.functions import CellFunction
+from ...ir.cell import SIZE_PREFIX, is_size
 
 
 class KernelPrinter(StrPrinter):

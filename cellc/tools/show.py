@@ -15,14 +15,14 @@ from typing import NamedTuple
 import sympy
 
 from . import mathtext
-from .driver import Compiled, compile_bytes
-from .errors import read_spec_bytes
-from .ir import ONE, Cell, display_name
-from .layout import Layout
-from .passes import regularize
-from .passes.derive import Derivation
-from .regularizers import Regularizers
-from .spec import parse_spec
+from ..driver import Compiled, compile_bytes
+from ..errors import read_spec_bytes
+from ..ir.cell import ONE, Cell, display_name
+from ..backend.numba.layout import Layout
+from ..passes import regularize
+from ..passes.derive import Derivation
+from ..runtime.regularizers import Regularizers
+from ..frontend.spec import parse_spec
 
 
 class Report(NamedTuple):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ast
 
-from .functions import CellFunction
-from .ir import ONE, display_name, new_name
+from ...ir.functions import CellFunction
+from ...ir.cell import ONE, display_name, new_name
 from .layout import Layout
-from .passes.derive import Derivation, accumulator, adjoint, levels
-from .passes.schedule import Gemm, Region
+from ...passes.derive import Derivation, accumulator, adjoint, levels
+from ...passes.schedule import Gemm, Region
 from .printer import kernel_source
-from .regularizers import Regularizers
+from ...runtime.regularizers import Regularizers
 
 
 def _element(array: str, offset: str | None, unit: str = "j__") -> str:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 
 from .dims import Dims
-from .errors import SpecError, did_you_mean, read_spec_bytes
+from ..errors import SpecError, did_you_mean, read_spec_bytes
 from .expressions import MAX_DEPTH, ExpressionConverter
-from .functions import FUNCTIONS
-from .ir import (NEW_SUFFIX, Cell, Init, Node, Param, Var, display_name, live_names,
+from ..ir.functions import FUNCTIONS
+from ..ir.cell import (NEW_SUFFIX, Cell, Init, Node, Param, Var, display_name, live_names,
                  new_name)
 from .stabilize import stabilize
 from .torchmap import parse_torch_table
@@ -45,7 +45,7 @@ def _helper_words() -> set[str]:
     drivers read). Read from the templates, so a new helper is covered the day it is
     written; the drivers' own locals all contain `__`."""
     text = "".join(f.read_text(encoding="utf-8")
-                   for f in sorted((Path(__file__).parent / "templates").glob("*.j2")))
+                   for f in sorted((Path(__file__).parent.parent / "backend" / "numba" / "templates").glob("*.j2")))
     return {a or b for a, b in re.findall(
         r"^(?:(?:def|class) _?([A-Za-z][A-Za-z0-9_]*)|_?([A-Za-z][A-Za-z0-9_]*)\s*=)",
         text, re.M)}

@@ -14,8 +14,8 @@ from functools import lru_cache
 import numpy as np
 import sympy
 
-from .functions import CellFunction
-from .ir import ONE, Cell, RowSum, new_name, size_symbol, symbol
+from ..ir.functions import CellFunction
+from ..ir.cell import ONE, Cell, RowSum, new_name, size_symbol, symbol
 
 
 def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray], functions: dict | None = None):

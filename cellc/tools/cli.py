@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import SpecError
+from .. import __version__
+from ..errors import SpecError
 
 EPILOG_COMPILE = """examples:
   cellc compile specs/ -o generated/      compile every spec in specs/
@@ -73,7 +73,7 @@ def progress(items, what: str):
 
 def render_all(paths: list[str], verbose=True) -> dict[str, str]:
     """Compile every spec; return {file name: source}, including the package __init__."""
-    from .driver import compile_spec
+    from ..driver import compile_spec
     out = {}
     for f in progress(spec_files(paths), "compiling") if verbose else spec_files(paths):
         t0 = time.perf_counter()
@@ -90,7 +90,7 @@ def render_all(paths: list[str], verbose=True) -> dict[str, str]:
 
 
 def cmd_compile(args) -> int:
-    from .driver import write_atomic
+    from ..driver import write_atomic
     outdir = Path(args.output)
     files = render_all(args.specs)
     for name, source in files.items():
@@ -101,7 +101,7 @@ def cmd_compile(args) -> int:
 
 def cmd_check(args) -> int:
     from . import docs
-    from .driver import stale_files
+    from ..driver import stale_files
     outdir = Path(args.output)
     expected = render_all(args.specs, verbose=False)
     problems = stale_files(outdir, expected, "*.py")
@@ -134,7 +134,7 @@ def _states(text: str) -> list[str]:
 
 def cmd_show(args) -> int:
     from . import show
-    from .regularizers import Regularizers
+    from ..runtime.regularizers import Regularizers
     regularizers = Regularizers.of(args.zoneout, args.recurrent_dropout)
     try:
         report = show.report(args.spec, args.sizes, args.batch, 8 if args.float64 else 4,
@@ -155,7 +155,7 @@ def cmd_show(args) -> int:
 
 def cmd_graph(args) -> int:
     from . import graph
-    from .driver import compile_spec
+    from ..driver import compile_spec
     out = graph.write(compile_spec(args.spec), Path(args.output))
     print(f"drew {args.spec} into {out}")
     return 0
@@ -176,8 +176,8 @@ def cmd_docs(args) -> int:
 
 
 def cmd_new(args) -> int:
-    from .driver import _ENV
-    from .spec import _name_problem
+    import jinja2
+    from ..frontend.spec import _name_problem
     problem = _name_problem(args.name)
     if problem:
         raise SpecError(f"cell name {args.name!r} {problem}", path="cellc new",
@@ -187,7 +187,9 @@ def cmd_new(args) -> int:
         raise SpecError(f"{out} exists already", path=str(out),
                         fix="choose another name, or pass --force to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_ENV.get_template("starter/new_spec.toml.j2").render(name=args.name),
+    env = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "tools/templates"),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    out.write_text(env.get_template("new_spec.toml.j2").render(name=args.name),
                    encoding="utf-8")
     print(f"wrote {out}; compile it with `cellc compile {out} -o generated/`")
     return 0

@@ -13,8 +13,8 @@ import sympy
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-from .functions import CellFunction
-from .ir import NEW_SUFFIX, SIZE_PREFIX
+from ..ir.functions import CellFunction
+from ..ir.cell import NEW_SUFFIX, SIZE_PREFIX
 
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _SUP = {2: "²", 3: "³", 4: "⁴"}

@@ -14,9 +14,9 @@ gradients are big GEMMs over all steps after the loop.
 """
 from __future__ import annotations
 
-from .ir import new_name
-from .passes.derive import Derivation, adjoint
-from .passes.schedule import Gemm
+from ...ir.cell import new_name
+from ...passes.derive import Derivation, adjoint
+from ...passes.schedule import Gemm
 
 
 class Layout:

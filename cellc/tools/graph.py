@@ -18,9 +18,9 @@ from pathlib import Path
 import graphviz
 
 from . import mathtext
-from .driver import Compiled
-from .errors import SpecError
-from .ir import new_name
+from ..driver import Compiled
+from ..errors import SpecError
+from ..ir.cell import new_name
 
 _STYLE = {
     "input": dict(shape="ellipse", style="filled", fillcolor="#c8e6c9"),

@@ -1,0 +1,215 @@
+"""Recurrent layers from any compiled cell: stacked, bidirectional, variable-length.
+
+A `Layer` drives a generated module (see the README's "module contract"): one call of its
+`forward`/`backward` per layer and direction, so every step of every layer runs in the
+compiled kernels. Between layers there is only NumPy work over whole arrays: joining the
+two directions, dropout, and reversing each sequence within its own length.
+
+Zoneout and recurrent dropout (`cellc/regularizers.py`) run the cell's variant that reads
+their masks as inputs; the layer draws the masks, per layer and direction, from the
+seeded generator that also draws the dropout between layers.
+
+Parameters are one flat dict, named as in the spec with PyTorch's suffixes: `W_xi_l0`,
+`W_xi_l0_reverse`, `W_xi_l1`, ... Initial and final states are stacked like PyTorch's
+`h_0`/`h_n`: `[num_layers * num_directions, B, size]`, index `layer * num_directions +
+direction`.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from types import ModuleType
+
+import numpy as np
+
+from .regularizers import Rates
+
+Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
+
+
+def _reverse(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+    """Each sequence of x [T, B, ...] reversed within its own length (padding stays)."""
+    if lengths is None:
+        return np.ascontiguousarray(x[::-1])
+    T, B = x.shape[:2]
+    t = np.arange(T)[:, None]
+    source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)     # [T, B] steps
+    rows = (source * B + np.arange(B)).ravel()         # whole rows: a fast gather of memcpys
+    return np.take(x.reshape(T * B, -1), rows, axis=0).reshape(x.shape)
+
+
+class Layer:
+    """`num_layers` of a compiled cell, optionally bidirectional, over [T, B, I] batches
+    (or [B, T, I] with `batch_first`), with dropout between layers in training.
+
+    `merge` joins the two directions' outputs: "concat" (PyTorch) or "sum" (oneDNN's
+    bidirectional_sum).
+
+    `zoneout` (Krueger et al. 2016) and `recurrent_dropout` (Gal & Ghahramani 2016, one
+    mask per sequence) regularize every layer: a rate, or a dict of rates by state name
+    (`zoneout={"c": 0.5, "h": 0.05}`). A rate for all applies zoneout to every state,
+    recurrent dropout to every state a matrix product reads. In training the masks are
+    random; in evaluation zoneout uses its expectation and recurrent dropout is off."""
+
+    def __init__(self, cell: ModuleType | str, num_layers: int = 1, *,
+                 bidirectional: bool = False, merge: str = "concat", dropout: float = 0.0,
+                 batch_first: bool = False, zoneout=0.0, recurrent_dropout=0.0):
+        if isinstance(cell, str) or hasattr(cell, "__fspath__"):
+            from .loader import load
+            cell = load(cell)
+        if len(cell.INPUTS) != 1:
+            raise ValueError(f"a layer feeds one input per step; {cell.NAME} has inputs "
+                             f"{list(cell.INPUTS)}")
+        if not (isinstance(num_layers, int) and num_layers >= 1):
+            raise ValueError(f"num_layers must be a positive integer, not {num_layers!r}")
+        if merge not in ("concat", "sum"):
+            raise ValueError(f"merge must be 'concat' or 'sum', not {merge!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), not {dropout!r}")
+        self.cell, self.num_layers = cell, num_layers
+        self.directions = 2 if bidirectional else 1
+        self.merge, self.dropout, self.batch_first = merge, float(dropout), batch_first
+        self.input_dim = next(iter(cell.INPUTS.values()))
+        self.rates = Rates.resolve(cell, zoneout, recurrent_dropout)
+        self.regularized = cell
+        if self.rates.variant:
+            from .loader import variant
+            self.regularized = variant(cell, self.rates.variant)
+
+    # ---- parameters --------------------------------------------------------------
+    def names(self, layer: int, direction: int) -> dict[str, str]:
+        """The cell's parameter names -> this layer's and direction's names."""
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        return {p: p + suffix for p in self.cell.PARAMS}
+
+    def sizes(self, sizes: dict[str, int], layer: int) -> dict[str, int]:
+        """The cell's sizes in `layer`: above the first, the input is the layer below."""
+        if layer == 0:
+            return dict(sizes)
+        out = sizes[self.cell.OUTPUT_DIM] * (self.directions if self.merge == "concat" else 1)
+        if self.input_dim in self.cell.STATES.values() and sizes[self.input_dim] != out:
+            raise ValueError(f"{self.cell.NAME}'s input and state share the size "
+                             f"{self.input_dim}, so layer {layer} cannot take the "
+                             f"{out} outputs below it; use merge='sum' or one direction")
+        return dict(sizes, **{self.input_dim: out})
+
+    def init_params(self, dtype=np.float32, seed: int = 0, **sizes) -> dict[str, np.ndarray]:
+        """Parameters of every layer and direction for the first layer's `sizes`
+        (e.g. I=32, H=64), each initialised by the cell's own `init_params`."""
+        params = {}
+        for layer in range(self.num_layers):
+            for direction in range(self.directions):
+                part = self.cell.init_params(dtype=dtype, seed=seed + 1000 * layer + direction,
+                                             **self.sizes(sizes, layer))
+                params.update({new: part[old]
+                               for old, new in self.names(layer, direction).items()})
+        return params
+
+    # ---- running -------------------------------------------------------------------
+    def forward(self, params: dict, x: np.ndarray, states: dict | None = None,
+                lengths=None, *, training: bool = False, seed=None):
+        """Run all layers. Returns (outputs, final states, cache).
+
+        `states` maps each state name to `[num_layers * num_directions, B, size]` (zeros
+        when omitted); `lengths` [B] gives each sequence's length in a padded batch.
+        In training, all masks (dropout, zoneout, recurrent dropout) come from
+        `np.random.default_rng(seed)`: the same seed gives the same masks."""
+        if self.batch_first:
+            x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+        T, B = x.shape[:2]
+        if lengths is not None:      # checked by the cell's forward (layer 0 runs first)
+            lengths = np.asarray(lengths)
+        states = dict(states or {})
+        unknown = [k for k in states if k not in self.cell.STATES]
+        if unknown:
+            raise ValueError(f"unknown states {unknown}; this cell's are {list(self.cell.STATES)}")
+        random = self.dropout or self.rates.variant
+        rng = np.random.default_rng(seed) if training and random else None
+        # evaluation without zoneout runs the cell as written (no masks to multiply)
+        module = self.regularized if training or self.rates.zoneout else self.cell
+        finals = {k: [] for k in self.cell.STATES}
+        caches, masks = [], []
+        for layer in range(self.num_layers):
+            if rng is not None and self.dropout and layer > 0:
+                mask = (rng.random(x.shape) >= self.dropout).astype(x.dtype)
+                mask /= x.dtype.type(1 - self.dropout)
+                x = x * mask
+                masks.append(mask)
+            outs = []
+            for direction in range(self.directions):
+                p = {old: params[new] for old, new in self.names(layer, direction).items()}
+                s = {k: self._state(v, layer, direction, B) for k, v in states.items()}
+                xin = _reverse(x, lengths) if direction else x
+                if module is not self.cell:
+                    widths = self._widths(p, xin, s)
+                    xin = {next(iter(self.cell.INPUTS)): xin,
+                           **self.rates.masks(T, B, widths, xin.dtype, rng)}
+                y, final, cache = module.forward(p, xin, s, lengths=lengths)
+                outs.append(_reverse(y, lengths) if direction else y)
+                caches.append((module, cache))
+                for k in finals:
+                    finals[k].append(final[k])
+            x = outs[0] if self.directions == 1 else (
+                np.concatenate(outs, axis=2) if self.merge == "concat" else outs[0] + outs[1])
+        finals = {k: np.stack(v) for k, v in finals.items()}
+        y = np.ascontiguousarray(np.swapaxes(x, 0, 1)) if self.batch_first else x
+        return y, finals, {"caches": caches, "masks": masks, "lengths": lengths, "B": B}
+
+    def _widths(self, params: dict, x: np.ndarray, states: dict) -> dict[str, int]:
+        """Each state's size, as the module will bind it: from the parameters' shapes,
+        the input and the initial states (for the masks, drawn before the module runs)."""
+        sizes = {self.input_dim: x.shape[-1]}
+        for name, shape in self.cell.PARAMS.items():
+            sizes.update(zip(shape, np.shape(params[name])))
+        sizes.update((self.cell.STATES[k], v.shape[-1]) for k, v in states.items())
+        missing = [d for d in self.cell.STATES.values() if d not in sizes]
+        if missing:
+            raise ValueError(f"cannot tell the size of {missing} from the parameters; "
+                             "pass initial states")
+        return {s: sizes[d] for s, d in self.cell.STATES.items()}
+
+    def _state(self, v, layer, direction, B):
+        k = layer * self.directions + direction
+        if v.ndim != 3 or v.shape[0] != self.num_layers * self.directions or v.shape[1] != B:
+            raise ValueError(f"initial states must be [num_layers * num_directions = "
+                             f"{self.num_layers * self.directions}, B = {B}, size], "
+                             f"got shape {v.shape}")
+        return np.ascontiguousarray(v[k])
+
+    def backward(self, cache: dict, d_outputs=None, d_states=None) -> Gradients:
+        """Gradients for every parameter (layer names), the input and the initial states
+        (stacked like the states), given the upstream gradients of the outputs and of
+        the final states (either may be omitted)."""
+        lengths, caches, masks = cache["lengths"], cache["caches"], cache["masks"]
+        dy = d_outputs
+        if dy is not None and self.batch_first:
+            dy = np.swapaxes(dy, 0, 1)
+        d_states = dict(d_states or {})
+        grads, d0 = {}, {k: [None] * len(caches) for k in self.cell.STATES}
+        for layer in reversed(range(self.num_layers)):
+            dx = None
+            for direction in range(self.directions):
+                k = layer * self.directions + direction
+                part = None
+                if dy is not None:
+                    part = dy
+                    if self.directions == 2 and self.merge == "concat":
+                        width = dy.shape[2] // 2
+                        part = dy[..., direction * width:(direction + 1) * width]
+                    part = _reverse(part, lengths) if direction else np.ascontiguousarray(part)
+                ds = {s: np.ascontiguousarray(v[k]) for s, v in d_states.items()}
+                module, run = caches[k]
+                g = module.backward(run, part, ds)
+                grads.update({new: g.params[old]
+                              for old, new in self.names(layer, direction).items()})
+                for s in self.cell.STATES:
+                    d0[s][k] = g.states[s]
+                gx = next(iter(g.inputs.values()))
+                gx = _reverse(gx, lengths) if direction else gx
+                dx = gx if dx is None else dx + gx
+            if layer > 0 and masks:
+                dx = dx * masks[layer - 1]
+            dy = dx
+        if self.batch_first:
+            dy = np.ascontiguousarray(np.swapaxes(dy, 0, 1))
+        name = next(iter(self.cell.INPUTS))
+        return Gradients(grads, {name: dy}, {s: np.stack(v) for s, v in d0.items()})
