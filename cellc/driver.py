@@ -1,80 +1,65 @@
-"""The compiler driver: spec → IR → passes → printer → template → module source.
+"""The compiler driver: spec → IR → passes → program tree → printed module.
 
-Stages (each a plain function you can call and inspect on its own):
+Stages (each a plain function you can call and inspect on its own), with the IR each one
+returns; `compile_bytes` runs them in order, times each (like FFCx's compiler) and returns
+every intermediate (like Devito's `IRs`), so a tool can show any stage without
+compiling twice:
 
-  1. front end  `spec.read_spec(path)`        file → Cell IR (with Affine terms)
-     (regularize `passes.regularize(cell, r)` zoneout / recurrent dropout masks, on request)
-  2. split      `passes.split(cell)`          Affine terms → affine nodes
-  3. schedule   `passes.schedule(cell)`       static/step programs, fused GEMMs and kernels
-  4. derive     `passes.derive(plan)`         symbolic backward (VJP + CSE), saved values
-  5. codegen    `codegen.build_context(...)`  storage, printed kernels and drivers
-  6. render     `render(context)`             Jinja2 template → Python source
+  1. front end   `frontend.spec.parse_spec`   bytes → Cell, with Affine terms   (ir/cell.py)
+  2. regularize  `passes.regularize`          zoneout / recurrent dropout masks, on request
+  3. split       `passes.split`               Affine terms → affine nodes       (ir/cell.py)
+  4. schedule    `passes.schedule`            static/step stages, fused GEMMs
+                                              and kernels                       (ir/plan.py)
+  5. derive      `passes.derive`              symbolic backward (VJP + CSE),
+                                              what forward saves                (ir/derivation.py)
+  6. lower       `backend.program.lower`      program tree: kernels, time loops,
+                                              drivers                           (backend/tree.py)
+  7. print       `backend.numba.module`       the tree printed for Numba, laid out
+                                              by a Jinja2 template              (Python source)
 
-`compile_spec` runs them in order and times each, like FFCx's compiler.
+The Cell IR is type-checked after every pass that rewrites it (`ir.cell.typecheck`), the
+plan when it is made (`ir.plan.typecheck_plan`).
 """
 from __future__ import annotations
 
 import os
 import tempfile
 import time
-import unicodedata
 from pathlib import Path
 from typing import NamedTuple
 
-import jinja2
-
 from . import __version__
-from .backend.numba.codegen import build_context
-from .ir.cell import Cell, format_equation
-from .passes import derive, regularize, schedule, split
-from .runtime.regularizers import Regularizers
-from .passes.regularize import matmul_states
-from .passes.derive import Derivation
+from .backend.numba import module
+from .backend.program import lower
+from .backend.tree import Program
 from .errors import read_spec_bytes
 from .frontend.spec import parse_spec
-
-_ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "backend/numba/templates"),
-                          undefined=jinja2.StrictUndefined, trim_blocks=True,
-                          lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-_ENV.filters["py"] = repr   # Python literals in the generated module
-
-
-def docstring_text(text: str) -> str:
-    """Free text from a spec (summary, reference, file name) made inert inside a
-    docstring or a comment: backslashes and double quotes are escaped and control,
-    format and line-separator characters are written as escapes, so the text can
-    neither close the docstring nor start a new line of code. `__doc__` still reads
-    the original text (escapes are undone by the string literal)."""
-    out = []
-    for ch in text:
-        if ch in '\\"':
-            out.append("\\" + ch)
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
-            out.append(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x10000
-                       else f"\\U{ord(ch):08x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+from .ir.cell import Cell, format_equation
+from .ir.derivation import Derivation
+from .ir.plan import Plan
+from .passes import derive, regularize, schedule, split
+from .passes.regularize import matmul_states
+from .runtime.regularizers import Regularizers
 
 
-_ENV.filters["text"] = docstring_text
+class IRs(NamedTuple):
+    """Every intermediate of one compile, in pipeline order."""
 
-
-class Compiled(NamedTuple):
-    cell: Cell                 # after the split pass
+    spec: Cell                 # the front end's, as the spec writes it
+    variant: Cell              # with the regularizers' masks (the spec's own when none)
+    cell: Cell                 # after split: what the interpreter and the back end read
+    plan: Plan
     derivation: Derivation
+    program: Program
     source: str                # the generated module
-    timings: dict[str, float]  # seconds per stage
-
-
-def render(context: dict) -> str:
-    return _ENV.get_template("module.py.j2").render(**context)
+    timings: dict              # seconds per stage
 
 
 def compile_bytes(raw: bytes, path: str = "<spec>",
-                  regularizers: Regularizers = Regularizers()) -> Compiled:
+                  regularizers: Regularizers = Regularizers()) -> IRs:
     """Compile spec bytes to module source; `regularizers` asks for the variant with
-    zoneout and recurrent dropout masks as inputs (see `passes/regularize.py`)."""
+    zoneout and recurrent dropout masks as inputs (see `passes/regularize.py`). `path`
+    is used in messages only."""
     timings = {}
     t0 = time.perf_counter()
 
@@ -84,27 +69,28 @@ def compile_bytes(raw: bytes, path: str = "<spec>",
         timings[stage] = now - t0
         t0 = now
 
-    cell = parse_spec(raw, path)
-    droppable = matmul_states(cell)
-    cell = regularize(cell, regularizers)
-    equations = [format_equation(n) for n in cell.nodes]
+    spec = parse_spec(raw, path)
     lap("frontend")
-    cell = split(cell)
+    variant = regularize(spec, regularizers)
+    lap("regularize")
+    cell = split(variant)
     lap("split")
     plan = schedule(cell)
     lap("schedule")
     derivation = derive(plan)
     lap("derive")
-    context = build_context(derivation, version=__version__, source_name=Path(path).name,
-                            equations=equations, spec_text=raw.decode("utf-8"),
-                            matmul_states=droppable)
-    lap("codegen")
-    source = render(context)
-    lap("render")
-    return Compiled(cell, derivation, source, timings)
+    program = lower(derivation)
+    lap("lower")
+    values = module.context(cell, program, version=__version__,
+                            source_name=Path(path).name, spec_text=raw.decode("utf-8"),
+                            equations=[format_equation(n) for n in variant.nodes],
+                            matmul_states=matmul_states(spec))
+    source = module.render(values)
+    lap("print")
+    return IRs(spec, variant, cell, plan, derivation, program, source, timings)
 
 
-def compile_spec(path: str | Path) -> Compiled:
+def compile_spec(path: str | Path) -> IRs:
     """Compile the spec file at `path` to module source (nothing is written)."""
     return compile_bytes(read_spec_bytes(path), str(path))
 

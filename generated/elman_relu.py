@@ -10,7 +10,8 @@ One step, as written in the spec (`h` is the previous state, `h'` the new one):
 
 API (see the cellc README, "The generated module's contract"):
     init_params(dtype=np.float32, seed=0, **sizes) -> params
-    forward(params, inputs, states=None) -> (outputs, final_states, cache)
+    forward(params, inputs, states=None, lengths=None, need_grad=True)
+        -> (outputs, final_states, cache)
     backward(cache, d_outputs=None, d_states=None) -> Gradients(params, inputs, states)
     clear_workspace()    frees the memory kept for reuse between calls
 """
@@ -25,50 +26,6 @@ import llvmlite.binding as llvm
 import numba as nb
 import numpy as np
 from numba.extending import overload
-
-NAME = 'elman_relu'
-CELLC_VERSION = '0.1.0'
-SPEC_SHA256 = '12029b2d300f542f37fc8316debbfd89ceaf2984852d9667b5c86b75fed13c5e'
-INPUTS = {'x': 'I'}
-STATES = {'h': 'H'}
-OUTPUT = "h'"
-OUTPUT_DIM = 'H'
-PARAMS = {
-    'W_x': ('I', 'H'),
-    'W_h': ('H', 'H'),
-    'b': ('H',),
-}
-INIT = {
-}
-DIMS = ('H', 'I')
-# The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
-TORCH = {'module': 'RNN', 'options': {'nonlinearity': 'relu'}, 'params': {'W_x': [('weight_ih', 0, True)], 'W_h': [('weight_hh', 0, True)], 'b': [('bias_ih', 0, False), ('bias_hh', 0, False)]}}
-# Inputs that get no gradient: regularizer masks (zoneout__s, dropout__s)
-NO_GRAD_INPUTS = ()
-# The states zoned out and dropped in this variant, and those recurrent dropout can drop
-REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
-MATMUL_STATES = ('h',)
-# The spec this module was compiled from, so that cellc can build its variants
-SPEC_SOURCE = "\n".join([
-    '# Elman RNN with ReLU, as torch.nn.RNN(nonlinearity="relu").',
-    'name = "elman_relu"',
-    'summary = "Elman RNN with ReLU: h\' = relu(x W_x + h W_h + b)"',
-    'reference = "J. L. Elman, Finding Structure in Time (1990); Le, Jaitly & Hinton 2015 (IRNN); torch.nn.RNN(nonlinearity=\\"relu\\")"',
-    'inputs = ["x"]',
-    'states = ["h"]',
-    'parameters = ["W_x", "W_h", "b"]',
-    'equations = """',
-    "h' = relu(x @ W_x + h @ W_h + b)",
-    '"""',
-    '',
-    '[torch]   # torch.nn.RNN(nonlinearity="relu")',
-    'module = "RNN"',
-    'nonlinearity = "relu"',
-    'W_x = "weight_ih[0].T"',
-    'W_h = "weight_hh[0].T"',
-    'b = "bias_ih[0] + bias_hh[0]"',
-    '',
-])
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
@@ -108,6 +65,7 @@ _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
             fastmath={"nsz", "arcp", "contract"})
 
 
+# ---- BLAS ------------------------------------------------------------------------------
 def _find_cblas():
     """numpy's own OpenBLAS (ILP64 cblas_?gemm), registered as symbols so that the
     time loops can call it from Numba with cache=True (a ctypes pointer would not cache)."""
@@ -138,12 +96,16 @@ _dgemm = nb.types.ExternalFunction("cellc_cblas_dgemm", _blas_signature(nb.types
 
 
 def _gemm(a, b, c, accumulate):
-    """c = a @ b, or c += a @ b when accumulate (row-major, unit inner stride); Numba only."""
-    raise TypeError("_gemm is for use inside Numba kernels")
+    """c = a @ b, or c += a @ b when accumulate (row-major, unit inner stride), inside
+    Numba; in Python, through numpy."""
+    if accumulate:
+        c += a @ b
+    else:
+        np.matmul(a, b, out=c)
 
 
 @overload(_gemm)
-def _gemm__for_dtype(a, b, c, accumulate):
+def _gemm_in_numba(a, b, c, accumulate):
     if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
         def portable(a, b, c, accumulate):
             if accumulate:
@@ -152,14 +114,15 @@ def _gemm__for_dtype(a, b, c, accumulate):
                 c[:, :] = np.dot(a, b)
         return portable
     gemm = _sgemm if a.dtype == nb.types.float32 else _dgemm
-    T = np.float32 if a.dtype == nb.types.float32 else np.float64
+    one = np.float32(1) if a.dtype == nb.types.float32 else np.float64(1)
+    zero = one - one
 
     def blas(a, b, c, accumulate):
         m, k = a.shape
         n = c.shape[1]
         size = a.itemsize
-        gemm(101, 111, 111, m, n, k, T(1), a.ctypes, a.strides[0] // size, b.ctypes,
-             b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes, c.strides[0] // size)
+        gemm(101, 111, 111, m, n, k, one, a.ctypes, a.strides[0] // size, b.ctypes,
+             b.strides[0] // size, one if accumulate else zero, c.ctypes, c.strides[0] // size)
     return blas
 
 
@@ -172,6 +135,187 @@ def _copy_rows(dst, src, start, stop):
             dst[r, j] = src[r, j]
 
 
+# ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
+# Each is dtype-dispatched when Numba compiles a kernel, and inlined into it. libm's
+# expf/tanhf do not vectorize in Numba, so float32 tanh and sigmoid use a clamped
+# rational approximation (below) that does; float64 keeps libm.
+@nb.njit(inline="always", error_model="numpy")
+def _tanh_f32(x):
+    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7),
+    and exactly +-1 from |x| = 9 on, where float32 tanh rounds to +-1 (the rational alone
+    stops at 1 - 2.4e-7, so sigmoid(-1e4) would be 1.2e-7 and its derivative not 0)."""
+    f = np.float32
+    z = min(max(x, f(-7.90531110763549805)), f(7.90531110763549805))
+    x2 = z * z
+    p = f(-2.76076847742355e-16)
+    p = p * x2 + f(2.00018790482477e-13)
+    p = p * x2 + f(-8.60467152213735e-11)
+    p = p * x2 + f(5.12229709037114e-08)
+    p = p * x2 + f(1.48572235717979e-05)
+    p = p * x2 + f(6.37261928875436e-04)
+    p = p * x2 + f(4.89352455891786e-03)
+    q = f(1.19825839466702e-06)
+    q = q * x2 + f(1.18534705686654e-04)
+    q = q * x2 + f(2.26843463243900e-03)
+    q = q * x2 + f(4.89352518554385e-03)
+    r = z * p / q
+    # +-1 beyond |x| = 9, without a branch (max/min keep a NaN first argument)
+    r = max(r, f(2) * f(x >= f(9)) - f(1))
+    return min(r, f(1) - f(2) * f(x <= f(-9)))
+
+
+def _real(numba_type):
+    """The numpy scalar type of Numba's float32 or float64."""
+    return np.float32 if numba_type == nb.types.float32 else np.float64
+
+
+_KERNEL_ONLY = "cellc's elementwise functions run inside Numba kernels only"
+
+
+def _sigmoid(x):
+    """Logistic function 1 / (1 + exp(-x)); float32 as 0.5 + 0.5 tanh(x / 2)."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sigmoid, inline="always")
+def _sigmoid_for(x):
+    real = _real(x)
+    half, one = real(0.5), real(1)
+    if real is np.float32:
+        def fast(x):
+            return half + half * _tanh_f32(half * x)
+        return fast
+
+    def exact(x):
+        return one / (one + np.exp(-x))
+    return exact
+
+
+def _tanh(x):
+    """Hyperbolic tangent; float32 through _tanh_f32."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_tanh, inline="always")
+def _tanh_for(x):
+    if _real(x) is np.float32:
+        def fast(x):
+            return _tanh_f32(x)
+        return fast
+
+    def exact(x):
+        return np.tanh(x)
+    return exact
+
+
+def _relu(x):
+    """max(x, 0), NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_relu, inline="always")
+def _relu_for(x):
+    zero = _real(x)(0)
+
+    def relu(x):
+        return np.maximum(x, zero)
+    return relu
+
+
+def _softplus(x):
+    """log(1 + exp(x)), without overflow."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_softplus, inline="always")
+def _softplus_for(x):
+    zero = _real(x)(0)
+
+    def softplus(x):
+        return np.maximum(x, zero) + np.log1p(np.exp(-np.abs(x)))
+    return softplus
+
+
+def _step(x):
+    """Heaviside step: 1 where x > 0, else 0."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_step, inline="always")
+def _step_for(x):
+    zero, one = _real(x)(0), _real(x)(1)
+
+    def step(x):
+        return one if x > zero else zero
+    return step
+
+
+def _exp(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_exp, inline="always")
+def _exp_for(x):
+    return lambda x: np.exp(x)
+
+
+def _log(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_log, inline="always")
+def _log_for(x):
+    return lambda x: np.log(x)
+
+
+def _sqrt(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sqrt, inline="always")
+def _sqrt_for(x):
+    return lambda x: np.sqrt(x)
+
+
+def _abs(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_abs, inline="always")
+def _abs_for(x):
+    return lambda x: np.abs(x)
+
+
+def _sign(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sign, inline="always")
+def _sign_for(x):
+    return lambda x: np.sign(x)
+
+
+def _max(a, b):
+    """Elementwise maximum, NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_max, inline="always")
+def _max_for(a, b):
+    return lambda a, b: np.maximum(a, b)
+
+
+def _min(a, b):
+    """Elementwise minimum, NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_min, inline="always")
+def _min_for(a, b):
+    return lambda a, b: np.minimum(a, b)
+
+
+# ---- the workspace: memory reused between calls ------------------------------------------
 class _Workspace:
     """Hands out the arrays of earlier calls again once nothing else refers to them.
 
@@ -244,42 +388,7 @@ def clear_workspace():
     _workspace.clear()
 
 
-def init_params(dtype=np.float32, seed=0, **sizes):
-    """Initialised parameters for the given sizes (H, I), keyed as in the spec.
-
-    Default: uniform in [-1/sqrt(H), 1/sqrt(H)] (PyTorch's RNN/LSTM/GRU
-    convention, with its hidden_size the widest state), unless the spec's [init] table says
-    otherwise.
-    """
-    missing = [d for d in DIMS if d not in sizes]
-    unknown = [d for d in sizes if d not in DIMS]
-    if missing or unknown:
-        raise ValueError(f"init_params needs sizes for {list(DIMS)}; missing {missing}, unknown {unknown}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, not {dtype}")
-    rng = np.random.default_rng(seed)
-    bound = 1.0 / np.sqrt(max(sizes['H'], 1))
-    params = {}
-    for name, shape in PARAMS.items():
-        shape = tuple(int(sizes[d]) for d in shape)
-        kind, args = INIT.get(name, ("default", ()))
-        if kind == "default":
-            value = rng.uniform(-bound, bound, shape)
-        elif kind == "uniform":
-            value = rng.uniform(args[0], args[1], shape)
-        elif kind == "normal":
-            value = rng.normal(args[0], args[1], shape)
-        elif kind == "orthogonal":
-            q, r = np.linalg.qr(rng.normal(size=(max(shape), min(shape))))
-            q = q * np.sign(np.diag(r))
-            value = q if shape[0] >= shape[1] else q.T
-        else:
-            value = np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(kind, args[0] if args else 0.0))
-        params[name] = np.ascontiguousarray(value, dtype=dtype)
-    return params
-
-
+# ---- checking the arguments: Numba does no bounds checking --------------------------------
 def _check_array(what, a, ndim, dtype=None):
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{what} must be a numpy array, not {type(a).__name__}")
@@ -299,8 +408,11 @@ def _bind(sizes, dim, n, what):
         raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
 
 
-def _validate(params, inputs, states):
-    """Check everything before any kernel runs: Numba does no bounds checking."""
+def _validate(params, inputs, states, contract):
+    """Check everything before any kernel runs. `contract` is the module's
+    (PARAMS, INPUTS, STATES, DIMS). Returns (inputs, states, sizes, dtype, T, B) with
+    omitted states as zeros."""
+    PARAMS, INPUTS, STATES, DIMS = contract
     if not isinstance(params, dict):
         raise ValueError("params must be a dict of arrays keyed as in the spec")
     missing = [p for p in PARAMS if p not in params]
@@ -347,6 +459,30 @@ def _validate(params, inputs, states):
     return inputs, states, sizes, dtype, T, B
 
 
+def _check_upstream(what, a, shape, dtype):
+    if a is None:
+        return None
+    a = _check_array(what, a, len(shape), dtype)
+    if a.shape != shape:
+        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
+    return a
+
+
+def _upstream_states(d_states, B, sizes, dtype, order, STATES):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
+        if g is None:
+            g = np.zeros((B, sizes[dim]), dtype)
+        upstream[name] = g if order is None else g[order]
+    return upstream
+
+
+# ---- ragged batches (forward and backward with lengths) -----------------------------------
 def _batch_order(lengths, T, B):
     """(order, active) for a batch: `active[t]` sequences are still running at step t
     (active[T] = 0). Without lengths every sequence runs all T steps and order is None;
@@ -384,116 +520,253 @@ def _last_steps(order, active):
     return ends[back], back
 
 
-def _check_upstream(what, a, shape, dtype):
-    if a is None:
-        return None
-    a = _check_array(what, a, len(shape), dtype)
-    if a.shape != shape:
-        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
-    return a
+def _in_caller_order(grads, order):
+    """Gradients computed in `order` (longest first), back in the caller's batch order."""
+    if order is None:
+        return grads
+    back = np.argsort(order)
+    return Gradients(grads.params, {k: np.take(v, back, axis=1) for k, v in grads.inputs.items()},
+                     {k: v[back] for k, v in grads.states.items()})
+
+
+# ---- parameters ----------------------------------------------------------------------------
+def _init_params(contract, init, hidden, dtype, seed, sizes):
+    """Parameters for `sizes`, keyed as in the spec: `init` overrides per parameter, the
+    default is uniform in [-1/sqrt(n), 1/sqrt(n)] with n the largest of the `hidden`
+    dimensions (PyTorch's RNN/LSTM/GRU convention, its hidden_size the widest state)."""
+    PARAMS, _, _, DIMS = contract
+    missing = [d for d in DIMS if d not in sizes]
+    unknown = [d for d in sizes if d not in DIMS]
+    if missing or unknown:
+        raise ValueError(f"init_params needs sizes for {list(DIMS)}; missing {missing}, unknown {unknown}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, not {dtype}")
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(max([sizes[d] for d in hidden] + [1]))
+    params = {}
+    for name, shape in PARAMS.items():
+        shape = tuple(int(sizes[d]) for d in shape)
+        kind, args = init.get(name, ("default", ()))
+        if kind == "default":
+            value = rng.uniform(-bound, bound, shape)
+        elif kind == "uniform":
+            value = rng.uniform(args[0], args[1], shape)
+        elif kind == "normal":
+            value = rng.normal(args[0], args[1], shape)
+        elif kind == "orthogonal":
+            q, r = np.linalg.qr(rng.normal(size=(max(shape), min(shape))))
+            q = q * np.sign(np.diag(r))
+            value = q if shape[0] >= shape[1] else q.T
+        else:
+            value = np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(kind, args[0] if args else 0.0))
+        params[name] = np.ascontiguousarray(value, dtype=dtype)
+    return params
+
+# ---- this cell ---------------------------------------------------------------------------
+NAME = 'elman_relu'
+CELLC_VERSION = '0.1.0'
+SPEC_SHA256 = '12029b2d300f542f37fc8316debbfd89ceaf2984852d9667b5c86b75fed13c5e'
+INPUTS = {'x': 'I'}
+STATES = {'h': 'H'}
+OUTPUT = "h'"
+OUTPUT_DIM = 'H'
+PARAMS = {
+    'W_x': ('I', 'H'),
+    'W_h': ('H', 'H'),
+    'b': ('H',),
+}
+INIT = {
+}
+DIMS = ('H', 'I')
+# The dimensions of the states: the default init is uniform in +-1/sqrt(the largest)
+HIDDEN = ('H',)
+# The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
+TORCH = {'module': 'RNN', 'options': {'nonlinearity': 'relu'}, 'params': {'W_x': [('weight_ih', 0, True)], 'W_h': [('weight_hh', 0, True)], 'b': [('bias_ih', 0, False), ('bias_hh', 0, False)]}}
+# Inputs that get no gradient: regularizer masks (zoneout__s, dropout__s)
+NO_GRAD_INPUTS = ()
+# The states zoned out and dropped in this variant, and those recurrent dropout can drop
+REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
+MATMUL_STATES = ('h',)
+# The spec this module was compiled from, so that cellc can build its variants
+SPEC_SOURCE = "\n".join([
+    '# Elman RNN with ReLU, as torch.nn.RNN(nonlinearity="relu").',
+    'name = "elman_relu"',
+    'summary = "Elman RNN with ReLU: h\' = relu(x W_x + h W_h + b)"',
+    'reference = "J. L. Elman, Finding Structure in Time (1990); Le, Jaitly & Hinton 2015 (IRNN); torch.nn.RNN(nonlinearity=\\"relu\\")"',
+    'inputs = ["x"]',
+    'states = ["h"]',
+    'parameters = ["W_x", "W_h", "b"]',
+    'equations = """',
+    "h' = relu(x @ W_x + h @ W_h + b)",
+    '"""',
+    '',
+    '[torch]   # torch.nn.RNN(nonlinearity="relu")',
+    'module = "RNN"',
+    'nonlinearity = "relu"',
+    'W_x = "weight_ih[0].T"',
+    'W_h = "weight_hh[0].T"',
+    'b = "bias_ih[0] + bias_hh[0]"',
+    '',
+])
+_CONTRACT = (PARAMS, INPUTS, STATES, DIMS)
+
+
+def init_params(dtype=np.float32, seed=0, **sizes):
+    """Initialised parameters for the given sizes (H, I), keyed as in the spec.
+
+    Default: uniform in [-1/sqrt(n), 1/sqrt(n)], n the size of H (the
+    widest state: PyTorch's RNN/LSTM/GRU convention), unless the spec's [init] table says
+    otherwise.
+    """
+    return _init_params(_CONTRACT, INIT, HIDDEN, dtype, seed, sizes)
 
 
 @nb.njit(**_JIT)
-def _fwd__step1_H(rows__, H, _b, _mm__h, _mm__x, _h__new):
-    T = _b.dtype.type
+def _fwd__step1(rows__, H, vectors__, reads__, writes__):
+    """Forward of h'."""
+    _b, = vectors__
+    _mm__h, _mm__x = reads__
+    _new__h, = writes__
+    real = _b.dtype.type
     for r__ in range(rows__):
         for j__ in range(H):
+            # h' = relu(x @ W_x + h @ W_h + b)
             b = _b[j__]
-            h__W_h = _mm__h[r__, j__]
-            x__W_x = _mm__x[r__, j__]
-            h__new = (np.maximum((b + h__W_h + x__W_x), T(0)))
-            _h__new[r__, j__] = h__new
+            at__h__W_h = _mm__h[r__, j__]
+            at__x__W_x = _mm__x[r__, j__]
+            new__h = _relu(at__h__W_h + at__x__W_x + b)
+            _new__h[r__, j__] = new__h
 
 
 @nb.njit(**_JIT)
-def _bwd__step1_H(rows__, H, _b, _mm__h, _mm__x, _d__h__new, dyt__, _d__mm__x):
-    T = _b.dtype.type
-    for r__ in range(rows__):
-        for j__ in range(H):
-            b = _b[j__]
-            h__W_h = _mm__h[r__, j__]
-            x__W_x = _mm__x[r__, j__]
-            d__h__new = _d__h__new[r__, j__] + dyt__[r__, j__]
-            t__0 = d__h__new*((T(1) if (b + h__W_h + x__W_x) > T(0) else T(0)))
-            _d__mm__x[r__, j__] = t__0
-
-
-@nb.njit(**_JIT)
-def _forward__steps(T, B, H, _b, _h, _mm__h, _mm__x, _w__mm__h, active__):
+def _steps__fwd(B, T, H, active__, vectors__, sequences__, buffers__):
+    _b, = vectors__
+    _h, _mm__h, _mm__x = sequences__
+    _w__h, = buffers__
     for t in range(T):
         n__ = active__[t]
-        _gemm(_h[t][:n__], _w__mm__h, _mm__h[t][:n__], False)
-        _fwd__step1_H(n__, H, _b, _mm__h[t], _mm__x[t], _h[t + 1])
+        _gemm(_h[t][:n__], _w__h, _mm__h[t][:n__], False)
+        _fwd__step1(n__, H, (_b,), (_mm__h[t], _mm__x[t]), (_h[t + 1],))
         if n__ < B:
             _h[t + 1][n__:] = 0
             _mm__h[t][n__:] = 0
 
 
 @nb.njit(**_JIT)
-def _backward__steps(T, B, H, _b, _d__h, _d__h__new, _d__mm__x, _mm__h, _mm__x, _up__h, _wt__mm__h, active__, dy__, has_dy__):
+def _bwd__step1(rows__, H, vectors__, reads__, writes__):
+    """Backward of h'."""
+    _b, = vectors__
+    _mm__h, _mm__x, _d__new__h, dyt__ = reads__
+    _d__mm__x, = writes__
+    real = _b.dtype.type
+    for r__ in range(rows__):
+        for j__ in range(H):
+            b = _b[j__]
+            at__h__W_h = _mm__h[r__, j__]
+            at__x__W_x = _mm__x[r__, j__]
+            d__new__h = _d__new__h[r__, j__] + dyt__[r__, j__]
+            t__0 = d__new__h*_step(at__h__W_h + at__x__W_x + b)
+            _d__mm__x[r__, j__] = t__0
+
+
+@nb.njit(**_JIT)
+def _steps__bwd(B, T, H, active__, has_dy__, vectors__, buffers__, sequences__):
+    _b, = vectors__
+    _d__h, _d__new__h, _up__h, _wt__h = buffers__
+    _d__mm__x, _mm__h, _mm__x, dy__ = sequences__
     for t in range(T - 1, -1, -1):
         n__ = active__[t]
         m__ = active__[t + 1]
-        dyt__ = dy__[t] if has_dy__ else dy__[0]
-        _copy_rows(_d__h__new, _up__h, m__, n__)
-        _bwd__step1_H(n__, H, _b, _mm__h[t], _mm__x[t], _d__h__new, dyt__, _d__mm__x[t])
-        _gemm(_d__mm__x[t][:n__], _wt__mm__h, _d__h[:n__], False)
+        if has_dy__:
+            dyt__ = dy__[t]
+        else:
+            dyt__ = dy__[0]
+        _copy_rows(_d__new__h, _up__h, m__, n__)
+        _bwd__step1(n__, H, (_b,), (_mm__h[t], _mm__x[t], _d__new__h, dyt__), (_d__mm__x[t],))
+        _gemm(_d__mm__x[t][:n__], _wt__h, _d__h[:n__], False)
         if n__ < B:
             _d__mm__x[t][n__:] = 0
-        _d__h, _d__h__new = _d__h__new, _d__h
-    _copy_rows(_d__h__new, _up__h, active__[0], B)
-    return _d__h__new
+        _d__h, _d__new__h = _d__new__h, _d__h
+    _copy_rows(_d__new__h, _up__h, active__[0], B)
+    return _d__new__h
 
 
-def _upstream_states(d_states, B, sizes, dtype, order):
-    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
-    d_states = dict(d_states or {})
-    if [s for s in d_states if s not in STATES]:
-        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    upstream = {}
-    for name, dim in STATES.items():
-        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
-        if g is None:
-            g = np.zeros((B, sizes[dim]), dtype)
-        upstream[name] = g if order is None else g[order]
-    return upstream
+@nb.njit(**_JIT)
+def _steps__inf(B, T, H, active__, vectors__, sequences__, buffers__):
+    _b, = vectors__
+    _h, _mm__x = sequences__
+    _mm__h, _w__h = buffers__
+    for t in range(T):
+        n__ = active__[t]
+        _gemm(_h[t][:n__], _w__h, _mm__h[:n__], False)
+        _fwd__step1(n__, H, (_b,), (_mm__h, _mm__x[t]), (_h[t + 1],))
+        if n__ < B:
+            _h[t + 1][n__:] = 0
 
 
-def forward(params, inputs, states=None, lengths=None):
+def forward(params, inputs, states=None, lengths=None, need_grad=True):
     """Run the cell over a time-major sequence `inputs` [T, B, I] (a dict if several).
 
     `states` maps state names to [B, size] initial values (zeros when omitted).
     `lengths` [B] (optional) gives each sequence's own length in a padded batch: its
     final states are taken at its own last step, its outputs past that step are zero,
     and padding is never read.
+    `need_grad=False` saves nothing for backward (inference): less memory, and the
+    returned cache is None.
     Returns (outputs [T, B, H], final states dict, cache for `backward`).
     """
-    inputs, states, sizes, dtype, T, B = _validate(params, inputs, states)
+    inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, _CONTRACT)
     _workspace.start_call()
     order__, active__ = _batch_order(lengths, T, B)
     if order__ is not None:      # longest first, padding zeroed: step t runs rows :active__[t]
         inputs = {k: _sorted_padded(v, order__, active__) for k, v in inputs.items()}
         states = {k: v[order__] for k, v in states.items()}
+    if not need_grad:
+        return _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, active__)
     H = sizes['H']
     I = sizes['I']
     _x = inputs['x']
+    _W_x = params['W_x']
+    _W_h = params['W_h']
     _b = params['b']
     _h = _empty((T + 1, B, H), dtype)
-    _h[0] = states['h']
-    _w__mm__x = params['W_x']
-    _w__mm__h = params['W_h']
+    _h[0][:] = states['h']
+    _w__x = _W_x
+    _w__h = _W_h
     _mm__h = _empty((T, B, H), dtype)
-    _mm__x = np.matmul(_x.reshape(T * B, I), _w__mm__x, out=_empty((T * B, H), dtype)).reshape(T, B, H)
-    _forward__steps(T, B, H, _b, _h, _mm__h, _mm__x, _w__mm__h, active__)
+    _mm__x = _empty((T, B, H), dtype)
+    _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, H), False)
+    _steps__fwd(B, T, H, active__, (_b,), (_h, _mm__h, _mm__x), (_w__h,))
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_h': _h, '_mm__h': _mm__h, '_mm__x': _mm__x, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x}}
-    cache["order"], cache["active"] = order__, active__
+             "saved": {'_h': _h, '_mm__h': _mm__h, '_mm__x': _mm__x, '_w__h': _w__h, '_w__x': _w__x},
+             "order": order__, "active": active__}
     if order__ is None:
-        final__ = {'h': _h[T]}
-        return _h[1:], final__, cache
+        return _h[1:], {'h': _h[T]}, cache
     ends__, back__ = _last_steps(order__, active__)
-    final__ = {'h': _h[ends__, back__]}
-    return np.take(_h[1:], back__, axis=1), final__, cache
+    return np.take(_h[1:], back__, axis=1), {'h': _h[ends__, back__]}, cache
+
+
+def _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, active__):
+    """forward(..., need_grad=False): the same steps, keeping only what they need."""
+    H = sizes['H']
+    I = sizes['I']
+    _x = inputs['x']
+    _W_x = params['W_x']
+    _W_h = params['W_h']
+    _b = params['b']
+    _h = _empty((T + 1, B, H), dtype)
+    _h[0][:] = states['h']
+    _w__x = _W_x
+    _w__h = _W_h
+    _mm__h = _empty((B, H), dtype)
+    _mm__x = _empty((T, B, H), dtype)
+    _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, H), False)
+    _steps__inf(B, T, H, active__, (_b,), (_h, _mm__x), (_mm__h, _w__h))
+    if order__ is None:
+        return _h[1:], {'h': _h[T]}, None
+    ends__, back__ = _last_steps(order__, active__)
+    return np.take(_h[1:], back__, axis=1), {'h': _h[ends__, back__]}, None
 
 
 def backward(cache, d_outputs=None, d_states=None):
@@ -504,48 +777,49 @@ def backward(cache, d_outputs=None, d_states=None):
     Returns Gradients(params, inputs, states): dicts keyed like the spec, `states`
     holding the gradients w.r.t. the initial states.
     """
+    if cache is None:
+        raise ValueError("this cache came from forward(..., need_grad=False), which saves "
+                         "nothing for backward; run forward with need_grad=True")
     sizes, dtype, T, B = cache["sizes"], cache["dtype"], cache["T"], cache["B"]
     _workspace.start_call()
     params, inputs, saved__ = cache["params"], cache["inputs"], cache["saved"]
+    order__, active__ = cache["order"], cache["active"]
     H = sizes['H']
     I = sizes['I']
-    _x = inputs['x']
-    _b = params['b']
     _h = saved__['_h']
     _mm__h = saved__['_mm__h']
     _mm__x = saved__['_mm__x']
-    _w__mm__h = saved__['_w__mm__h']
-    _w__mm__x = saved__['_w__mm__x']
-    order__, active__ = cache["order"], cache["active"]
+    _w__h = saved__['_w__h']
+    _w__x = saved__['_w__x']
     dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
     has_dy__ = dy__ is not None
     if not has_dy__:
         dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
     elif order__ is not None:
         dy__ = np.take(dy__, order__, axis=1)
-    upstream__ = _upstream_states(d_states, B, sizes, dtype, order__)
+    upstream__ = _upstream_states(d_states, B, sizes, dtype, order__, STATES)
+    _x = inputs['x']
+    _b = params['b']
     _d__x = _empty((T, B, I), dtype)
-    _wt__mm__x = _contiguous(_w__mm__x.T)
+    _wt__x = _contiguous(_w__x.T)
     _d__mm__x = _empty((T, B, H), dtype)
-    _wt__mm__h = _contiguous(_w__mm__h.T)
+    _wt__h = _contiguous(_w__h.T)
     _d__h = _empty((B, H), dtype)
-    _d__h__new = _empty((B, H), dtype)
+    _d__new__h = _empty((B, H), dtype)
     _up__h = upstream__['h']
-    _d__h__new = _backward__steps(T, B, H, _b, _d__h, _d__h__new, _d__mm__x, _mm__h, _mm__x, _up__h, _wt__mm__h, active__, dy__, has_dy__)
-    np.matmul(_d__mm__x.reshape(T * B, H), _wt__mm__x, out=_d__x.reshape(T * B, I))
-    colsum0__ = _d__mm__x.reshape(T * B, H).sum(axis=0)
-    _d__b = colsum0__[0:0 + H]
-    gw__ = np.matmul(_x.reshape(T * B, I).T, _d__mm__x.reshape(T * B, H), out=_empty((I, H), dtype))
-    _d__W_x = _contiguous(gw__[:, 0:0 + H])
-    gw__ = np.matmul(_h[:T].reshape(T * B, H).T, _d__mm__x.reshape(T * B, H), out=_empty((H, H), dtype))
-    _d__W_h = _contiguous(gw__[:, 0:0 + H])
+    _d__new__h = _steps__bwd(B, T, H, active__, has_dy__, (_b,), (_d__h, _d__new__h, _up__h, _wt__h), (_d__mm__x, _mm__h, _mm__x, dy__))
+    _gemm(_d__mm__x.reshape(B*T, H), _wt__x, _d__x.reshape(B*T, I), False)
+    colsum__0 = _d__mm__x.reshape(B*T, H).sum(axis=0)
+    _d__b = colsum__0[:H]
+    _d__w__x = _empty((I, H), dtype)
+    _gemm(_x.reshape(B*T, I).T, _d__mm__x.reshape(B*T, H), _d__w__x, False)
+    _d__W_x = _contiguous(_d__w__x[:, :H])
+    _d__w__h = _empty((H, H), dtype)
+    _gemm(_h[:T].reshape(B*T, H).T, _d__mm__x.reshape(B*T, H), _d__w__h, False)
+    _d__W_h = _contiguous(_d__w__h[:, :H])
     grads = Gradients(
         params={'W_x': _d__W_x, 'W_h': _d__W_h, 'b': _d__b},
         inputs={'x': _d__x},
-        states={'h': _d__h__new},
+        states={'h': _d__new__h},
     )
-    if order__ is None:
-        return grads
-    back__ = np.argsort(order__)
-    return Gradients(grads.params, {k: np.take(v, back__, axis=1) for k, v in grads.inputs.items()},
-                     {k: v[back__] for k, v in grads.states.items()})
+    return _in_caller_order(grads, order__)

@@ -30,7 +30,8 @@ One step, as written in the spec (`h` is the previous state, `h'` the new one):
 
 API (see the cellc README, "The generated module's contract"):
     init_params(dtype=np.float32, seed=0, **sizes) -> params
-    forward(params, inputs, states=None) -> (outputs, final_states, cache)
+    forward(params, inputs, states=None, lengths=None, need_grad=True)
+        -> (outputs, final_states, cache)
     backward(cache, d_outputs=None, d_states=None) -> Gradients(params, inputs, states)
     clear_workspace()    frees the memory kept for reuse between calls
 """
@@ -45,114 +46,6 @@ import llvmlite.binding as llvm
 import numba as nb
 import numpy as np
 from numba.extending import overload
-
-NAME = 'ln_lstm'
-CELLC_VERSION = '0.1.0'
-SPEC_SHA256 = 'a5a9c10def580c2793ff93286ac87eb0f14eb0c1fabf540e4584f7db2f89f103'
-INPUTS = {'x': 'I'}
-STATES = {'h': 'H', 'c': 'H'}
-OUTPUT = "h'"
-OUTPUT_DIM = 'H'
-PARAMS = {
-    'W_xi': ('I', 'H'),
-    'W_xf': ('I', 'H'),
-    'W_xg': ('I', 'H'),
-    'W_xo': ('I', 'H'),
-    'W_hi': ('H', 'H'),
-    'W_hf': ('H', 'H'),
-    'W_hg': ('H', 'H'),
-    'W_ho': ('H', 'H'),
-    'b_i': ('H',),
-    'b_f': ('H',),
-    'b_g': ('H',),
-    'b_o': ('H',),
-    'gx_i': ('H',),
-    'gx_f': ('H',),
-    'gx_g': ('H',),
-    'gx_o': ('H',),
-    'gh_i': ('H',),
-    'gh_f': ('H',),
-    'gh_g': ('H',),
-    'gh_o': ('H',),
-    'g_c': ('H',),
-    'beta_c': ('H',),
-}
-INIT = {
-    'b_f': ('constant', (1.0,)),
-    'gx_i': ('ones', ()),
-    'gx_f': ('ones', ()),
-    'gx_g': ('ones', ()),
-    'gx_o': ('ones', ()),
-    'gh_i': ('ones', ()),
-    'gh_f': ('ones', ()),
-    'gh_g': ('ones', ()),
-    'gh_o': ('ones', ()),
-    'g_c': ('ones', ()),
-    'beta_c': ('zeros', ()),
-}
-DIMS = ('H', 'I')
-# The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
-TORCH = None
-# Inputs that get no gradient: regularizer masks (zoneout__s, dropout__s)
-NO_GRAD_INPUTS = ()
-# The states zoned out and dropped in this variant, and those recurrent dropout can drop
-REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
-MATMUL_STATES = ('h',)
-# The spec this module was compiled from, so that cellc can build its variants
-SPEC_SOURCE = "\n".join([
-    "# Layer-normalized LSTM (Ba et al. 2016, sec. 3.1, as Haste's LayerNormLSTM computes it):",
-    '# the input and the recurrent projections of all four gates are each normalized over',
-    '# their 4H units together (gain, no shift: the bias b shifts), and the cell state is',
-    "# normalized (gain and shift) before the output's tanh.",
-    'name = "ln_lstm"',
-    'summary = "Layer-normalized LSTM: LN(x W) + LN(h U) + b over the 4H gate units, h\' = o * tanh(LN(c\'))"',
-    'reference = "Ba, Kiros & Hinton 2016, Layer Normalization (eqs. 20-22); Haste LayerNormLSTM (lmnt-com/haste)"',
-    'inputs = ["x"]',
-    'states = ["h", "c"]',
-    'parameters = ["W_xi", "W_xf", "W_xg", "W_xo",',
-    '              "W_hi", "W_hf", "W_hg", "W_ho",',
-    '              "b_i", "b_f", "b_g", "b_o",',
-    '              "gx_i", "gx_f", "gx_g", "gx_o",',
-    '              "gh_i", "gh_f", "gh_g", "gh_o",',
-    '              "g_c", "beta_c"]',
-    'equations = """',
-    'xi = x @ W_xi                               # input projections, one block per gate',
-    'xf = x @ W_xf',
-    'xg = x @ W_xg',
-    'xo = x @ W_xo',
-    'mx = (mean(xi) + mean(xf) + mean(xg) + mean(xo)) / 4                 # over all 4H units',
-    'vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4',
-    'sx = 1 / sqrt(vx + 1e-5)',
-    'hi = h @ W_hi                               # recurrent projections',
-    'hf = h @ W_hf',
-    'hg = h @ W_hg',
-    'ho = h @ W_ho',
-    'mh = (mean(hi) + mean(hf) + mean(hg) + mean(ho)) / 4',
-    'vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4',
-    'sh = 1 / sqrt(vh + 1e-5)',
-    'i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)',
-    'f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)',
-    'g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)',
-    'o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)',
-    "c' = f * c + i * g",
-    "n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c          # LN of the cell",
-    "h' = o * tanh(n)",
-    '"""',
-    '',
-    '[init]   # layer-norm gains start at 1 and shifts at 0 (Ba et al.); forget bias 1',
-    'gx_i = "ones"',
-    'gx_f = "ones"',
-    'gx_g = "ones"',
-    'gx_o = "ones"',
-    'gh_i = "ones"',
-    'gh_f = "ones"',
-    'gh_g = "ones"',
-    'gh_o = "ones"',
-    'g_c = "ones"',
-    'beta_c = "zeros"',
-    'b_f = 1.0',
-    '',
-])
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
@@ -192,6 +85,7 @@ _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
             fastmath={"nsz", "arcp", "contract"})
 
 
+# ---- BLAS ------------------------------------------------------------------------------
 def _find_cblas():
     """numpy's own OpenBLAS (ILP64 cblas_?gemm), registered as symbols so that the
     time loops can call it from Numba with cache=True (a ctypes pointer would not cache)."""
@@ -222,12 +116,16 @@ _dgemm = nb.types.ExternalFunction("cellc_cblas_dgemm", _blas_signature(nb.types
 
 
 def _gemm(a, b, c, accumulate):
-    """c = a @ b, or c += a @ b when accumulate (row-major, unit inner stride); Numba only."""
-    raise TypeError("_gemm is for use inside Numba kernels")
+    """c = a @ b, or c += a @ b when accumulate (row-major, unit inner stride), inside
+    Numba; in Python, through numpy."""
+    if accumulate:
+        c += a @ b
+    else:
+        np.matmul(a, b, out=c)
 
 
 @overload(_gemm)
-def _gemm__for_dtype(a, b, c, accumulate):
+def _gemm_in_numba(a, b, c, accumulate):
     if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
         def portable(a, b, c, accumulate):
             if accumulate:
@@ -236,14 +134,15 @@ def _gemm__for_dtype(a, b, c, accumulate):
                 c[:, :] = np.dot(a, b)
         return portable
     gemm = _sgemm if a.dtype == nb.types.float32 else _dgemm
-    T = np.float32 if a.dtype == nb.types.float32 else np.float64
+    one = np.float32(1) if a.dtype == nb.types.float32 else np.float64(1)
+    zero = one - one
 
     def blas(a, b, c, accumulate):
         m, k = a.shape
         n = c.shape[1]
         size = a.itemsize
-        gemm(101, 111, 111, m, n, k, T(1), a.ctypes, a.strides[0] // size, b.ctypes,
-             b.strides[0] // size, T(1) if accumulate else T(0), c.ctypes, c.strides[0] // size)
+        gemm(101, 111, 111, m, n, k, one, a.ctypes, a.strides[0] // size, b.ctypes,
+             b.strides[0] // size, one if accumulate else zero, c.ctypes, c.strides[0] // size)
     return blas
 
 
@@ -256,69 +155,187 @@ def _copy_rows(dst, src, start, stop):
             dst[r, j] = src[r, j]
 
 
+# ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
+# Each is dtype-dispatched when Numba compiles a kernel, and inlined into it. libm's
+# expf/tanhf do not vectorize in Numba, so float32 tanh and sigmoid use a clamped
+# rational approximation (below) that does; float64 keeps libm.
 @nb.njit(inline="always", error_model="numpy")
 def _tanh_f32(x):
     """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7),
     and exactly +-1 from |x| = 9 on, where float32 tanh rounds to +-1 (the rational alone
     stops at 1 - 2.4e-7, so sigmoid(-1e4) would be 1.2e-7 and its derivative not 0)."""
-    T = np.float32
-    z = min(max(x, T(-7.90531110763549805)), T(7.90531110763549805))
+    f = np.float32
+    z = min(max(x, f(-7.90531110763549805)), f(7.90531110763549805))
     x2 = z * z
-    p = T(-2.76076847742355e-16)
-    p = p * x2 + T(2.00018790482477e-13)
-    p = p * x2 + T(-8.60467152213735e-11)
-    p = p * x2 + T(5.12229709037114e-08)
-    p = p * x2 + T(1.48572235717979e-05)
-    p = p * x2 + T(6.37261928875436e-04)
-    p = p * x2 + T(4.89352455891786e-03)
-    q = T(1.19825839466702e-06)
-    q = q * x2 + T(1.18534705686654e-04)
-    q = q * x2 + T(2.26843463243900e-03)
-    q = q * x2 + T(4.89352518554385e-03)
+    p = f(-2.76076847742355e-16)
+    p = p * x2 + f(2.00018790482477e-13)
+    p = p * x2 + f(-8.60467152213735e-11)
+    p = p * x2 + f(5.12229709037114e-08)
+    p = p * x2 + f(1.48572235717979e-05)
+    p = p * x2 + f(6.37261928875436e-04)
+    p = p * x2 + f(4.89352455891786e-03)
+    q = f(1.19825839466702e-06)
+    q = q * x2 + f(1.18534705686654e-04)
+    q = q * x2 + f(2.26843463243900e-03)
+    q = q * x2 + f(4.89352518554385e-03)
     r = z * p / q
     # +-1 beyond |x| = 9, without a branch (max/min keep a NaN first argument)
-    r = max(r, T(2) * T(x >= T(9)) - T(1))
-    return min(r, T(1) - T(2) * T(x <= T(-9)))
+    r = max(r, f(2) * f(x >= f(9)) - f(1))
+    return min(r, f(1) - f(2) * f(x <= f(-9)))
+
+
+def _real(numba_type):
+    """The numpy scalar type of Numba's float32 or float64."""
+    return np.float32 if numba_type == nb.types.float32 else np.float64
+
+
+_KERNEL_ONLY = "cellc's elementwise functions run inside Numba kernels only"
 
 
 def _sigmoid(x):
-    """Logistic function 1 / (1 + exp(-x)). Inside kernels: a fast version for float32, exact for float64."""
-    raise TypeError("_sigmoid is for use inside Numba kernels")
+    """Logistic function 1 / (1 + exp(-x)); float32 as 0.5 + 0.5 tanh(x / 2)."""
+    raise TypeError(_KERNEL_ONLY)
 
 
 @overload(_sigmoid, inline="always")
-def _sigmoid__for_dtype(x):
-    if x == nb.types.float32:
+def _sigmoid_for(x):
+    real = _real(x)
+    half, one = real(0.5), real(1)
+    if real is np.float32:
         def fast(x):
-            T = np.float32
-            return T(0.5) + T(0.5) * _tanh_f32(T(0.5) * x)
+            return half + half * _tanh_f32(half * x)
         return fast
 
     def exact(x):
-        T = np.float64
-        return T(1) / (T(1) + np.exp(-x))
+        return one / (one + np.exp(-x))
     return exact
 
 
 def _tanh(x):
-    """Hyperbolic tangent. Inside kernels: a fast version for float32, exact for float64."""
-    raise TypeError("_tanh is for use inside Numba kernels")
+    """Hyperbolic tangent; float32 through _tanh_f32."""
+    raise TypeError(_KERNEL_ONLY)
 
 
 @overload(_tanh, inline="always")
-def _tanh__for_dtype(x):
-    if x == nb.types.float32:
+def _tanh_for(x):
+    if _real(x) is np.float32:
         def fast(x):
-            T = np.float32
             return _tanh_f32(x)
         return fast
 
     def exact(x):
-        T = np.float64
         return np.tanh(x)
     return exact
 
 
+def _relu(x):
+    """max(x, 0), NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_relu, inline="always")
+def _relu_for(x):
+    zero = _real(x)(0)
+
+    def relu(x):
+        return np.maximum(x, zero)
+    return relu
+
+
+def _softplus(x):
+    """log(1 + exp(x)), without overflow."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_softplus, inline="always")
+def _softplus_for(x):
+    zero = _real(x)(0)
+
+    def softplus(x):
+        return np.maximum(x, zero) + np.log1p(np.exp(-np.abs(x)))
+    return softplus
+
+
+def _step(x):
+    """Heaviside step: 1 where x > 0, else 0."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_step, inline="always")
+def _step_for(x):
+    zero, one = _real(x)(0), _real(x)(1)
+
+    def step(x):
+        return one if x > zero else zero
+    return step
+
+
+def _exp(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_exp, inline="always")
+def _exp_for(x):
+    return lambda x: np.exp(x)
+
+
+def _log(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_log, inline="always")
+def _log_for(x):
+    return lambda x: np.log(x)
+
+
+def _sqrt(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sqrt, inline="always")
+def _sqrt_for(x):
+    return lambda x: np.sqrt(x)
+
+
+def _abs(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_abs, inline="always")
+def _abs_for(x):
+    return lambda x: np.abs(x)
+
+
+def _sign(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sign, inline="always")
+def _sign_for(x):
+    return lambda x: np.sign(x)
+
+
+def _max(a, b):
+    """Elementwise maximum, NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_max, inline="always")
+def _max_for(a, b):
+    return lambda a, b: np.maximum(a, b)
+
+
+def _min(a, b):
+    """Elementwise minimum, NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_min, inline="always")
+def _min_for(a, b):
+    return lambda a, b: np.minimum(a, b)
+
+
+# ---- the workspace: memory reused between calls ------------------------------------------
 class _Workspace:
     """Hands out the arrays of earlier calls again once nothing else refers to them.
 
@@ -391,42 +408,7 @@ def clear_workspace():
     _workspace.clear()
 
 
-def init_params(dtype=np.float32, seed=0, **sizes):
-    """Initialised parameters for the given sizes (H, I), keyed as in the spec.
-
-    Default: uniform in [-1/sqrt(H), 1/sqrt(H)] (PyTorch's RNN/LSTM/GRU
-    convention, with its hidden_size the widest state), unless the spec's [init] table says
-    otherwise.
-    """
-    missing = [d for d in DIMS if d not in sizes]
-    unknown = [d for d in sizes if d not in DIMS]
-    if missing or unknown:
-        raise ValueError(f"init_params needs sizes for {list(DIMS)}; missing {missing}, unknown {unknown}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, not {dtype}")
-    rng = np.random.default_rng(seed)
-    bound = 1.0 / np.sqrt(max(sizes['H'], 1))
-    params = {}
-    for name, shape in PARAMS.items():
-        shape = tuple(int(sizes[d]) for d in shape)
-        kind, args = INIT.get(name, ("default", ()))
-        if kind == "default":
-            value = rng.uniform(-bound, bound, shape)
-        elif kind == "uniform":
-            value = rng.uniform(args[0], args[1], shape)
-        elif kind == "normal":
-            value = rng.normal(args[0], args[1], shape)
-        elif kind == "orthogonal":
-            q, r = np.linalg.qr(rng.normal(size=(max(shape), min(shape))))
-            q = q * np.sign(np.diag(r))
-            value = q if shape[0] >= shape[1] else q.T
-        else:
-            value = np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(kind, args[0] if args else 0.0))
-        params[name] = np.ascontiguousarray(value, dtype=dtype)
-    return params
-
-
+# ---- checking the arguments: Numba does no bounds checking --------------------------------
 def _check_array(what, a, ndim, dtype=None):
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{what} must be a numpy array, not {type(a).__name__}")
@@ -446,8 +428,11 @@ def _bind(sizes, dim, n, what):
         raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
 
 
-def _validate(params, inputs, states):
-    """Check everything before any kernel runs: Numba does no bounds checking."""
+def _validate(params, inputs, states, contract):
+    """Check everything before any kernel runs. `contract` is the module's
+    (PARAMS, INPUTS, STATES, DIMS). Returns (inputs, states, sizes, dtype, T, B) with
+    omitted states as zeros."""
+    PARAMS, INPUTS, STATES, DIMS = contract
     if not isinstance(params, dict):
         raise ValueError("params must be a dict of arrays keyed as in the spec")
     missing = [p for p in PARAMS if p not in params]
@@ -494,6 +479,30 @@ def _validate(params, inputs, states):
     return inputs, states, sizes, dtype, T, B
 
 
+def _check_upstream(what, a, shape, dtype):
+    if a is None:
+        return None
+    a = _check_array(what, a, len(shape), dtype)
+    if a.shape != shape:
+        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
+    return a
+
+
+def _upstream_states(d_states, B, sizes, dtype, order, STATES):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
+        if g is None:
+            g = np.zeros((B, sizes[dim]), dtype)
+        upstream[name] = g if order is None else g[order]
+    return upstream
+
+
+# ---- ragged batches (forward and backward with lengths) -----------------------------------
 def _batch_order(lengths, T, B):
     """(order, active) for a batch: `active[t]` sequences are still running at step t
     (active[T] = 0). Without lengths every sequence runs all T steps and order is None;
@@ -531,588 +540,938 @@ def _last_steps(order, active):
     return ends[back], back
 
 
-def _check_upstream(what, a, shape, dtype):
-    if a is None:
-        return None
-    a = _check_array(what, a, len(shape), dtype)
-    if a.shape != shape:
-        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
-    return a
+def _in_caller_order(grads, order):
+    """Gradients computed in `order` (longest first), back in the caller's batch order."""
+    if order is None:
+        return grads
+    back = np.argsort(order)
+    return Gradients(grads.params, {k: np.take(v, back, axis=1) for k, v in grads.inputs.items()},
+                     {k: v[back] for k, v in grads.states.items()})
+
+
+# ---- parameters ----------------------------------------------------------------------------
+def _init_params(contract, init, hidden, dtype, seed, sizes):
+    """Parameters for `sizes`, keyed as in the spec: `init` overrides per parameter, the
+    default is uniform in [-1/sqrt(n), 1/sqrt(n)] with n the largest of the `hidden`
+    dimensions (PyTorch's RNN/LSTM/GRU convention, its hidden_size the widest state)."""
+    PARAMS, _, _, DIMS = contract
+    missing = [d for d in DIMS if d not in sizes]
+    unknown = [d for d in sizes if d not in DIMS]
+    if missing or unknown:
+        raise ValueError(f"init_params needs sizes for {list(DIMS)}; missing {missing}, unknown {unknown}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, not {dtype}")
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(max([sizes[d] for d in hidden] + [1]))
+    params = {}
+    for name, shape in PARAMS.items():
+        shape = tuple(int(sizes[d]) for d in shape)
+        kind, args = init.get(name, ("default", ()))
+        if kind == "default":
+            value = rng.uniform(-bound, bound, shape)
+        elif kind == "uniform":
+            value = rng.uniform(args[0], args[1], shape)
+        elif kind == "normal":
+            value = rng.normal(args[0], args[1], shape)
+        elif kind == "orthogonal":
+            q, r = np.linalg.qr(rng.normal(size=(max(shape), min(shape))))
+            q = q * np.sign(np.diag(r))
+            value = q if shape[0] >= shape[1] else q.T
+        else:
+            value = np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(kind, args[0] if args else 0.0))
+        params[name] = np.ascontiguousarray(value, dtype=dtype)
+    return params
+
+# ---- this cell ---------------------------------------------------------------------------
+NAME = 'ln_lstm'
+CELLC_VERSION = '0.1.0'
+SPEC_SHA256 = 'a5a9c10def580c2793ff93286ac87eb0f14eb0c1fabf540e4584f7db2f89f103'
+INPUTS = {'x': 'I'}
+STATES = {'h': 'H', 'c': 'H'}
+OUTPUT = "h'"
+OUTPUT_DIM = 'H'
+PARAMS = {
+    'W_xi': ('I', 'H'),
+    'W_xf': ('I', 'H'),
+    'W_xg': ('I', 'H'),
+    'W_xo': ('I', 'H'),
+    'W_hi': ('H', 'H'),
+    'W_hf': ('H', 'H'),
+    'W_hg': ('H', 'H'),
+    'W_ho': ('H', 'H'),
+    'b_i': ('H',),
+    'b_f': ('H',),
+    'b_g': ('H',),
+    'b_o': ('H',),
+    'gx_i': ('H',),
+    'gx_f': ('H',),
+    'gx_g': ('H',),
+    'gx_o': ('H',),
+    'gh_i': ('H',),
+    'gh_f': ('H',),
+    'gh_g': ('H',),
+    'gh_o': ('H',),
+    'g_c': ('H',),
+    'beta_c': ('H',),
+}
+INIT = {
+    'b_f': ('constant', (1.0,)),
+    'gx_i': ('ones', ()),
+    'gx_f': ('ones', ()),
+    'gx_g': ('ones', ()),
+    'gx_o': ('ones', ()),
+    'gh_i': ('ones', ()),
+    'gh_f': ('ones', ()),
+    'gh_g': ('ones', ()),
+    'gh_o': ('ones', ()),
+    'g_c': ('ones', ()),
+    'beta_c': ('zeros', ()),
+}
+DIMS = ('H', 'I')
+# The dimensions of the states: the default init is uniform in +-1/sqrt(the largest)
+HIDDEN = ('H',)
+# The spec's [torch] table: how a torch.nn layer's weights map onto PARAMS (None: it has none)
+TORCH = None
+# Inputs that get no gradient: regularizer masks (zoneout__s, dropout__s)
+NO_GRAD_INPUTS = ()
+# The states zoned out and dropped in this variant, and those recurrent dropout can drop
+REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
+MATMUL_STATES = ('h',)
+# The spec this module was compiled from, so that cellc can build its variants
+SPEC_SOURCE = "\n".join([
+    "# Layer-normalized LSTM (Ba et al. 2016, sec. 3.1, as Haste's LayerNormLSTM computes it):",
+    '# the input and the recurrent projections of all four gates are each normalized over',
+    '# their 4H units together (gain, no shift: the bias b shifts), and the cell state is',
+    "# normalized (gain and shift) before the output's tanh.",
+    'name = "ln_lstm"',
+    'summary = "Layer-normalized LSTM: LN(x W) + LN(h U) + b over the 4H gate units, h\' = o * tanh(LN(c\'))"',
+    'reference = "Ba, Kiros & Hinton 2016, Layer Normalization (eqs. 20-22); Haste LayerNormLSTM (lmnt-com/haste)"',
+    'inputs = ["x"]',
+    'states = ["h", "c"]',
+    'parameters = ["W_xi", "W_xf", "W_xg", "W_xo",',
+    '              "W_hi", "W_hf", "W_hg", "W_ho",',
+    '              "b_i", "b_f", "b_g", "b_o",',
+    '              "gx_i", "gx_f", "gx_g", "gx_o",',
+    '              "gh_i", "gh_f", "gh_g", "gh_o",',
+    '              "g_c", "beta_c"]',
+    'equations = """',
+    'xi = x @ W_xi                               # input projections, one block per gate',
+    'xf = x @ W_xf',
+    'xg = x @ W_xg',
+    'xo = x @ W_xo',
+    'mx = (mean(xi) + mean(xf) + mean(xg) + mean(xo)) / 4                 # over all 4H units',
+    'vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4',
+    'sx = 1 / sqrt(vx + 1e-5)',
+    'hi = h @ W_hi                               # recurrent projections',
+    'hf = h @ W_hf',
+    'hg = h @ W_hg',
+    'ho = h @ W_ho',
+    'mh = (mean(hi) + mean(hf) + mean(hg) + mean(ho)) / 4',
+    'vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4',
+    'sh = 1 / sqrt(vh + 1e-5)',
+    'i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)',
+    'f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)',
+    'g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)',
+    'o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)',
+    "c' = f * c + i * g",
+    "n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c          # LN of the cell",
+    "h' = o * tanh(n)",
+    '"""',
+    '',
+    '[init]   # layer-norm gains start at 1 and shifts at 0 (Ba et al.); forget bias 1',
+    'gx_i = "ones"',
+    'gx_f = "ones"',
+    'gx_g = "ones"',
+    'gx_o = "ones"',
+    'gh_i = "ones"',
+    'gh_f = "ones"',
+    'gh_g = "ones"',
+    'gh_o = "ones"',
+    'g_c = "ones"',
+    'beta_c = "zeros"',
+    'b_f = 1.0',
+    '',
+])
+_CONTRACT = (PARAMS, INPUTS, STATES, DIMS)
+
+
+def init_params(dtype=np.float32, seed=0, **sizes):
+    """Initialised parameters for the given sizes (H, I), keyed as in the spec.
+
+    Default: uniform in [-1/sqrt(n), 1/sqrt(n)], n the size of H (the
+    widest state: PyTorch's RNN/LSTM/GRU convention), unless the spec's [init] table says
+    otherwise.
+    """
+    return _init_params(_CONTRACT, INIT, HIDDEN, dtype, seed, sizes)
 
 
 @nb.njit(**_JIT)
-def _fwd__static1_H(rows__, H, _mm__x, _xi, _xf, _xg, _xo, _mx, _vx, _sx):
-    T = _mm__x.dtype.type
-    cache__xi = np.empty(H, _mm__x.dtype)
-    cache__xf = np.empty(H, _mm__x.dtype)
-    cache__xg = np.empty(H, _mm__x.dtype)
-    cache__xo = np.empty(H, _mm__x.dtype)
+def _fwd__static1(rows__, H, reads__, writes__):
+    """Forward of sum__xf, sum__xg, sum__xi, sum__xo, mx, arg__1, sum__arg__1, arg__2, sum__arg__2, arg__3, sum__arg__3, arg__4, sum__arg__4, vx, sx."""
+    _mm__x, = reads__
+    _mx, _vx, _sx = writes__
+    real = _mm__x.dtype.type
     for r__ in range(rows__):
-        sum__xf__sum = T(0)
-        sum__xg__sum = T(0)
-        sum__xi__sum = T(0)
-        sum__xo__sum = T(0)
+        acc__sum__xf = real(0)
+        acc__sum__xg = real(0)
+        acc__sum__xi = real(0)
+        acc__sum__xo = real(0)
         for j__ in range(H):
-            x__W_xf = _mm__x[r__, H + j__]
-            x__W_xg = _mm__x[r__, H + H + j__]
-            x__W_xi = _mm__x[r__, j__]
-            x__W_xo = _mm__x[r__, H + H + H + j__]
-            xi = x__W_xi
-            xf = x__W_xf
-            xg = x__W_xg
-            xo = x__W_xo
-            _xi[r__, j__] = xi
-            _xf[r__, j__] = xf
-            _xg[r__, j__] = xg
-            _xo[r__, j__] = xo
-            cache__xi[j__] = xi
-            cache__xf[j__] = xf
-            cache__xg[j__] = xg
-            cache__xo[j__] = xo
-            sum__xf__sum += xf
-            sum__xg__sum += xg
-            sum__xi__sum += xi
-            sum__xo__sum += xo
-        xf__sum = sum__xf__sum
-        xg__sum = sum__xg__sum
-        xi__sum = sum__xi__sum
-        xo__sum = sum__xo__sum
-        mx = xf__sum / (T(4)*T(H)) + xg__sum / (T(4)*T(H)) + xi__sum / (T(4)*T(H)) + xo__sum / (T(4)*T(H))
+            xf = _mm__x[r__, H + j__]
+            acc__sum__xf += xf
+            xg = _mm__x[r__, 2*H + j__]
+            acc__sum__xg += xg
+            xi = _mm__x[r__, j__]
+            acc__sum__xi += xi
+            xo = _mm__x[r__, 3*H + j__]
+            acc__sum__xo += xo
+        sum__xf = acc__sum__xf
+        sum__xg = acc__sum__xg
+        sum__xi = acc__sum__xi
+        sum__xo = acc__sum__xo
+        t__0 = sum__xf / (real(4)*real(H)) + sum__xg / (real(4)*real(H)) + sum__xi / (real(4)*real(H)) + sum__xo / (real(4)*real(H))
+        mx = t__0
         _mx[r__, 0] = mx
-        sum__reduce__in__sum = T(0)
-        sum__reduce__in2__sum = T(0)
-        sum__reduce__in3__sum = T(0)
-        sum__reduce__in4__sum = T(0)
+        acc__sum__arg__1 = real(0)
+        acc__sum__arg__2 = real(0)
+        acc__sum__arg__3 = real(0)
+        acc__sum__arg__4 = real(0)
         for j__ in range(H):
-            xf = cache__xf[j__]
-            xg = cache__xg[j__]
-            xi = cache__xi[j__]
-            xo = cache__xo[j__]
-            reduce__in = (xf - mx)*(xf - mx)
-            reduce__in2 = (xg - mx)*(xg - mx)
-            reduce__in3 = (xi - mx)*(xi - mx)
-            reduce__in4 = (xo - mx)*(xo - mx)
-            sum__reduce__in__sum += reduce__in
-            sum__reduce__in2__sum += reduce__in2
-            sum__reduce__in3__sum += reduce__in3
-            sum__reduce__in4__sum += reduce__in4
-        reduce__in__sum = sum__reduce__in__sum
-        reduce__in2__sum = sum__reduce__in2__sum
-        reduce__in3__sum = sum__reduce__in3__sum
-        reduce__in4__sum = sum__reduce__in4__sum
-        vx = reduce__in2__sum / (T(4)*T(H)) + reduce__in3__sum / (T(4)*T(H)) + reduce__in4__sum / (T(4)*T(H)) + reduce__in__sum / (T(4)*T(H))
+            # vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4
+            xf = _mm__x[r__, H + j__]
+            arg__1 = (xf - mx)*(xf - mx)
+            xg = _mm__x[r__, 2*H + j__]
+            arg__2 = (xg - mx)*(xg - mx)
+            xi = _mm__x[r__, j__]
+            arg__3 = (xi - mx)*(xi - mx)
+            xo = _mm__x[r__, 3*H + j__]
+            arg__4 = (xo - mx)*(xo - mx)
+            acc__sum__arg__1 += arg__1
+            acc__sum__arg__2 += arg__2
+            acc__sum__arg__3 += arg__3
+            acc__sum__arg__4 += arg__4
+        sum__arg__1 = acc__sum__arg__1
+        sum__arg__2 = acc__sum__arg__2
+        sum__arg__3 = acc__sum__arg__3
+        sum__arg__4 = acc__sum__arg__4
+        t__1 = sum__arg__1 / (real(4)*real(H)) + sum__arg__2 / (real(4)*real(H)) + sum__arg__3 / (real(4)*real(H)) + sum__arg__4 / (real(4)*real(H))
+        vx = t__1
         _vx[r__, 0] = vx
-        sx = (T(1) / ((np.sqrt((T(1e-05) + vx)))))
+        t__2 = (real(1) / (_sqrt(real(1e-05) + vx)))
+        sx = t__2
         _sx[r__, 0] = sx
 
 
 @nb.njit(**_JIT)
-def _fwd__step1_H(rows__, H, _mx, _sx, _mm__h, _hi, _hf, _hg, _ho, _mh, _vh, _sh, _b_f, _b_g, _b_i, _b_o, _c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o, _xf, _xg, _xi, _xo, _i, _f, _g, _o, _c__new, _c__new__sum, _reduce__in9__sum, _beta_c, _g_c, _n, _h__new):
-    T = _mx.dtype.type
-    cache__hi = np.empty(H, _mx.dtype)
-    cache__hf = np.empty(H, _mx.dtype)
-    cache__hg = np.empty(H, _mx.dtype)
-    cache__ho = np.empty(H, _mx.dtype)
-    cache__o = np.empty(H, _mx.dtype)
-    cache__c__new = np.empty(H, _mx.dtype)
+def _fwd__step1(rows__, H, vectors__, reads__, writes__):
+    """Forward of sum__hf, sum__hg, sum__hi, sum__ho, mh, arg__5, sum__arg__5, arg__6, sum__arg__6, arg__7, sum__arg__7, arg__8, sum__arg__8, vh, sh, i, f, g, o, c', sum__new__c, arg__9, sum__arg__9, n, h'."""
+    _b_i, _gx_i, _gh_i, _b_f, _gx_f, _gh_f, _b_g, _gx_g, _gh_g, _b_o, _gx_o, _gh_o, _g_c, _beta_c = vectors__
+    _mx, _sx, _mm__h, _mm__x, _c = reads__
+    _mh, _vh, _sh, _i, _f, _g, _o, _new__c, _sum__new__c, _sum__arg__9, _n, _new__h = writes__
+    real = _b_i.dtype.type
+    row__o = np.empty(H, _b_i.dtype)
+    row__new__c = np.empty(H, _b_i.dtype)
     for r__ in range(rows__):
         mx = _mx[r__, 0]
         sx = _sx[r__, 0]
-        sum__hf__sum = T(0)
-        sum__hg__sum = T(0)
-        sum__hi__sum = T(0)
-        sum__ho__sum = T(0)
+        acc__sum__hf = real(0)
+        acc__sum__hg = real(0)
+        acc__sum__hi = real(0)
+        acc__sum__ho = real(0)
         for j__ in range(H):
-            h__W_hf = _mm__h[r__, H + j__]
-            h__W_hg = _mm__h[r__, H + H + j__]
-            h__W_hi = _mm__h[r__, j__]
-            h__W_ho = _mm__h[r__, H + H + H + j__]
-            hi = h__W_hi
-            hf = h__W_hf
-            hg = h__W_hg
-            ho = h__W_ho
-            _hi[r__, j__] = hi
-            _hf[r__, j__] = hf
-            _hg[r__, j__] = hg
-            _ho[r__, j__] = ho
-            cache__hi[j__] = hi
-            cache__hf[j__] = hf
-            cache__hg[j__] = hg
-            cache__ho[j__] = ho
-            sum__hf__sum += hf
-            sum__hg__sum += hg
-            sum__hi__sum += hi
-            sum__ho__sum += ho
-        hf__sum = sum__hf__sum
-        hg__sum = sum__hg__sum
-        hi__sum = sum__hi__sum
-        ho__sum = sum__ho__sum
-        mh = hf__sum / (T(4)*T(H)) + hg__sum / (T(4)*T(H)) + hi__sum / (T(4)*T(H)) + ho__sum / (T(4)*T(H))
+            hf = _mm__h[r__, H + j__]
+            acc__sum__hf += hf
+            hg = _mm__h[r__, 2*H + j__]
+            acc__sum__hg += hg
+            hi = _mm__h[r__, j__]
+            acc__sum__hi += hi
+            ho = _mm__h[r__, 3*H + j__]
+            acc__sum__ho += ho
+        sum__hf = acc__sum__hf
+        sum__hg = acc__sum__hg
+        sum__hi = acc__sum__hi
+        sum__ho = acc__sum__ho
+        t__0 = sum__hf / (real(4)*real(H)) + sum__hg / (real(4)*real(H)) + sum__hi / (real(4)*real(H)) + sum__ho / (real(4)*real(H))
+        mh = t__0
         _mh[r__, 0] = mh
-        sum__reduce__in5__sum = T(0)
-        sum__reduce__in6__sum = T(0)
-        sum__reduce__in7__sum = T(0)
-        sum__reduce__in8__sum = T(0)
+        acc__sum__arg__5 = real(0)
+        acc__sum__arg__6 = real(0)
+        acc__sum__arg__7 = real(0)
+        acc__sum__arg__8 = real(0)
         for j__ in range(H):
-            hf = cache__hf[j__]
-            hg = cache__hg[j__]
-            hi = cache__hi[j__]
-            ho = cache__ho[j__]
-            reduce__in5 = (hf - mh)*(hf - mh)
-            reduce__in6 = (hg - mh)*(hg - mh)
-            reduce__in7 = (hi - mh)*(hi - mh)
-            reduce__in8 = (ho - mh)*(ho - mh)
-            sum__reduce__in5__sum += reduce__in5
-            sum__reduce__in6__sum += reduce__in6
-            sum__reduce__in7__sum += reduce__in7
-            sum__reduce__in8__sum += reduce__in8
-        reduce__in5__sum = sum__reduce__in5__sum
-        reduce__in6__sum = sum__reduce__in6__sum
-        reduce__in7__sum = sum__reduce__in7__sum
-        reduce__in8__sum = sum__reduce__in8__sum
-        vh = reduce__in5__sum / (T(4)*T(H)) + reduce__in6__sum / (T(4)*T(H)) + reduce__in7__sum / (T(4)*T(H)) + reduce__in8__sum / (T(4)*T(H))
+            # vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4
+            hf = _mm__h[r__, H + j__]
+            arg__5 = (hf - mh)*(hf - mh)
+            hg = _mm__h[r__, 2*H + j__]
+            arg__6 = (hg - mh)*(hg - mh)
+            hi = _mm__h[r__, j__]
+            arg__7 = (hi - mh)*(hi - mh)
+            ho = _mm__h[r__, 3*H + j__]
+            arg__8 = (ho - mh)*(ho - mh)
+            acc__sum__arg__5 += arg__5
+            acc__sum__arg__6 += arg__6
+            acc__sum__arg__7 += arg__7
+            acc__sum__arg__8 += arg__8
+        sum__arg__5 = acc__sum__arg__5
+        sum__arg__6 = acc__sum__arg__6
+        sum__arg__7 = acc__sum__arg__7
+        sum__arg__8 = acc__sum__arg__8
+        t__1 = sum__arg__5 / (real(4)*real(H)) + sum__arg__6 / (real(4)*real(H)) + sum__arg__7 / (real(4)*real(H)) + sum__arg__8 / (real(4)*real(H))
+        vh = t__1
         _vh[r__, 0] = vh
-        sh = (T(1) / ((np.sqrt((T(1e-05) + vh)))))
+        t__2 = (real(1) / (_sqrt(real(1e-05) + vh)))
+        sh = t__2
         _sh[r__, 0] = sh
-        sum__c__new__sum = T(0)
+        acc__sum__new__c = real(0)
         for j__ in range(H):
-            b_f = _b_f[j__]
-            b_g = _b_g[j__]
+            # i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)
             b_i = _b_i[j__]
-            b_o = _b_o[j__]
-            c = _c[r__, j__]
-            gh_f = _gh_f[j__]
-            gh_g = _gh_g[j__]
-            gh_i = _gh_i[j__]
-            gh_o = _gh_o[j__]
-            gx_f = _gx_f[j__]
-            gx_g = _gx_g[j__]
             gx_i = _gx_i[j__]
-            gx_o = _gx_o[j__]
-            xf = _xf[r__, j__]
-            xg = _xg[r__, j__]
-            xi = _xi[r__, j__]
-            xo = _xo[r__, j__]
-            hf = cache__hf[j__]
-            hg = cache__hg[j__]
-            hi = cache__hi[j__]
-            ho = cache__ho[j__]
+            gh_i = _gh_i[j__]
+            xi = _mm__x[r__, j__]
+            hi = _mm__h[r__, j__]
             i = _sigmoid(b_i + gh_i*sh*(hi - mh) + gx_i*sx*(xi - mx))
-            f = _sigmoid(b_f + gh_f*sh*(hf - mh) + gx_f*sx*(xf - mx))
-            g = _tanh(b_g + gh_g*sh*(hg - mh) + gx_g*sx*(xg - mx))
-            o = _sigmoid(b_o + gh_o*sh*(ho - mh) + gx_o*sx*(xo - mx))
-            c__new = c*f + g*i
             _i[r__, j__] = i
+            # f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)
+            b_f = _b_f[j__]
+            gx_f = _gx_f[j__]
+            gh_f = _gh_f[j__]
+            xf = _mm__x[r__, H + j__]
+            hf = _mm__h[r__, H + j__]
+            f = _sigmoid(b_f + gh_f*sh*(hf - mh) + gx_f*sx*(xf - mx))
             _f[r__, j__] = f
+            # g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)
+            b_g = _b_g[j__]
+            gx_g = _gx_g[j__]
+            gh_g = _gh_g[j__]
+            xg = _mm__x[r__, 2*H + j__]
+            hg = _mm__h[r__, 2*H + j__]
+            g = _tanh(b_g + gh_g*sh*(hg - mh) + gx_g*sx*(xg - mx))
             _g[r__, j__] = g
+            # o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
+            b_o = _b_o[j__]
+            gx_o = _gx_o[j__]
+            gh_o = _gh_o[j__]
+            xo = _mm__x[r__, 3*H + j__]
+            ho = _mm__h[r__, 3*H + j__]
+            o = _sigmoid(b_o + gh_o*sh*(ho - mh) + gx_o*sx*(xo - mx))
             _o[r__, j__] = o
-            _c__new[r__, j__] = c__new
-            cache__o[j__] = o
-            cache__c__new[j__] = c__new
-            sum__c__new__sum += c__new
-        c__new__sum = sum__c__new__sum
-        _c__new__sum[r__, 0] = c__new__sum
-        sum__reduce__in9__sum = T(0)
+            row__o[j__] = o
+            # c' = f * c + i * g
+            c = _c[r__, j__]
+            new__c = c*f + g*i
+            _new__c[r__, j__] = new__c
+            row__new__c[j__] = new__c
+            acc__sum__new__c += new__c
+        sum__new__c = acc__sum__new__c
+        _sum__new__c[r__, 0] = sum__new__c
+        acc__sum__arg__9 = real(0)
+        t__3 = -(sum__new__c / (real(H)))
         for j__ in range(H):
-            c__new = cache__c__new[j__]
-            reduce__in9 = (c__new - (c__new__sum / T(H)))*(c__new - (c__new__sum / T(H)))
-            sum__reduce__in9__sum += reduce__in9
-        reduce__in9__sum = sum__reduce__in9__sum
-        _reduce__in9__sum[r__, 0] = reduce__in9__sum
+            # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
+            new__c = row__new__c[j__]
+            arg__9 = (new__c + t__3)*(new__c + t__3)
+            acc__sum__arg__9 += arg__9
+        sum__arg__9 = acc__sum__arg__9
+        _sum__arg__9[r__, 0] = sum__arg__9
+        t__4 = (real(1) / (_sqrt(real(1e-05) + sum__arg__9 / (real(H)))))
         for j__ in range(H):
-            beta_c = _beta_c[j__]
+            # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
             g_c = _g_c[j__]
-            c__new = cache__c__new[j__]
-            o = cache__o[j__]
-            n = beta_c + g_c*(c__new - (c__new__sum / T(H))) / ((np.sqrt((T(1e-05) + reduce__in9__sum / T(H)))))
-            h__new = o*_tanh(n)
+            beta_c = _beta_c[j__]
+            new__c = row__new__c[j__]
+            n = beta_c + g_c*t__4*(new__c + t__3)
             _n[r__, j__] = n
-            _h__new[r__, j__] = h__new
+            # h' = o * tanh(n)
+            o = row__o[j__]
+            new__h = o*_tanh(n)
+            _new__h[r__, j__] = new__h
 
 
 @nb.njit(**_JIT)
-def _bwd__step1_H(rows__, H, _c, _c__new, _c__new__sum, _f, _g, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o, _hf, _hg, _hi, _ho, _i, _mh, _mx, _n, _o, _reduce__in9__sum, _sh, _sx, _vh, _xf, _xg, _xi, _xo, _d__c__new, _d__h__new, dyt__, _e__b_f__step1_H, _e__b_g__step1_H, _e__b_i__step1_H, _e__b_o__step1_H, _e__beta_c__step1_H, _d__c, _e__g_c__step1_H, _e__gh_f__step1_H, _e__gh_g__step1_H, _e__gh_i__step1_H, _e__gh_o__step1_H, _e__gx_f__step1_H, _e__gx_g__step1_H, _e__gx_i__step1_H, _e__gx_o__step1_H, _d__mm__h, _d__mx, _d__sx, _d__xf, _d__xg, _d__xi, _d__xo):
-    T = _c.dtype.type
-    cache__d__n = np.empty(H, _c.dtype)
-    cache__d__h__new = np.empty(H, _c.dtype)
-    cache__d__reduce__in9 = np.empty(H, _c.dtype)
-    cache__d__i = np.empty(H, _c.dtype)
-    cache__d__f = np.empty(H, _c.dtype)
-    cache__d__g = np.empty(H, _c.dtype)
-    cache__d__o = np.empty(H, _c.dtype)
-    cache__d__c__new = np.empty(H, _c.dtype)
-    cache__d__reduce__in5 = np.empty(H, _c.dtype)
-    cache__d__reduce__in6 = np.empty(H, _c.dtype)
-    cache__d__reduce__in7 = np.empty(H, _c.dtype)
-    cache__d__reduce__in8 = np.empty(H, _c.dtype)
-    s__0 = np.empty(H, _c.dtype)
-    s__1 = np.empty(H, _c.dtype)
-    s__2 = np.empty(H, _c.dtype)
-    s__3 = np.empty(H, _c.dtype)
+def _steps__fwd(B, T, H, active__, vectors__, sequences__, buffers__):
+    _b_f, _b_g, _b_i, _b_o, _beta_c, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o = vectors__
+    _c, _f, _g, _h, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _vh = sequences__
+    _w__h, = buffers__
+    for t in range(T):
+        n__ = active__[t]
+        _gemm(_h[t][:n__], _w__h, _mm__h[t][:n__], False)
+        _fwd__step1(n__, H, (_b_i, _gx_i, _gh_i, _b_f, _gx_f, _gh_f, _b_g, _gx_g, _gh_g, _b_o, _gx_o, _gh_o, _g_c, _beta_c), (_mx[t], _sx[t], _mm__h[t], _mm__x[t], _c[t]), (_mh[t], _vh[t], _sh[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _sum__new__c[t], _sum__arg__9[t], _n[t], _h[t + 1]))
+        if n__ < B:
+            _c[t + 1][n__:] = 0
+            _f[t][n__:] = 0
+            _g[t][n__:] = 0
+            _h[t + 1][n__:] = 0
+            _i[t][n__:] = 0
+            _mh[t][n__:] = 0
+            _mm__h[t][n__:] = 0
+            _n[t][n__:] = 0
+            _o[t][n__:] = 0
+            _sh[t][n__:] = 0
+            _sum__arg__9[t][n__:] = 0
+            _sum__new__c[t][n__:] = 0
+            _vh[t][n__:] = 0
+
+
+@nb.njit(**_JIT)
+def _bwd__step1(rows__, H, vectors__, reads__, writes__):
+    """Backward of sum__hf, sum__hg, sum__hi, sum__ho, mh, arg__5, sum__arg__5, arg__6, sum__arg__6, arg__7, sum__arg__7, arg__8, sum__arg__8, vh, sh, i, f, g, o, c', sum__new__c, arg__9, sum__arg__9, n, h'."""
+    _g_c, _gx_i, _gx_f, _gx_g, _gx_o, _gh_i, _gh_f, _gh_g, _gh_o = vectors__
+    _mx, _sx, _mh, _vh, _sh, _sum__new__c, _sum__arg__9, _o, _new__c, _n, _d__new__h, dyt__, _c, _mm__x, _mm__h, _i, _f, _g, _d__new__c = reads__
+    _d__c, _terms__b_i__step1, _terms__b_f__step1, _terms__b_g__step1, _terms__b_o__step1, _terms__gx_i__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_o__step1, _terms__gh_i__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_o__step1, _terms__g_c__step1, _terms__beta_c__step1, _d__mm__x, _d__mx, _d__sx, _d__mm__h = writes__
+    real = _g_c.dtype.type
+    row__d__n = np.empty(H, _g_c.dtype)
+    row__d__new__h = np.empty(H, _g_c.dtype)
+    row__d__arg__9 = np.empty(H, _g_c.dtype)
+    row__d__i = np.empty(H, _g_c.dtype)
+    row__d__f = np.empty(H, _g_c.dtype)
+    row__d__g = np.empty(H, _g_c.dtype)
+    row__d__o = np.empty(H, _g_c.dtype)
+    row__d__new__c = np.empty(H, _g_c.dtype)
+    row__d__arg__5 = np.empty(H, _g_c.dtype)
+    row__d__arg__6 = np.empty(H, _g_c.dtype)
+    row__d__arg__7 = np.empty(H, _g_c.dtype)
+    row__d__arg__8 = np.empty(H, _g_c.dtype)
+    block__0 = np.empty(H, _g_c.dtype)
+    block__1 = np.empty(H, _g_c.dtype)
+    block__2 = np.empty(H, _g_c.dtype)
+    block__3 = np.empty(H, _g_c.dtype)
+    block__4 = np.empty(H, _g_c.dtype)
+    block__5 = np.empty(H, _g_c.dtype)
+    block__6 = np.empty(H, _g_c.dtype)
+    block__7 = np.empty(H, _g_c.dtype)
     for r__ in range(rows__):
-        c__new__sum = _c__new__sum[r__, 0]
-        mh = _mh[r__, 0]
         mx = _mx[r__, 0]
-        reduce__in9__sum = _reduce__in9__sum[r__, 0]
-        sh = _sh[r__, 0]
         sx = _sx[r__, 0]
+        mh = _mh[r__, 0]
         vh = _vh[r__, 0]
-        sum__c__new__sum = T(0)
-        sum__reduce__in9__sum = T(0)
-        sum__mh = T(0)
-        sum__mx = T(0)
-        sum__sh = T(0)
-        sum__sx = T(0)
+        sh = _sh[r__, 0]
+        sum__new__c = _sum__new__c[r__, 0]
+        sum__arg__9 = _sum__arg__9[r__, 0]
+        acc__d__sum__arg__9 = real(0)
+        acc__d__sum__new__c = real(0)
+        acc__d__mh = real(0)
+        acc__d__mx = real(0)
+        acc__d__sh = real(0)
+        acc__d__sx = real(0)
         for j__ in range(H):
-            c__new = _c__new[r__, j__]
             g_c = _g_c[j__]
-            n = _n[r__, j__]
             o = _o[r__, j__]
-            d__h__new = _d__h__new[r__, j__] + dyt__[r__, j__]
-            t__0 = d__h__new*o*(T(1) - _tanh(n)*_tanh(n))
-            t__1 = (T(1) / (T(H)))
-            t__2 = (np.sqrt((T(1e-05) + reduce__in9__sum*t__1)))
+            new__c = _new__c[r__, j__]
+            n = _n[r__, j__]
+            d__new__h = _d__new__h[r__, j__] + dyt__[r__, j__]
+            t__0 = d__new__h*o*(real(1) - _tanh(n)*_tanh(n))
+            t__1 = (real(1) / (real(H)))
+            t__2 = _sqrt(real(1e-05) + sum__arg__9*t__1)
             t__3 = g_c*t__0*t__1
-            cache__d__n[j__] = t__0
-            cache__d__h__new[j__] = d__h__new
-            sum__c__new__sum += -(t__3 / t__2)
-            sum__reduce__in9__sum += -(t__3*(c__new - (c__new__sum*t__1)) / (T(2)*t__2*t__2*t__2))
-        d__reduce__in9__sum = sum__reduce__in9__sum
+            row__d__n[j__] = t__0
+            row__d__new__h[j__] = d__new__h
+            acc__d__sum__arg__9 += -(t__3*(new__c - (sum__new__c*t__1)) / (real(2)*t__2*t__2*t__2))
+            acc__d__sum__new__c += -(t__3 / (t__2))
+        d__sum__arg__9 = acc__d__sum__arg__9
         for j__ in range(H):
-            c__new = _c__new[r__, j__]
-            t__0 = (T(1) / (T(H)))
-            cache__d__reduce__in9[j__] = d__reduce__in9__sum
-            sum__c__new__sum += -(T(2)*d__reduce__in9__sum*t__0*(c__new - (c__new__sum*t__0)))
-        d__c__new__sum = sum__c__new__sum
-        for j__ in range(H):
-            c = _c[r__, j__]
-            c__new = _c__new[r__, j__]
-            f = _f[r__, j__]
-            g = _g[r__, j__]
-            g_c = _g_c[j__]
-            gh_f = _gh_f[j__]
-            gh_g = _gh_g[j__]
-            gh_i = _gh_i[j__]
-            gh_o = _gh_o[j__]
-            gx_f = _gx_f[j__]
-            gx_g = _gx_g[j__]
-            gx_i = _gx_i[j__]
-            gx_o = _gx_o[j__]
-            hf = _hf[r__, j__]
-            hg = _hg[r__, j__]
-            hi = _hi[r__, j__]
-            ho = _ho[r__, j__]
-            i = _i[r__, j__]
-            n = _n[r__, j__]
-            o = _o[r__, j__]
-            xf = _xf[r__, j__]
-            xg = _xg[r__, j__]
-            xi = _xi[r__, j__]
-            xo = _xo[r__, j__]
-            d__c__new = _d__c__new[r__, j__]
-            d__reduce__in9 = cache__d__reduce__in9[j__]
-            d__n = cache__d__n[j__]
-            d__h__new = cache__d__h__new[j__]
-            t__0 = (T(1) / (T(H)))
-            t__1 = d__c__new + d__c__new__sum + d__reduce__in9*(T(2)*c__new - (T(2)*c__new__sum*t__0)) + d__n*g_c / ((np.sqrt((T(1e-05) + reduce__in9__sum*t__0))))
-            t__2 = g*t__1
-            t__3 = c*t__1
-            t__4 = i*t__1
-            t__5 = d__h__new*_tanh(n)
-            t__6 = o*t__5*(T(1) - o)
-            t__7 = gh_o*t__6
-            t__8 = f*t__3*(T(1) - f)
-            t__9 = gh_f*t__8
-            t__10 = i*t__2*(T(1) - i)
-            t__11 = gh_i*t__10
-            t__12 = t__4*(T(1) - g*g)
-            t__13 = gh_g*t__12
-            t__14 = gx_o*t__6
-            t__15 = gx_f*t__8
-            t__16 = gx_i*t__10
-            t__17 = gx_g*t__12
-            t__18 = -mh
-            cache__d__i[j__] = t__2
-            cache__d__f[j__] = t__3
-            cache__d__g[j__] = t__4
-            cache__d__o[j__] = t__5
-            cache__d__c__new[j__] = t__1
-            sum__mh += -(sh*t__11) - (sh*t__13) - (sh*t__7) - (sh*t__9)
-            sum__mx += -(sx*t__14) - (sx*t__15) - (sx*t__16) - (sx*t__17)
-            sum__sh += t__11*(hi + t__18) + t__13*(hg + t__18) + t__7*(ho + t__18) + t__9*(hf + t__18)
-            sum__sx += t__14*(xo - mx) + t__15*(xf - mx) + t__16*(xi - mx) + t__17*(xg - mx)
-        d__sh = sum__sh
-        d__vh = -(d__sh / (T(2)*(np.sqrt((T(1e-05) + vh)))*(np.sqrt((T(1e-05) + vh)))*(np.sqrt((T(1e-05) + vh)))))
-        d__reduce__in8__sum = d__vh / (T(4)*T(H))
-        d__reduce__in7__sum = d__vh / (T(4)*T(H))
-        d__reduce__in6__sum = d__vh / (T(4)*T(H))
-        d__reduce__in5__sum = d__vh / (T(4)*T(H))
-        for j__ in range(H):
-            hf = _hf[r__, j__]
-            hg = _hg[r__, j__]
-            hi = _hi[r__, j__]
-            ho = _ho[r__, j__]
-            t__0 = -(T(2)*mh)
-            cache__d__reduce__in5[j__] = d__reduce__in5__sum
-            cache__d__reduce__in6[j__] = d__reduce__in6__sum
-            cache__d__reduce__in7[j__] = d__reduce__in7__sum
-            cache__d__reduce__in8[j__] = d__reduce__in8__sum
-            sum__mh += d__reduce__in5__sum*(-t__0 - (T(2)*hf)) + d__reduce__in6__sum*(-t__0 - (T(2)*hg)) + d__reduce__in7__sum*(-t__0 - (T(2)*hi)) + d__reduce__in8__sum*(-t__0 - (T(2)*ho))
-        d__mh = sum__mh
-        d__ho__sum = d__mh / (T(4)*T(H))
-        d__hi__sum = d__mh / (T(4)*T(H))
-        d__hg__sum = d__mh / (T(4)*T(H))
-        d__hf__sum = d__mh / (T(4)*T(H))
+            new__c = _new__c[r__, j__]
+            t__4 = (real(1) / (real(H)))
+            row__d__arg__9[j__] = d__sum__arg__9
+            acc__d__sum__new__c += -(real(2)*d__sum__arg__9*t__4*(new__c - (sum__new__c*t__4)))
+        d__sum__new__c = acc__d__sum__new__c
         for j__ in range(H):
             c = _c[r__, j__]
-            c__new = _c__new[r__, j__]
-            f = _f[r__, j__]
-            g = _g[r__, j__]
-            g_c = _g_c[j__]
-            gh_f = _gh_f[j__]
-            gh_g = _gh_g[j__]
-            gh_i = _gh_i[j__]
-            gh_o = _gh_o[j__]
+            gx_i = _gx_i[j__]
             gx_f = _gx_f[j__]
             gx_g = _gx_g[j__]
-            gx_i = _gx_i[j__]
             gx_o = _gx_o[j__]
-            hf = _hf[r__, j__]
-            hg = _hg[r__, j__]
-            hi = _hi[r__, j__]
-            ho = _ho[r__, j__]
+            gh_i = _gh_i[j__]
+            gh_f = _gh_f[j__]
+            gh_g = _gh_g[j__]
+            gh_o = _gh_o[j__]
+            g_c = _g_c[j__]
+            xi = _mm__x[r__, j__]
+            xf = _mm__x[r__, H + j__]
+            xg = _mm__x[r__, 2*H + j__]
+            xo = _mm__x[r__, 3*H + j__]
+            hi = _mm__h[r__, j__]
+            hf = _mm__h[r__, H + j__]
+            hg = _mm__h[r__, 2*H + j__]
+            ho = _mm__h[r__, 3*H + j__]
             i = _i[r__, j__]
-            n = _n[r__, j__]
+            f = _f[r__, j__]
+            g = _g[r__, j__]
             o = _o[r__, j__]
-            xf = _xf[r__, j__]
-            xg = _xg[r__, j__]
-            xi = _xi[r__, j__]
-            xo = _xo[r__, j__]
-            d__reduce__in5 = cache__d__reduce__in5[j__]
-            d__reduce__in6 = cache__d__reduce__in6[j__]
-            d__reduce__in7 = cache__d__reduce__in7[j__]
-            d__reduce__in8 = cache__d__reduce__in8[j__]
-            d__i = cache__d__i[j__]
-            d__f = cache__d__f[j__]
-            d__g = cache__d__g[j__]
-            d__o = cache__d__o[j__]
-            d__c__new = cache__d__c__new[j__]
-            d__n = cache__d__n[j__]
-            t__0 = d__f*f*(T(1) - f)
-            t__1 = d__g*(T(1) - g*g)
-            t__2 = d__i*i*(T(1) - i)
-            t__3 = d__o*o*(T(1) - o)
-            t__4 = (T(1) / (T(H)))
-            t__5 = -mh
-            t__6 = sh*t__0
-            t__7 = sh*t__1
-            t__8 = sh*t__2
-            t__9 = sh*t__3
-            t__10 = sx*t__0
-            t__11 = sx*t__1
-            t__12 = sx*t__2
-            t__13 = sx*t__3
-            t__14 = -(T(2)*mh)
-            _e__b_f__step1_H[r__, j__] = t__0
-            _e__b_g__step1_H[r__, j__] = t__1
-            _e__b_i__step1_H[r__, j__] = t__2
-            _e__b_o__step1_H[r__, j__] = t__3
-            _e__beta_c__step1_H[r__, j__] = d__n
-            _d__c[r__, j__] = d__c__new*f
-            _e__g_c__step1_H[r__, j__] = d__n*(c__new - (c__new__sum*t__4)) / ((np.sqrt((T(1e-05) + reduce__in9__sum*t__4))))
-            _e__gh_f__step1_H[r__, j__] = t__6*(hf + t__5)
-            _e__gh_g__step1_H[r__, j__] = t__7*(hg + t__5)
-            _e__gh_i__step1_H[r__, j__] = t__8*(hi + t__5)
-            _e__gh_o__step1_H[r__, j__] = t__9*(ho + t__5)
-            _e__gx_f__step1_H[r__, j__] = t__10*(xf - mx)
-            _e__gx_g__step1_H[r__, j__] = t__11*(xg - mx)
-            _e__gx_i__step1_H[r__, j__] = t__12*(xi - mx)
-            _e__gx_o__step1_H[r__, j__] = t__13*(xo - mx)
-            s__0[j__] = d__hf__sum + d__reduce__in5*(t__14 + T(2)*hf) + gh_f*t__6
-            s__1[j__] = d__hg__sum + d__reduce__in6*(t__14 + T(2)*hg) + gh_g*t__7
-            s__2[j__] = d__hi__sum + d__reduce__in7*(t__14 + T(2)*hi) + gh_i*t__8
-            s__3[j__] = d__ho__sum + d__reduce__in8*(t__14 + T(2)*ho) + gh_o*t__9
-            _d__xf[r__, j__] = gx_f*t__10
-            _d__xg[r__, j__] = gx_g*t__11
-            _d__xi[r__, j__] = gx_i*t__12
-            _d__xo[r__, j__] = gx_o*t__13
-        d__sx = sum__sx
-        d__mx = sum__mx
+            new__c = _new__c[r__, j__]
+            n = _n[r__, j__]
+            d__new__c = _d__new__c[r__, j__]
+            d__arg__9 = row__d__arg__9[j__]
+            d__n = row__d__n[j__]
+            d__new__h = row__d__new__h[j__]
+            t__5 = (real(1) / (real(H)))
+            t__6 = d__new__c + d__sum__new__c + d__arg__9*(real(2)*new__c - (real(2)*sum__new__c*t__5)) + d__n*g_c / (_sqrt(real(1e-05) + sum__arg__9*t__5))
+            t__7 = g*t__6
+            t__8 = c*t__6
+            t__9 = i*t__6
+            t__10 = d__new__h*_tanh(n)
+            t__11 = o*t__10*(real(1) - o)
+            t__12 = gh_o*t__11
+            t__13 = f*t__8*(real(1) - f)
+            t__14 = gh_f*t__13
+            t__15 = i*t__7*(real(1) - i)
+            t__16 = gh_i*t__15
+            t__17 = t__9*(real(1) - g*g)
+            t__18 = gh_g*t__17
+            t__19 = gx_o*t__11
+            t__20 = gx_f*t__13
+            t__21 = gx_i*t__15
+            t__22 = gx_g*t__17
+            t__23 = -mh
+            row__d__i[j__] = t__7
+            row__d__f[j__] = t__8
+            row__d__g[j__] = t__9
+            row__d__o[j__] = t__10
+            row__d__new__c[j__] = t__6
+            acc__d__mh += -(sh*t__12) - (sh*t__14) - (sh*t__16) - (sh*t__18)
+            acc__d__mx += -(sx*t__19) - (sx*t__20) - (sx*t__21) - (sx*t__22)
+            acc__d__sh += t__12*(ho + t__23) + t__14*(hf + t__23) + t__16*(hi + t__23) + t__18*(hg + t__23)
+            acc__d__sx += t__19*(xo - mx) + t__20*(xf - mx) + t__21*(xi - mx) + t__22*(xg - mx)
+        d__sh = acc__d__sh
+        d__vh = -(d__sh / (real(2)*_sqrt(real(1e-05) + vh)*_sqrt(real(1e-05) + vh)*_sqrt(real(1e-05) + vh)))
+        d__sum__arg__8 = d__vh / (real(4)*real(H))
+        d__sum__arg__7 = d__vh / (real(4)*real(H))
+        d__sum__arg__6 = d__vh / (real(4)*real(H))
+        d__sum__arg__5 = d__vh / (real(4)*real(H))
+        t__40 = -(real(2)*mh)
+        for j__ in range(H):
+            hi = _mm__h[r__, j__]
+            hf = _mm__h[r__, H + j__]
+            hg = _mm__h[r__, 2*H + j__]
+            ho = _mm__h[r__, 3*H + j__]
+            t__24 = t__40
+            row__d__arg__5[j__] = d__sum__arg__5
+            row__d__arg__6[j__] = d__sum__arg__6
+            row__d__arg__7[j__] = d__sum__arg__7
+            row__d__arg__8[j__] = d__sum__arg__8
+            acc__d__mh += d__sum__arg__5*(-t__24 - (real(2)*hf)) + d__sum__arg__6*(-t__24 - (real(2)*hg)) + d__sum__arg__7*(-t__24 - (real(2)*hi)) + d__sum__arg__8*(-t__24 - (real(2)*ho))
+        d__mh = acc__d__mh
+        d__sum__ho = d__mh / (real(4)*real(H))
+        d__sum__hi = d__mh / (real(4)*real(H))
+        d__sum__hg = d__mh / (real(4)*real(H))
+        d__sum__hf = d__mh / (real(4)*real(H))
+        for j__ in range(H):
+            gx_i = _gx_i[j__]
+            gx_f = _gx_f[j__]
+            gx_g = _gx_g[j__]
+            gx_o = _gx_o[j__]
+            gh_i = _gh_i[j__]
+            gh_f = _gh_f[j__]
+            gh_g = _gh_g[j__]
+            gh_o = _gh_o[j__]
+            xi = _mm__x[r__, j__]
+            xf = _mm__x[r__, H + j__]
+            xg = _mm__x[r__, 2*H + j__]
+            xo = _mm__x[r__, 3*H + j__]
+            hi = _mm__h[r__, j__]
+            hf = _mm__h[r__, H + j__]
+            hg = _mm__h[r__, 2*H + j__]
+            ho = _mm__h[r__, 3*H + j__]
+            i = _i[r__, j__]
+            f = _f[r__, j__]
+            g = _g[r__, j__]
+            o = _o[r__, j__]
+            new__c = _new__c[r__, j__]
+            d__arg__5 = row__d__arg__5[j__]
+            d__arg__6 = row__d__arg__6[j__]
+            d__arg__7 = row__d__arg__7[j__]
+            d__arg__8 = row__d__arg__8[j__]
+            d__i = row__d__i[j__]
+            d__f = row__d__f[j__]
+            d__g = row__d__g[j__]
+            d__o = row__d__o[j__]
+            d__new__c = row__d__new__c[j__]
+            d__n = row__d__n[j__]
+            t__25 = d__i*i*(real(1) - i)
+            t__26 = d__f*f*(real(1) - f)
+            t__27 = d__g*(real(1) - g*g)
+            t__28 = d__o*o*(real(1) - o)
+            t__29 = sx*t__25
+            t__30 = sx*t__26
+            t__31 = sx*t__27
+            t__32 = sx*t__28
+            t__33 = -mh
+            t__34 = sh*t__25
+            t__35 = sh*t__26
+            t__36 = sh*t__27
+            t__37 = sh*t__28
+            t__38 = (real(1) / (real(H)))
+            t__39 = t__40
+            _d__c[r__, j__] = d__new__c*f
+            _terms__b_i__step1[r__, j__] = t__25
+            _terms__b_f__step1[r__, j__] = t__26
+            _terms__b_g__step1[r__, j__] = t__27
+            _terms__b_o__step1[r__, j__] = t__28
+            _terms__gx_i__step1[r__, j__] = t__29*(xi - mx)
+            _terms__gx_f__step1[r__, j__] = t__30*(xf - mx)
+            _terms__gx_g__step1[r__, j__] = t__31*(xg - mx)
+            _terms__gx_o__step1[r__, j__] = t__32*(xo - mx)
+            _terms__gh_i__step1[r__, j__] = t__34*(hi + t__33)
+            _terms__gh_f__step1[r__, j__] = t__35*(hf + t__33)
+            _terms__gh_g__step1[r__, j__] = t__36*(hg + t__33)
+            _terms__gh_o__step1[r__, j__] = t__37*(ho + t__33)
+            _terms__g_c__step1[r__, j__] = d__n*(new__c - (sum__new__c*t__38)) / (_sqrt(real(1e-05) + sum__arg__9*t__38))
+            _terms__beta_c__step1[r__, j__] = d__n
+            block__0[j__] = gx_i*t__29
+            block__1[j__] = gx_f*t__30
+            block__2[j__] = gx_g*t__31
+            block__3[j__] = gx_o*t__32
+            block__4[j__] = d__sum__hi + d__arg__7*(t__39 + real(2)*hi) + gh_i*t__34
+            block__5[j__] = d__sum__hf + d__arg__5*(t__39 + real(2)*hf) + gh_f*t__35
+            block__6[j__] = d__sum__hg + d__arg__6*(t__39 + real(2)*hg) + gh_g*t__36
+            block__7[j__] = d__sum__ho + d__arg__8*(t__39 + real(2)*ho) + gh_o*t__37
+        d__sx = acc__d__sx
+        d__mx = acc__d__mx
         _d__mx[r__, 0] = d__mx
         _d__sx[r__, 0] = d__sx
         for j__ in range(H):
-            _d__mm__h[r__, H + j__] = s__0[j__]
+            _d__mm__x[r__, j__] = block__0[j__]
         for j__ in range(H):
-            _d__mm__h[r__, H + H + j__] = s__1[j__]
+            _d__mm__x[r__, H + j__] = block__1[j__]
         for j__ in range(H):
-            _d__mm__h[r__, j__] = s__2[j__]
+            _d__mm__x[r__, 2*H + j__] = block__2[j__]
         for j__ in range(H):
-            _d__mm__h[r__, H + H + H + j__] = s__3[j__]
+            _d__mm__x[r__, 3*H + j__] = block__3[j__]
+        for j__ in range(H):
+            _d__mm__h[r__, j__] = block__4[j__]
+        for j__ in range(H):
+            _d__mm__h[r__, H + j__] = block__5[j__]
+        for j__ in range(H):
+            _d__mm__h[r__, 2*H + j__] = block__6[j__]
+        for j__ in range(H):
+            _d__mm__h[r__, 3*H + j__] = block__7[j__]
 
 
 @nb.njit(**_JIT)
-def _bwd__static1_H(rows__, H, _mx, _vx, _xf, _xg, _xi, _xo, _d__xi, _d__xf, _d__xg, _d__xo, _d__mx, _d__sx, _d__mm__x):
-    T = _mx.dtype.type
-    cache__d__reduce__in = np.empty(H, _mx.dtype)
-    cache__d__reduce__in2 = np.empty(H, _mx.dtype)
-    cache__d__reduce__in3 = np.empty(H, _mx.dtype)
-    cache__d__reduce__in4 = np.empty(H, _mx.dtype)
-    s__0 = np.empty(H, _mx.dtype)
-    s__1 = np.empty(H, _mx.dtype)
-    s__2 = np.empty(H, _mx.dtype)
-    s__3 = np.empty(H, _mx.dtype)
+def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__, vectors__):
+    _c, _d__mm__h, _d__mm__x, _d__mx, _d__sx, _f, _g, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _terms__b_f__step1, _terms__b_g__step1, _terms__b_i__step1, _terms__b_o__step1, _terms__beta_c__step1, _terms__g_c__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_i__step1, _terms__gh_o__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_i__step1, _terms__gx_o__step1, _vh, dy__ = sequences__
+    _d__c, _d__h, _d__new__c, _d__new__h, _up__c, _up__h, _wt__h = buffers__
+    _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o = vectors__
+    for t in range(T - 1, -1, -1):
+        n__ = active__[t]
+        m__ = active__[t + 1]
+        if has_dy__:
+            dyt__ = dy__[t]
+        else:
+            dyt__ = dy__[0]
+        _copy_rows(_d__new__h, _up__h, m__, n__)
+        _copy_rows(_d__new__c, _up__c, m__, n__)
+        _bwd__step1(n__, H, (_g_c, _gx_i, _gx_f, _gx_g, _gx_o, _gh_i, _gh_f, _gh_g, _gh_o), (_mx[t], _sx[t], _mh[t], _vh[t], _sh[t], _sum__new__c[t], _sum__arg__9[t], _o[t], _c[t + 1], _n[t], _d__new__h, dyt__, _c[t], _mm__x[t], _mm__h[t], _i[t], _f[t], _g[t], _d__new__c), (_d__c, _terms__b_i__step1[t], _terms__b_f__step1[t], _terms__b_g__step1[t], _terms__b_o__step1[t], _terms__gx_i__step1[t], _terms__gx_f__step1[t], _terms__gx_g__step1[t], _terms__gx_o__step1[t], _terms__gh_i__step1[t], _terms__gh_f__step1[t], _terms__gh_g__step1[t], _terms__gh_o__step1[t], _terms__g_c__step1[t], _terms__beta_c__step1[t], _d__mm__x[t], _d__mx[t], _d__sx[t], _d__mm__h[t]))
+        _gemm(_d__mm__h[t][:n__], _wt__h, _d__h[:n__], False)
+        if n__ < B:
+            _d__mm__h[t][n__:] = 0
+            _d__mm__x[t][n__:] = 0
+            _d__mx[t][n__:] = 0
+            _d__sx[t][n__:] = 0
+            _terms__b_f__step1[t][n__:] = 0
+            _terms__b_g__step1[t][n__:] = 0
+            _terms__b_i__step1[t][n__:] = 0
+            _terms__b_o__step1[t][n__:] = 0
+            _terms__beta_c__step1[t][n__:] = 0
+            _terms__g_c__step1[t][n__:] = 0
+            _terms__gh_f__step1[t][n__:] = 0
+            _terms__gh_g__step1[t][n__:] = 0
+            _terms__gh_i__step1[t][n__:] = 0
+            _terms__gh_o__step1[t][n__:] = 0
+            _terms__gx_f__step1[t][n__:] = 0
+            _terms__gx_g__step1[t][n__:] = 0
+            _terms__gx_i__step1[t][n__:] = 0
+            _terms__gx_o__step1[t][n__:] = 0
+        _d__h, _d__new__h = _d__new__h, _d__h
+        _d__c, _d__new__c = _d__new__c, _d__c
+    _copy_rows(_d__new__h, _up__h, active__[0], B)
+    _copy_rows(_d__new__c, _up__c, active__[0], B)
+    return _d__new__h, _d__new__c
+
+
+@nb.njit(**_JIT)
+def _bwd__static1(rows__, H, reads__, writes__):
+    """Backward of sum__xf, sum__xg, sum__xi, sum__xo, mx, arg__1, sum__arg__1, arg__2, sum__arg__2, arg__3, sum__arg__3, arg__4, sum__arg__4, vx, sx."""
+    _mx, _vx, _d__mx, _d__sx, _mm__x = reads__
+    _d__mm__x, = writes__
+    real = _mx.dtype.type
+    row__d__arg__1 = np.empty(H, _mx.dtype)
+    row__d__arg__2 = np.empty(H, _mx.dtype)
+    row__d__arg__3 = np.empty(H, _mx.dtype)
+    row__d__arg__4 = np.empty(H, _mx.dtype)
+    block__0 = np.empty(H, _mx.dtype)
+    block__1 = np.empty(H, _mx.dtype)
+    block__2 = np.empty(H, _mx.dtype)
+    block__3 = np.empty(H, _mx.dtype)
     for r__ in range(rows__):
         mx = _mx[r__, 0]
         vx = _vx[r__, 0]
         d__mx = _d__mx[r__, 0]
         d__sx = _d__sx[r__, 0]
-        sum__mx = T(0)
+        acc__d__mx = real(0)
         d__sx = d__sx
-        d__vx = -(d__sx / (T(2)*(np.sqrt((T(1e-05) + vx)))*(np.sqrt((T(1e-05) + vx)))*(np.sqrt((T(1e-05) + vx)))))
-        d__reduce__in4__sum = d__vx / (T(4)*T(H))
-        d__reduce__in3__sum = d__vx / (T(4)*T(H))
-        d__reduce__in2__sum = d__vx / (T(4)*T(H))
-        d__reduce__in__sum = d__vx / (T(4)*T(H))
+        d__vx = -(d__sx / (real(2)*_sqrt(real(1e-05) + vx)*_sqrt(real(1e-05) + vx)*_sqrt(real(1e-05) + vx)))
+        d__sum__arg__4 = d__vx / (real(4)*real(H))
+        d__sum__arg__3 = d__vx / (real(4)*real(H))
+        d__sum__arg__2 = d__vx / (real(4)*real(H))
+        d__sum__arg__1 = d__vx / (real(4)*real(H))
         for j__ in range(H):
-            xf = _xf[r__, j__]
-            xg = _xg[r__, j__]
-            xi = _xi[r__, j__]
-            xo = _xo[r__, j__]
-            t__0 = T(2)*mx
-            cache__d__reduce__in[j__] = d__reduce__in__sum
-            cache__d__reduce__in2[j__] = d__reduce__in2__sum
-            cache__d__reduce__in3[j__] = d__reduce__in3__sum
-            cache__d__reduce__in4[j__] = d__reduce__in4__sum
-            sum__mx += d__reduce__in2__sum*(t__0 - (T(2)*xg)) + d__reduce__in3__sum*(t__0 - (T(2)*xi)) + d__reduce__in4__sum*(t__0 - (T(2)*xo)) + d__reduce__in__sum*(t__0 - (T(2)*xf))
-        d__mx = d__mx + sum__mx
-        d__xo__sum = d__mx / (T(4)*T(H))
-        d__xi__sum = d__mx / (T(4)*T(H))
-        d__xg__sum = d__mx / (T(4)*T(H))
-        d__xf__sum = d__mx / (T(4)*T(H))
+            xi = _mm__x[r__, j__]
+            xf = _mm__x[r__, H + j__]
+            xg = _mm__x[r__, 2*H + j__]
+            xo = _mm__x[r__, 3*H + j__]
+            t__0 = real(2)*mx
+            row__d__arg__1[j__] = d__sum__arg__1
+            row__d__arg__2[j__] = d__sum__arg__2
+            row__d__arg__3[j__] = d__sum__arg__3
+            row__d__arg__4[j__] = d__sum__arg__4
+            acc__d__mx += d__sum__arg__1*(t__0 - (real(2)*xf)) + d__sum__arg__2*(t__0 - (real(2)*xg)) + d__sum__arg__3*(t__0 - (real(2)*xi)) + d__sum__arg__4*(t__0 - (real(2)*xo))
+        d__mx = acc__d__mx + d__mx
+        d__sum__xo = d__mx / (real(4)*real(H))
+        d__sum__xi = d__mx / (real(4)*real(H))
+        d__sum__xg = d__mx / (real(4)*real(H))
+        d__sum__xf = d__mx / (real(4)*real(H))
         for j__ in range(H):
-            xf = _xf[r__, j__]
-            xg = _xg[r__, j__]
-            xi = _xi[r__, j__]
-            xo = _xo[r__, j__]
-            d__xi = _d__xi[r__, j__]
-            d__xf = _d__xf[r__, j__]
-            d__xg = _d__xg[r__, j__]
-            d__xo = _d__xo[r__, j__]
-            d__reduce__in = cache__d__reduce__in[j__]
-            d__reduce__in2 = cache__d__reduce__in2[j__]
-            d__reduce__in3 = cache__d__reduce__in3[j__]
-            d__reduce__in4 = cache__d__reduce__in4[j__]
-            t__0 = T(2)*mx
-            s__0[j__] = d__xf + d__xf__sum + d__reduce__in*(-t__0 + T(2)*xf)
-            s__1[j__] = d__xg + d__xg__sum + d__reduce__in2*(-t__0 + T(2)*xg)
-            s__2[j__] = d__xi + d__xi__sum + d__reduce__in3*(-t__0 + T(2)*xi)
-            s__3[j__] = d__xo + d__xo__sum + d__reduce__in4*(-t__0 + T(2)*xo)
+            xi = _mm__x[r__, j__]
+            xf = _mm__x[r__, H + j__]
+            xg = _mm__x[r__, 2*H + j__]
+            xo = _mm__x[r__, 3*H + j__]
+            d__arg__1 = row__d__arg__1[j__]
+            d__arg__2 = row__d__arg__2[j__]
+            d__arg__3 = row__d__arg__3[j__]
+            d__arg__4 = row__d__arg__4[j__]
+            t__1 = real(2)*mx
+            block__0[j__] = d__sum__xi + d__arg__3*(-t__1 + real(2)*xi)
+            block__1[j__] = d__sum__xf + d__arg__1*(-t__1 + real(2)*xf)
+            block__2[j__] = d__sum__xg + d__arg__2*(-t__1 + real(2)*xg)
+            block__3[j__] = d__sum__xo + d__arg__4*(-t__1 + real(2)*xo)
         for j__ in range(H):
-            _d__mm__x[r__, H + j__] = s__0[j__]
+            _d__mm__x[r__, j__] += block__0[j__]
         for j__ in range(H):
-            _d__mm__x[r__, H + H + j__] = s__1[j__]
+            _d__mm__x[r__, H + j__] += block__1[j__]
         for j__ in range(H):
-            _d__mm__x[r__, j__] = s__2[j__]
+            _d__mm__x[r__, 2*H + j__] += block__2[j__]
         for j__ in range(H):
-            _d__mm__x[r__, H + H + H + j__] = s__3[j__]
+            _d__mm__x[r__, 3*H + j__] += block__3[j__]
 
 
 @nb.njit(**_JIT)
-def _forward__steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _beta_c, _c, _c__new__sum, _f, _g, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o, _h, _hf, _hg, _hi, _ho, _i, _mh, _mm__h, _mx, _n, _o, _reduce__in9__sum, _sh, _sx, _vh, _w__mm__h, _xf, _xg, _xi, _xo, active__):
+def _inf__static1(rows__, H, reads__, writes__):
+    """Forward of sum__xf, sum__xg, sum__xi, sum__xo, mx, arg__1, sum__arg__1, arg__2, sum__arg__2, arg__3, sum__arg__3, arg__4, sum__arg__4, vx, sx."""
+    _mm__x, = reads__
+    _mx, _sx = writes__
+    real = _mm__x.dtype.type
+    for r__ in range(rows__):
+        acc__sum__xf = real(0)
+        acc__sum__xg = real(0)
+        acc__sum__xi = real(0)
+        acc__sum__xo = real(0)
+        for j__ in range(H):
+            xf = _mm__x[r__, H + j__]
+            acc__sum__xf += xf
+            xg = _mm__x[r__, 2*H + j__]
+            acc__sum__xg += xg
+            xi = _mm__x[r__, j__]
+            acc__sum__xi += xi
+            xo = _mm__x[r__, 3*H + j__]
+            acc__sum__xo += xo
+        sum__xf = acc__sum__xf
+        sum__xg = acc__sum__xg
+        sum__xi = acc__sum__xi
+        sum__xo = acc__sum__xo
+        t__0 = sum__xf / (real(4)*real(H)) + sum__xg / (real(4)*real(H)) + sum__xi / (real(4)*real(H)) + sum__xo / (real(4)*real(H))
+        mx = t__0
+        _mx[r__, 0] = mx
+        acc__sum__arg__1 = real(0)
+        acc__sum__arg__2 = real(0)
+        acc__sum__arg__3 = real(0)
+        acc__sum__arg__4 = real(0)
+        for j__ in range(H):
+            # vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4
+            xf = _mm__x[r__, H + j__]
+            arg__1 = (xf - mx)*(xf - mx)
+            xg = _mm__x[r__, 2*H + j__]
+            arg__2 = (xg - mx)*(xg - mx)
+            xi = _mm__x[r__, j__]
+            arg__3 = (xi - mx)*(xi - mx)
+            xo = _mm__x[r__, 3*H + j__]
+            arg__4 = (xo - mx)*(xo - mx)
+            acc__sum__arg__1 += arg__1
+            acc__sum__arg__2 += arg__2
+            acc__sum__arg__3 += arg__3
+            acc__sum__arg__4 += arg__4
+        sum__arg__1 = acc__sum__arg__1
+        sum__arg__2 = acc__sum__arg__2
+        sum__arg__3 = acc__sum__arg__3
+        sum__arg__4 = acc__sum__arg__4
+        t__1 = sum__arg__1 / (real(4)*real(H)) + sum__arg__2 / (real(4)*real(H)) + sum__arg__3 / (real(4)*real(H)) + sum__arg__4 / (real(4)*real(H))
+        vx = t__1
+        t__2 = (real(1) / (_sqrt(real(1e-05) + vx)))
+        sx = t__2
+        _sx[r__, 0] = sx
+
+
+@nb.njit(**_JIT)
+def _inf__step1(rows__, H, vectors__, reads__, writes__):
+    """Forward of sum__hf, sum__hg, sum__hi, sum__ho, mh, arg__5, sum__arg__5, arg__6, sum__arg__6, arg__7, sum__arg__7, arg__8, sum__arg__8, vh, sh, i, f, g, o, c', sum__new__c, arg__9, sum__arg__9, n, h'."""
+    _b_i, _gx_i, _gh_i, _b_f, _gx_f, _gh_f, _b_g, _gx_g, _gh_g, _b_o, _gx_o, _gh_o, _g_c, _beta_c = vectors__
+    _mx, _sx, _mm__h, _mm__x, _c = reads__
+    _new__c, _new__h = writes__
+    real = _b_i.dtype.type
+    row__o = np.empty(H, _b_i.dtype)
+    row__new__c = np.empty(H, _b_i.dtype)
+    for r__ in range(rows__):
+        mx = _mx[r__, 0]
+        sx = _sx[r__, 0]
+        acc__sum__hf = real(0)
+        acc__sum__hg = real(0)
+        acc__sum__hi = real(0)
+        acc__sum__ho = real(0)
+        for j__ in range(H):
+            hf = _mm__h[r__, H + j__]
+            acc__sum__hf += hf
+            hg = _mm__h[r__, 2*H + j__]
+            acc__sum__hg += hg
+            hi = _mm__h[r__, j__]
+            acc__sum__hi += hi
+            ho = _mm__h[r__, 3*H + j__]
+            acc__sum__ho += ho
+        sum__hf = acc__sum__hf
+        sum__hg = acc__sum__hg
+        sum__hi = acc__sum__hi
+        sum__ho = acc__sum__ho
+        t__0 = sum__hf / (real(4)*real(H)) + sum__hg / (real(4)*real(H)) + sum__hi / (real(4)*real(H)) + sum__ho / (real(4)*real(H))
+        mh = t__0
+        acc__sum__arg__5 = real(0)
+        acc__sum__arg__6 = real(0)
+        acc__sum__arg__7 = real(0)
+        acc__sum__arg__8 = real(0)
+        for j__ in range(H):
+            # vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4
+            hf = _mm__h[r__, H + j__]
+            arg__5 = (hf - mh)*(hf - mh)
+            hg = _mm__h[r__, 2*H + j__]
+            arg__6 = (hg - mh)*(hg - mh)
+            hi = _mm__h[r__, j__]
+            arg__7 = (hi - mh)*(hi - mh)
+            ho = _mm__h[r__, 3*H + j__]
+            arg__8 = (ho - mh)*(ho - mh)
+            acc__sum__arg__5 += arg__5
+            acc__sum__arg__6 += arg__6
+            acc__sum__arg__7 += arg__7
+            acc__sum__arg__8 += arg__8
+        sum__arg__5 = acc__sum__arg__5
+        sum__arg__6 = acc__sum__arg__6
+        sum__arg__7 = acc__sum__arg__7
+        sum__arg__8 = acc__sum__arg__8
+        t__1 = sum__arg__5 / (real(4)*real(H)) + sum__arg__6 / (real(4)*real(H)) + sum__arg__7 / (real(4)*real(H)) + sum__arg__8 / (real(4)*real(H))
+        vh = t__1
+        t__2 = (real(1) / (_sqrt(real(1e-05) + vh)))
+        sh = t__2
+        acc__sum__new__c = real(0)
+        for j__ in range(H):
+            # i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)
+            b_i = _b_i[j__]
+            gx_i = _gx_i[j__]
+            gh_i = _gh_i[j__]
+            xi = _mm__x[r__, j__]
+            hi = _mm__h[r__, j__]
+            i = _sigmoid(b_i + gh_i*sh*(hi - mh) + gx_i*sx*(xi - mx))
+            # f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)
+            b_f = _b_f[j__]
+            gx_f = _gx_f[j__]
+            gh_f = _gh_f[j__]
+            xf = _mm__x[r__, H + j__]
+            hf = _mm__h[r__, H + j__]
+            f = _sigmoid(b_f + gh_f*sh*(hf - mh) + gx_f*sx*(xf - mx))
+            # g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)
+            b_g = _b_g[j__]
+            gx_g = _gx_g[j__]
+            gh_g = _gh_g[j__]
+            xg = _mm__x[r__, 2*H + j__]
+            hg = _mm__h[r__, 2*H + j__]
+            g = _tanh(b_g + gh_g*sh*(hg - mh) + gx_g*sx*(xg - mx))
+            # o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
+            b_o = _b_o[j__]
+            gx_o = _gx_o[j__]
+            gh_o = _gh_o[j__]
+            xo = _mm__x[r__, 3*H + j__]
+            ho = _mm__h[r__, 3*H + j__]
+            o = _sigmoid(b_o + gh_o*sh*(ho - mh) + gx_o*sx*(xo - mx))
+            row__o[j__] = o
+            # c' = f * c + i * g
+            c = _c[r__, j__]
+            new__c = c*f + g*i
+            _new__c[r__, j__] = new__c
+            row__new__c[j__] = new__c
+            acc__sum__new__c += new__c
+        sum__new__c = acc__sum__new__c
+        acc__sum__arg__9 = real(0)
+        t__3 = -(sum__new__c / (real(H)))
+        for j__ in range(H):
+            # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
+            new__c = row__new__c[j__]
+            arg__9 = (new__c + t__3)*(new__c + t__3)
+            acc__sum__arg__9 += arg__9
+        sum__arg__9 = acc__sum__arg__9
+        t__4 = (real(1) / (_sqrt(real(1e-05) + sum__arg__9 / (real(H)))))
+        for j__ in range(H):
+            # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
+            g_c = _g_c[j__]
+            beta_c = _beta_c[j__]
+            new__c = row__new__c[j__]
+            n = beta_c + g_c*t__4*(new__c + t__3)
+            # h' = o * tanh(n)
+            o = row__o[j__]
+            new__h = o*_tanh(n)
+            _new__h[r__, j__] = new__h
+
+
+@nb.njit(**_JIT)
+def _steps__inf(B, T, H, active__, vectors__, sequences__, buffers__):
+    _b_f, _b_g, _b_i, _b_o, _beta_c, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o = vectors__
+    _c, _h, _mm__x, _mx, _sx = sequences__
+    _mm__h, _w__h = buffers__
     for t in range(T):
         n__ = active__[t]
-        _gemm(_h[t][:n__], _w__mm__h, _mm__h[:n__], False)
-        _fwd__step1_H(n__, H, _mx[t], _sx[t], _mm__h, _hi[t], _hf[t], _hg[t], _ho[t], _mh[t], _vh[t], _sh[t], _b_f, _b_g, _b_i, _b_o, _c[t], _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o, _xf[t], _xg[t], _xi[t], _xo[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _c__new__sum[t], _reduce__in9__sum[t], _beta_c, _g_c, _n[t], _h[t + 1])
+        _gemm(_h[t][:n__], _w__h, _mm__h[:n__], False)
+        _inf__step1(n__, H, (_b_i, _gx_i, _gh_i, _b_f, _gx_f, _gh_f, _b_g, _gx_g, _gh_g, _b_o, _gx_o, _gh_o, _g_c, _beta_c), (_mx[t], _sx[t], _mm__h, _mm__x[t], _c[t % 2]), (_c[(t + 1) % 2], _h[t + 1]))
         if n__ < B:
-            _c[t + 1][n__:] = 0
-            _c__new__sum[t][n__:] = 0
-            _f[t][n__:] = 0
-            _g[t][n__:] = 0
+            _copy_rows(_c[(t + 1) % 2], _c[t % 2], n__, B)
             _h[t + 1][n__:] = 0
-            _hf[t][n__:] = 0
-            _hg[t][n__:] = 0
-            _hi[t][n__:] = 0
-            _ho[t][n__:] = 0
-            _i[t][n__:] = 0
-            _mh[t][n__:] = 0
-            _n[t][n__:] = 0
-            _o[t][n__:] = 0
-            _reduce__in9__sum[t][n__:] = 0
-            _sh[t][n__:] = 0
-            _vh[t][n__:] = 0
 
 
-@nb.njit(**_JIT)
-def _backward__steps(T, B, H, _c, _c__new__sum, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__h, _d__mx, _d__sx, _d__xf, _d__xg, _d__xi, _d__xo, _e__b_f__step1_H, _e__b_g__step1_H, _e__b_i__step1_H, _e__b_o__step1_H, _e__beta_c__step1_H, _e__g_c__step1_H, _e__gh_f__step1_H, _e__gh_g__step1_H, _e__gh_i__step1_H, _e__gh_o__step1_H, _e__gx_f__step1_H, _e__gx_g__step1_H, _e__gx_i__step1_H, _e__gx_o__step1_H, _f, _g, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o, _hf, _hg, _hi, _ho, _i, _mh, _mx, _n, _o, _reduce__in9__sum, _sh, _sx, _up__c, _up__h, _vh, _wt__mm__h, _xf, _xg, _xi, _xo, active__, dy__, has_dy__):
-    for t in range(T - 1, -1, -1):
-        n__ = active__[t]
-        m__ = active__[t + 1]
-        dyt__ = dy__[t] if has_dy__ else dy__[0]
-        _copy_rows(_d__h__new, _up__h, m__, n__)
-        _copy_rows(_d__c__new, _up__c, m__, n__)
-        _bwd__step1_H(n__, H, _c[t], _c[t + 1], _c__new__sum[t], _f[t], _g[t], _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o, _hf[t], _hg[t], _hi[t], _ho[t], _i[t], _mh[t], _mx[t], _n[t], _o[t], _reduce__in9__sum[t], _sh[t], _sx[t], _vh[t], _xf[t], _xg[t], _xi[t], _xo[t], _d__c__new, _d__h__new, dyt__, _e__b_f__step1_H[t], _e__b_g__step1_H[t], _e__b_i__step1_H[t], _e__b_o__step1_H[t], _e__beta_c__step1_H[t], _d__c, _e__g_c__step1_H[t], _e__gh_f__step1_H[t], _e__gh_g__step1_H[t], _e__gh_i__step1_H[t], _e__gh_o__step1_H[t], _e__gx_f__step1_H[t], _e__gx_g__step1_H[t], _e__gx_i__step1_H[t], _e__gx_o__step1_H[t], _d__mm__h[t], _d__mx[t], _d__sx[t], _d__xf[t], _d__xg[t], _d__xi[t], _d__xo[t])
-        _gemm(_d__mm__h[t][:n__], _wt__mm__h, _d__h[:n__], False)
-        if n__ < B:
-            _d__mm__h[t][n__:] = 0
-            _d__mx[t][n__:] = 0
-            _d__sx[t][n__:] = 0
-            _d__xf[t][n__:] = 0
-            _d__xg[t][n__:] = 0
-            _d__xi[t][n__:] = 0
-            _d__xo[t][n__:] = 0
-            _e__b_f__step1_H[t][n__:] = 0
-            _e__b_g__step1_H[t][n__:] = 0
-            _e__b_i__step1_H[t][n__:] = 0
-            _e__b_o__step1_H[t][n__:] = 0
-            _e__beta_c__step1_H[t][n__:] = 0
-            _e__g_c__step1_H[t][n__:] = 0
-            _e__gh_f__step1_H[t][n__:] = 0
-            _e__gh_g__step1_H[t][n__:] = 0
-            _e__gh_i__step1_H[t][n__:] = 0
-            _e__gh_o__step1_H[t][n__:] = 0
-            _e__gx_f__step1_H[t][n__:] = 0
-            _e__gx_g__step1_H[t][n__:] = 0
-            _e__gx_i__step1_H[t][n__:] = 0
-            _e__gx_o__step1_H[t][n__:] = 0
-        _d__h, _d__h__new = _d__h__new, _d__h
-        _d__c, _d__c__new = _d__c__new, _d__c
-    _copy_rows(_d__h__new, _up__h, active__[0], B)
-    _copy_rows(_d__c__new, _up__c, active__[0], B)
-    return _d__h__new, _d__c__new
-
-
-def _upstream_states(d_states, B, sizes, dtype, order):
-    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
-    d_states = dict(d_states or {})
-    if [s for s in d_states if s not in STATES]:
-        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    upstream = {}
-    for name, dim in STATES.items():
-        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
-        if g is None:
-            g = np.zeros((B, sizes[dim]), dtype)
-        upstream[name] = g if order is None else g[order]
-    return upstream
-
-
-def forward(params, inputs, states=None, lengths=None):
+def forward(params, inputs, states=None, lengths=None, need_grad=True):
     """Run the cell over a time-major sequence `inputs` [T, B, I] (a dict if several).
 
     `states` maps state names to [B, size] initial values (zeros when omitted).
     `lengths` [B] (optional) gives each sequence's own length in a padded batch: its
     final states are taken at its own last step, its outputs past that step are zero,
     and padding is never read.
+    `need_grad=False` saves nothing for backward (inference): less memory, and the
+    returned cache is None.
     Returns (outputs [T, B, H], final states dict, cache for `backward`).
     """
-    inputs, states, sizes, dtype, T, B = _validate(params, inputs, states)
+    inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, _CONTRACT)
     _workspace.start_call()
     order__, active__ = _batch_order(lengths, T, B)
     if order__ is not None:      # longest first, padding zeroed: step t runs rows :active__[t]
         inputs = {k: _sorted_padded(v, order__, active__) for k, v in inputs.items()}
         states = {k: v[order__] for k, v in states.items()}
+    if not need_grad:
+        return _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, active__)
     H = sizes['H']
     I = sizes['I']
     _x = inputs['x']
+    _W_xi = params['W_xi']
+    _W_xf = params['W_xf']
+    _W_xg = params['W_xg']
+    _W_xo = params['W_xo']
+    _W_hi = params['W_hi']
+    _W_hf = params['W_hf']
+    _W_hg = params['W_hg']
+    _W_ho = params['W_ho']
     _b_i = params['b_i']
     _b_f = params['b_f']
     _b_g = params['b_g']
@@ -1128,22 +1487,14 @@ def forward(params, inputs, states=None, lengths=None):
     _g_c = params['g_c']
     _beta_c = params['beta_c']
     _h = _empty((T + 1, B, H), dtype)
-    _h[0] = states['h']
+    _h[0][:] = states['h']
     _c = _empty((T + 1, B, H), dtype)
-    _c[0] = states['c']
-    _w__mm__x = np.concatenate((params['W_xi'], params['W_xf'], params['W_xg'], params['W_xo']), axis=1, out=_empty((I, H + H + H + H), dtype))
-    _w__mm__h = np.concatenate((params['W_hi'], params['W_hf'], params['W_hg'], params['W_ho']), axis=1, out=_empty((H, H + H + H + H), dtype))
-    _xi = _empty((T, B, H), dtype)
-    _xf = _empty((T, B, H), dtype)
-    _xg = _empty((T, B, H), dtype)
-    _xo = _empty((T, B, H), dtype)
+    _c[0][:] = states['c']
+    _w__x = np.concatenate((_W_xi, _W_xf, _W_xg, _W_xo), axis=1, out=_empty((I, 4*H), dtype))
+    _w__h = np.concatenate((_W_hi, _W_hf, _W_hg, _W_ho), axis=1, out=_empty((H, 4*H), dtype))
     _mx = _empty((T, B, 1), dtype)
     _vx = _empty((T, B, 1), dtype)
     _sx = _empty((T, B, 1), dtype)
-    _hi = _empty((T, B, H), dtype)
-    _hf = _empty((T, B, H), dtype)
-    _hg = _empty((T, B, H), dtype)
-    _ho = _empty((T, B, H), dtype)
     _mh = _empty((T, B, 1), dtype)
     _vh = _empty((T, B, 1), dtype)
     _sh = _empty((T, B, 1), dtype)
@@ -1151,22 +1502,67 @@ def forward(params, inputs, states=None, lengths=None):
     _f = _empty((T, B, H), dtype)
     _g = _empty((T, B, H), dtype)
     _o = _empty((T, B, H), dtype)
-    _c__new__sum = _empty((T, B, 1), dtype)
-    _reduce__in9__sum = _empty((T, B, 1), dtype)
+    _sum__new__c = _empty((T, B, 1), dtype)
+    _sum__arg__9 = _empty((T, B, 1), dtype)
     _n = _empty((T, B, H), dtype)
-    _mm__h = _empty((B, H + H + H + H), dtype)
-    _mm__x = np.matmul(_x.reshape(T * B, I), _w__mm__x, out=_empty((T * B, H + H + H + H), dtype)).reshape(T, B, H + H + H + H)
-    _fwd__static1_H(T * B, H, _mm__x.reshape(T * B, H + H + H + H), _xi.reshape(T * B, H), _xf.reshape(T * B, H), _xg.reshape(T * B, H), _xo.reshape(T * B, H), _mx.reshape(T * B, 1), _vx.reshape(T * B, 1), _sx.reshape(T * B, 1))
-    _forward__steps(T, B, H, _b_f, _b_g, _b_i, _b_o, _beta_c, _c, _c__new__sum, _f, _g, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o, _h, _hf, _hg, _hi, _ho, _i, _mh, _mm__h, _mx, _n, _o, _reduce__in9__sum, _sh, _sx, _vh, _w__mm__h, _xf, _xg, _xi, _xo, active__)
+    _mm__h = _empty((T, B, 4*H), dtype)
+    _mm__x = _empty((T, B, 4*H), dtype)
+    _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, 4*H), False)
+    _fwd__static1(B*T, H, (_mm__x.reshape(B*T, 4*H),), (_mx.reshape(B*T, 1), _vx.reshape(B*T, 1), _sx.reshape(B*T, 1)))
+    _steps__fwd(B, T, H, active__, (_b_f, _b_g, _b_i, _b_o, _beta_c, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o), (_c, _f, _g, _h, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _vh), (_w__h,))
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_c': _c, '_c__new__sum': _c__new__sum, '_f': _f, '_g': _g, '_h': _h, '_hf': _hf, '_hg': _hg, '_hi': _hi, '_ho': _ho, '_i': _i, '_mh': _mh, '_mx': _mx, '_n': _n, '_o': _o, '_reduce__in9__sum': _reduce__in9__sum, '_sh': _sh, '_sx': _sx, '_vh': _vh, '_vx': _vx, '_w__mm__h': _w__mm__h, '_w__mm__x': _w__mm__x, '_xf': _xf, '_xg': _xg, '_xi': _xi, '_xo': _xo}}
-    cache["order"], cache["active"] = order__, active__
+             "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_mh': _mh, '_mm__h': _mm__h, '_mm__x': _mm__x, '_mx': _mx, '_n': _n, '_o': _o, '_sh': _sh, '_sum__arg__9': _sum__arg__9, '_sum__new__c': _sum__new__c, '_sx': _sx, '_vh': _vh, '_vx': _vx, '_w__h': _w__h, '_w__x': _w__x},
+             "order": order__, "active": active__}
     if order__ is None:
-        final__ = {'h': _h[T], 'c': _c[T]}
-        return _h[1:], final__, cache
+        return _h[1:], {'h': _h[T], 'c': _c[T]}, cache
     ends__, back__ = _last_steps(order__, active__)
-    final__ = {'h': _h[ends__, back__], 'c': _c[ends__, back__]}
-    return np.take(_h[1:], back__, axis=1), final__, cache
+    return np.take(_h[1:], back__, axis=1), {'h': _h[ends__, back__], 'c': _c[ends__, back__]}, cache
+
+
+def _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, active__):
+    """forward(..., need_grad=False): the same steps, keeping only what they need."""
+    H = sizes['H']
+    I = sizes['I']
+    _x = inputs['x']
+    _W_xi = params['W_xi']
+    _W_xf = params['W_xf']
+    _W_xg = params['W_xg']
+    _W_xo = params['W_xo']
+    _W_hi = params['W_hi']
+    _W_hf = params['W_hf']
+    _W_hg = params['W_hg']
+    _W_ho = params['W_ho']
+    _b_i = params['b_i']
+    _b_f = params['b_f']
+    _b_g = params['b_g']
+    _b_o = params['b_o']
+    _gx_i = params['gx_i']
+    _gx_f = params['gx_f']
+    _gx_g = params['gx_g']
+    _gx_o = params['gx_o']
+    _gh_i = params['gh_i']
+    _gh_f = params['gh_f']
+    _gh_g = params['gh_g']
+    _gh_o = params['gh_o']
+    _g_c = params['g_c']
+    _beta_c = params['beta_c']
+    _h = _empty((T + 1, B, H), dtype)
+    _h[0][:] = states['h']
+    _c = _empty((2, B, H), dtype)
+    _c[0][:] = states['c']
+    _w__x = np.concatenate((_W_xi, _W_xf, _W_xg, _W_xo), axis=1, out=_empty((I, 4*H), dtype))
+    _w__h = np.concatenate((_W_hi, _W_hf, _W_hg, _W_ho), axis=1, out=_empty((H, 4*H), dtype))
+    _mx = _empty((T, B, 1), dtype)
+    _sx = _empty((T, B, 1), dtype)
+    _mm__h = _empty((B, 4*H), dtype)
+    _mm__x = _empty((T, B, 4*H), dtype)
+    _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, 4*H), False)
+    _inf__static1(B*T, H, (_mm__x.reshape(B*T, 4*H),), (_mx.reshape(B*T, 1), _sx.reshape(B*T, 1)))
+    _steps__inf(B, T, H, active__, (_b_f, _b_g, _b_i, _b_o, _beta_c, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o), (_c, _h, _mm__x, _mx, _sx), (_mm__h, _w__h))
+    if order__ is None:
+        return _h[1:], {'h': _h[T], 'c': _c[T % 2]}, None
+    ends__, back__ = _last_steps(order__, active__)
+    return np.take(_h[1:], back__, axis=1), {'h': _h[ends__, back__], 'c': _c[T % 2][back__]}, None
 
 
 def backward(cache, d_outputs=None, d_states=None):
@@ -1177,11 +1573,41 @@ def backward(cache, d_outputs=None, d_states=None):
     Returns Gradients(params, inputs, states): dicts keyed like the spec, `states`
     holding the gradients w.r.t. the initial states.
     """
+    if cache is None:
+        raise ValueError("this cache came from forward(..., need_grad=False), which saves "
+                         "nothing for backward; run forward with need_grad=True")
     sizes, dtype, T, B = cache["sizes"], cache["dtype"], cache["T"], cache["B"]
     _workspace.start_call()
     params, inputs, saved__ = cache["params"], cache["inputs"], cache["saved"]
+    order__, active__ = cache["order"], cache["active"]
     H = sizes['H']
     I = sizes['I']
+    _c = saved__['_c']
+    _f = saved__['_f']
+    _g = saved__['_g']
+    _h = saved__['_h']
+    _i = saved__['_i']
+    _mh = saved__['_mh']
+    _mm__h = saved__['_mm__h']
+    _mm__x = saved__['_mm__x']
+    _mx = saved__['_mx']
+    _n = saved__['_n']
+    _o = saved__['_o']
+    _sh = saved__['_sh']
+    _sum__arg__9 = saved__['_sum__arg__9']
+    _sum__new__c = saved__['_sum__new__c']
+    _sx = saved__['_sx']
+    _vh = saved__['_vh']
+    _vx = saved__['_vx']
+    _w__h = saved__['_w__h']
+    _w__x = saved__['_w__x']
+    dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
+    has_dy__ = dy__ is not None
+    if not has_dy__:
+        dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
+    elif order__ is not None:
+        dy__ = np.take(dy__, order__, axis=1)
+    upstream__ = _upstream_states(d_states, B, sizes, dtype, order__, STATES)
     _x = inputs['x']
     _b_i = params['b_i']
     _b_f = params['b_f']
@@ -1197,131 +1623,92 @@ def backward(cache, d_outputs=None, d_states=None):
     _gh_o = params['gh_o']
     _g_c = params['g_c']
     _beta_c = params['beta_c']
-    _c = saved__['_c']
-    _c__new__sum = saved__['_c__new__sum']
-    _f = saved__['_f']
-    _g = saved__['_g']
-    _h = saved__['_h']
-    _hf = saved__['_hf']
-    _hg = saved__['_hg']
-    _hi = saved__['_hi']
-    _ho = saved__['_ho']
-    _i = saved__['_i']
-    _mh = saved__['_mh']
-    _mx = saved__['_mx']
-    _n = saved__['_n']
-    _o = saved__['_o']
-    _reduce__in9__sum = saved__['_reduce__in9__sum']
-    _sh = saved__['_sh']
-    _sx = saved__['_sx']
-    _vh = saved__['_vh']
-    _vx = saved__['_vx']
-    _w__mm__h = saved__['_w__mm__h']
-    _w__mm__x = saved__['_w__mm__x']
-    _xf = saved__['_xf']
-    _xg = saved__['_xg']
-    _xi = saved__['_xi']
-    _xo = saved__['_xo']
-    order__, active__ = cache["order"], cache["active"]
-    dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
-    has_dy__ = dy__ is not None
-    if not has_dy__:
-        dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
-    elif order__ is not None:
-        dy__ = np.take(dy__, order__, axis=1)
-    upstream__ = _upstream_states(d_states, B, sizes, dtype, order__)
+    _d__arg__1 = _empty((T, B, H), dtype)
+    _d__arg__2 = _empty((T, B, H), dtype)
+    _d__arg__3 = _empty((T, B, H), dtype)
+    _d__arg__4 = _empty((T, B, H), dtype)
     _d__mx = _empty((T, B, 1), dtype)
-    _d__reduce__in = _empty((T, B, H), dtype)
-    _d__reduce__in2 = _empty((T, B, H), dtype)
-    _d__reduce__in2__sum = _empty((T, B, 1), dtype)
-    _d__reduce__in3 = _empty((T, B, H), dtype)
-    _d__reduce__in3__sum = _empty((T, B, 1), dtype)
-    _d__reduce__in4 = _empty((T, B, H), dtype)
-    _d__reduce__in4__sum = _empty((T, B, 1), dtype)
-    _d__reduce__in__sum = _empty((T, B, 1), dtype)
+    _d__sum__arg__1 = _empty((T, B, 1), dtype)
+    _d__sum__arg__2 = _empty((T, B, 1), dtype)
+    _d__sum__arg__3 = _empty((T, B, 1), dtype)
+    _d__sum__arg__4 = _empty((T, B, 1), dtype)
+    _d__sum__xf = _empty((T, B, 1), dtype)
+    _d__sum__xg = _empty((T, B, 1), dtype)
+    _d__sum__xi = _empty((T, B, 1), dtype)
+    _d__sum__xo = _empty((T, B, 1), dtype)
     _d__sx = _empty((T, B, 1), dtype)
     _d__vx = _empty((T, B, 1), dtype)
     _d__x = _empty((T, B, I), dtype)
-    _d__xf = _empty((T, B, H), dtype)
-    _d__xf__sum = _empty((T, B, 1), dtype)
-    _d__xg = _empty((T, B, H), dtype)
-    _d__xg__sum = _empty((T, B, 1), dtype)
-    _d__xi = _empty((T, B, H), dtype)
-    _d__xi__sum = _empty((T, B, 1), dtype)
-    _d__xo = _empty((T, B, H), dtype)
-    _d__xo__sum = _empty((T, B, 1), dtype)
-    _wt__mm__x = _contiguous(_w__mm__x.T)
-    _d__mm__x = _empty((T, B, H + H + H + H), dtype)
-    _wt__mm__h = _contiguous(_w__mm__h.T)
-    _d__mm__h = _empty((T, B, H + H + H + H), dtype)
+    _wt__x = _contiguous(_w__x.T)
+    _d__mm__x = _empty((T, B, 4*H), dtype)
+    _wt__h = _contiguous(_w__h.T)
+    _d__mm__h = _empty((T, B, 4*H), dtype)
     _d__h = _empty((B, H), dtype)
-    _d__h__new = _empty((B, H), dtype)
+    _d__new__h = _empty((B, H), dtype)
     _up__h = upstream__['h']
     _d__c = _empty((B, H), dtype)
-    _d__c__new = _empty((B, H), dtype)
+    _d__new__c = _empty((B, H), dtype)
     _up__c = upstream__['c']
-    _e__b_f__step1_H = _empty((T, B, H), dtype)
-    _e__b_g__step1_H = _empty((T, B, H), dtype)
-    _e__b_i__step1_H = _empty((T, B, H), dtype)
-    _e__b_o__step1_H = _empty((T, B, H), dtype)
-    _e__beta_c__step1_H = _empty((T, B, H), dtype)
-    _e__g_c__step1_H = _empty((T, B, H), dtype)
-    _e__gh_f__step1_H = _empty((T, B, H), dtype)
-    _e__gh_g__step1_H = _empty((T, B, H), dtype)
-    _e__gh_i__step1_H = _empty((T, B, H), dtype)
-    _e__gh_o__step1_H = _empty((T, B, H), dtype)
-    _e__gx_f__step1_H = _empty((T, B, H), dtype)
-    _e__gx_g__step1_H = _empty((T, B, H), dtype)
-    _e__gx_i__step1_H = _empty((T, B, H), dtype)
-    _e__gx_o__step1_H = _empty((T, B, H), dtype)
-    _d__h__new, _d__c__new = _backward__steps(T, B, H, _c, _c__new__sum, _d__c, _d__c__new, _d__h, _d__h__new, _d__mm__h, _d__mx, _d__sx, _d__xf, _d__xg, _d__xi, _d__xo, _e__b_f__step1_H, _e__b_g__step1_H, _e__b_i__step1_H, _e__b_o__step1_H, _e__beta_c__step1_H, _e__g_c__step1_H, _e__gh_f__step1_H, _e__gh_g__step1_H, _e__gh_i__step1_H, _e__gh_o__step1_H, _e__gx_f__step1_H, _e__gx_g__step1_H, _e__gx_i__step1_H, _e__gx_o__step1_H, _f, _g, _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o, _hf, _hg, _hi, _ho, _i, _mh, _mx, _n, _o, _reduce__in9__sum, _sh, _sx, _up__c, _up__h, _vh, _wt__mm__h, _xf, _xg, _xi, _xo, active__, dy__, has_dy__)
-    _bwd__static1_H(T * B, H, _mx.reshape(T * B, 1), _vx.reshape(T * B, 1), _xf.reshape(T * B, H), _xg.reshape(T * B, H), _xi.reshape(T * B, H), _xo.reshape(T * B, H), _d__xi.reshape(T * B, H), _d__xf.reshape(T * B, H), _d__xg.reshape(T * B, H), _d__xo.reshape(T * B, H), _d__mx.reshape(T * B, 1), _d__sx.reshape(T * B, 1), _d__mm__x.reshape(T * B, H + H + H + H))
-    np.matmul(_d__mm__x.reshape(T * B, H + H + H + H), _wt__mm__x, out=_d__x.reshape(T * B, I))
-    colsum0__ = _e__b_f__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum1__ = _e__b_g__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum2__ = _e__b_i__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum3__ = _e__b_o__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum4__ = _e__beta_c__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum5__ = _e__g_c__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum6__ = _e__gh_f__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum7__ = _e__gh_g__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum8__ = _e__gh_i__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum9__ = _e__gh_o__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum10__ = _e__gx_f__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum11__ = _e__gx_g__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum12__ = _e__gx_i__step1_H.reshape(T * B, H).sum(axis=0)
-    colsum13__ = _e__gx_o__step1_H.reshape(T * B, H).sum(axis=0)
-    _d__b_i = colsum2__
-    _d__b_f = colsum0__
-    _d__b_g = colsum1__
-    _d__b_o = colsum3__
-    _d__gx_i = colsum12__
-    _d__gx_f = colsum10__
-    _d__gx_g = colsum11__
-    _d__gx_o = colsum13__
-    _d__gh_i = colsum8__
-    _d__gh_f = colsum6__
-    _d__gh_g = colsum7__
-    _d__gh_o = colsum9__
-    _d__g_c = colsum5__
-    _d__beta_c = colsum4__
-    gw__ = np.matmul(_x.reshape(T * B, I).T, _d__mm__x.reshape(T * B, H + H + H + H), out=_empty((I, H + H + H + H), dtype))
-    _d__W_xi = _contiguous(gw__[:, 0:0 + H])
-    _d__W_xf = _contiguous(gw__[:, H:H + H])
-    _d__W_xg = _contiguous(gw__[:, H + H:H + H + H])
-    _d__W_xo = _contiguous(gw__[:, H + H + H:H + H + H + H])
-    gw__ = np.matmul(_h[:T].reshape(T * B, H).T, _d__mm__h.reshape(T * B, H + H + H + H), out=_empty((H, H + H + H + H), dtype))
-    _d__W_hi = _contiguous(gw__[:, 0:0 + H])
-    _d__W_hf = _contiguous(gw__[:, H:H + H])
-    _d__W_hg = _contiguous(gw__[:, H + H:H + H + H])
-    _d__W_ho = _contiguous(gw__[:, H + H + H:H + H + H + H])
+    _terms__b_i__step1 = _empty((T, B, H), dtype)
+    _terms__b_f__step1 = _empty((T, B, H), dtype)
+    _terms__b_g__step1 = _empty((T, B, H), dtype)
+    _terms__b_o__step1 = _empty((T, B, H), dtype)
+    _terms__gx_i__step1 = _empty((T, B, H), dtype)
+    _terms__gx_f__step1 = _empty((T, B, H), dtype)
+    _terms__gx_g__step1 = _empty((T, B, H), dtype)
+    _terms__gx_o__step1 = _empty((T, B, H), dtype)
+    _terms__gh_i__step1 = _empty((T, B, H), dtype)
+    _terms__gh_f__step1 = _empty((T, B, H), dtype)
+    _terms__gh_g__step1 = _empty((T, B, H), dtype)
+    _terms__gh_o__step1 = _empty((T, B, H), dtype)
+    _terms__g_c__step1 = _empty((T, B, H), dtype)
+    _terms__beta_c__step1 = _empty((T, B, H), dtype)
+    _d__new__h, _d__new__c = _steps__bwd(B, T, H, active__, has_dy__, (_c, _d__mm__h, _d__mm__x, _d__mx, _d__sx, _f, _g, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _terms__b_f__step1, _terms__b_g__step1, _terms__b_i__step1, _terms__b_o__step1, _terms__beta_c__step1, _terms__g_c__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_i__step1, _terms__gh_o__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_i__step1, _terms__gx_o__step1, _vh, dy__), (_d__c, _d__h, _d__new__c, _d__new__h, _up__c, _up__h, _wt__h), (_g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o))
+    _bwd__static1(B*T, H, (_mx.reshape(B*T, 1), _vx.reshape(B*T, 1), _d__mx.reshape(B*T, 1), _d__sx.reshape(B*T, 1), _mm__x.reshape(B*T, 4*H)), (_d__mm__x.reshape(B*T, 4*H),))
+    _gemm(_d__mm__x.reshape(B*T, 4*H), _wt__x, _d__x.reshape(B*T, I), False)
+    colsum__0 = _terms__b_i__step1.reshape(B*T, H).sum(axis=0)
+    colsum__1 = _terms__b_f__step1.reshape(B*T, H).sum(axis=0)
+    colsum__2 = _terms__b_g__step1.reshape(B*T, H).sum(axis=0)
+    colsum__3 = _terms__b_o__step1.reshape(B*T, H).sum(axis=0)
+    colsum__4 = _terms__gx_i__step1.reshape(B*T, H).sum(axis=0)
+    colsum__5 = _terms__gx_f__step1.reshape(B*T, H).sum(axis=0)
+    colsum__6 = _terms__gx_g__step1.reshape(B*T, H).sum(axis=0)
+    colsum__7 = _terms__gx_o__step1.reshape(B*T, H).sum(axis=0)
+    colsum__8 = _terms__gh_i__step1.reshape(B*T, H).sum(axis=0)
+    colsum__9 = _terms__gh_f__step1.reshape(B*T, H).sum(axis=0)
+    colsum__10 = _terms__gh_g__step1.reshape(B*T, H).sum(axis=0)
+    colsum__11 = _terms__gh_o__step1.reshape(B*T, H).sum(axis=0)
+    colsum__12 = _terms__g_c__step1.reshape(B*T, H).sum(axis=0)
+    colsum__13 = _terms__beta_c__step1.reshape(B*T, H).sum(axis=0)
+    _d__b_i = colsum__0
+    _d__b_f = colsum__1
+    _d__b_g = colsum__2
+    _d__b_o = colsum__3
+    _d__gx_i = colsum__4
+    _d__gx_f = colsum__5
+    _d__gx_g = colsum__6
+    _d__gx_o = colsum__7
+    _d__gh_i = colsum__8
+    _d__gh_f = colsum__9
+    _d__gh_g = colsum__10
+    _d__gh_o = colsum__11
+    _d__g_c = colsum__12
+    _d__beta_c = colsum__13
+    _d__w__x = _empty((I, 4*H), dtype)
+    _gemm(_x.reshape(B*T, I).T, _d__mm__x.reshape(B*T, 4*H), _d__w__x, False)
+    _d__W_xi = _contiguous(_d__w__x[:, :H])
+    _d__W_xf = _contiguous(_d__w__x[:, H:2*H])
+    _d__W_xg = _contiguous(_d__w__x[:, 2*H:3*H])
+    _d__W_xo = _contiguous(_d__w__x[:, 3*H:4*H])
+    _d__w__h = _empty((H, 4*H), dtype)
+    _gemm(_h[:T].reshape(B*T, H).T, _d__mm__h.reshape(B*T, 4*H), _d__w__h, False)
+    _d__W_hi = _contiguous(_d__w__h[:, :H])
+    _d__W_hf = _contiguous(_d__w__h[:, H:2*H])
+    _d__W_hg = _contiguous(_d__w__h[:, 2*H:3*H])
+    _d__W_ho = _contiguous(_d__w__h[:, 3*H:4*H])
     grads = Gradients(
         params={'W_xi': _d__W_xi, 'W_xf': _d__W_xf, 'W_xg': _d__W_xg, 'W_xo': _d__W_xo, 'W_hi': _d__W_hi, 'W_hf': _d__W_hf, 'W_hg': _d__W_hg, 'W_ho': _d__W_ho, 'b_i': _d__b_i, 'b_f': _d__b_f, 'b_g': _d__b_g, 'b_o': _d__b_o, 'gx_i': _d__gx_i, 'gx_f': _d__gx_f, 'gx_g': _d__gx_g, 'gx_o': _d__gx_o, 'gh_i': _d__gh_i, 'gh_f': _d__gh_f, 'gh_g': _d__gh_g, 'gh_o': _d__gh_o, 'g_c': _d__g_c, 'beta_c': _d__beta_c},
         inputs={'x': _d__x},
-        states={'h': _d__h__new, 'c': _d__c__new},
+        states={'h': _d__new__h, 'c': _d__new__c},
     )
-    if order__ is None:
-        return grads
-    back__ = np.argsort(order__)
-    return Gradients(grads.params, {k: np.take(v, back__, axis=1) for k, v in grads.inputs.items()},
-                     {k: v[back__] for k, v in grads.states.items()})
+    return _in_caller_order(grads, order__)

@@ -4,6 +4,8 @@ import pytest
 from cellcheck import all_sizes, compare, directional_derivative, generated, problem, rel_err
 from conftest import SPECS
 
+from cellc import naming
+
 CASES = [  # (T, B, I, H, upstream, nonzero initial states)
     (6, 3, 3, 5, "both", True),
     (1, 1, 4, 4, "outputs", False),
@@ -84,7 +86,7 @@ def test_float32_stays_float32_inside_kernels(spec):
                                      dtype=np.float32, seed=0)
     y, _, cache = fresh["forward"](params, inputs, states)
     fresh["backward"](cache, np.ones_like(y))
-    for name in ("_forward__steps", "_backward__steps"):
+    for name in (naming.steps(naming.FORWARD), naming.steps(naming.BACKWARD)):
         steps = fresh[name]
         (signature,) = steps.signatures
         assert "float32" in str(signature)

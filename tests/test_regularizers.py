@@ -49,7 +49,7 @@ def test_lstm_is_rewritten_as_in_the_papers():
     assert [(v.name, v.dim, v.grad) for v in cell.inputs] == [
         ("x", "I", True), ("zoneout__c", "H", False), ("zoneout__h", "H", False),
         ("dropout__h", "H", False)]
-    assert cell.output == "h__new"       # the output sequence is the zoned state
+    assert cell.output == "new__h"       # the output sequence is the zoned state
 
 
 def test_the_states_recurrent_dropout_can_drop():
@@ -76,7 +76,7 @@ def test_a_value_between_the_state_and_the_product_is_copied():
 def test_no_gradient_is_computed_for_the_masks():
     compiled = compile_bytes(spec("lstm").read_bytes(), "lstm.toml",
                                           Regularizers.of(["h", "c"], ["h"]))
-    for grad in (*compiled.derivation.static.values(), *compiled.derivation.step.values()):
+    for grad in compiled.derivation.grads.values():
         assert not {name for name, _ in grad.grads} & {"zoneout__c", "zoneout__h", "dropout__h"}
     assert "_d__zoneout" not in compiled.source and "_d__dropout" not in compiled.source
 
@@ -350,8 +350,8 @@ def test_show_prints_the_variant_and_its_derived_backward(capsys):
     assert main(["show", str(spec("lstm")), "--zoneout", "h,c",
                  "--recurrent-dropout", "h"]) == 0
     text = capsys.readouterr().out
-    assert "h′ = h ⊙ zoneout·h + update·h ⊙ (1 - zoneout·h)" in text
-    assert "∂h = ∂dropped·h ⊙ dropout·h" in text          # the mask replayed in backward
+    assert "h′ = h ⊙ zoneout[h] + update[h] ⊙ (1 - zoneout[h])" in text
+    assert "∂h = ∂dropped[h] ⊙ dropout[h]" in text          # the mask replayed in backward
     assert "∂zoneout" not in text and "∂dropout" not in text
     assert main(["show", str(spec("lstm")), "--recurrent-dropout", "c"]) == 1
     err = capsys.readouterr().err

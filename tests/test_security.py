@@ -21,7 +21,7 @@ from cellcheck import compare
 from cellc import SpecError
 from cellc.driver import compile_bytes, write_atomic
 from cellc.runtime.loader import import_file
-from cellc.frontend.spec import _name_problem
+from cellc.frontend.spec import name_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -195,7 +195,7 @@ def module_identifiers() -> list[str]:
                 names.add(node.arg)
             elif isinstance(node, ast.alias):
                 names.add((node.asname or node.name).split(".")[0])
-    return sorted(n for n in names if _name_problem(n) is None and n not in "xhWUHI")
+    return sorted(n for n in names if name_problem(n) is None and n not in "xhWUHI")
 
 
 def run_against_interpreter(fields: dict, tmp_path, sizes) -> float:

@@ -20,7 +20,8 @@ import sympy
 from .dims import DimConflict
 from ..errors import did_you_mean
 from ..ir.functions import FUNCTIONS
-from ..ir.cell import NEW_SUFFIX, ONE, Affine, RowMean, RowSum, display_name, symbol
+from .. import naming
+from ..ir.cell import ONE, Affine, RowMean, RowSum, symbol
 
 MAX_DEPTH = 64
 # Reductions over a vector's units, each one number per row (see ir.RowSum). Variance is
@@ -35,8 +36,7 @@ REDUCTIONS = {
 
 class ExpressionConverter:
     def where(self, tree) -> str:
-        text = ast.get_source_segment(self.source, tree) or ""
-        return re.sub(r"([A-Za-z0-9_]+)" + NEW_SUFFIX, r"\1'", text)
+        return naming.spec_form(ast.get_source_segment(self.source, tree) or "")
 
     def unify(self, a, b, what, tree):
         try:
@@ -91,17 +91,17 @@ class ExpressionConverter:
                 self.fail(f"exponent in `{self.where(tree)}` must be a number", line=self.line,
                           fix="write a constant power such as h**2; use exp(b * log(a)) "
                               "for a variable exponent")
-            return base ** exponent, dim
+            return self.finite(base ** exponent, tree), dim
         if isinstance(tree, ast.BinOp) and isinstance(tree.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
             a, da = self.expr(tree.left, depth)
             b, db = self.expr(tree.right, depth)
             dim = self.broadcast(da, db, tree)
-            if isinstance(tree.op, ast.Div) and b.is_Number and b == 0:
+            if isinstance(tree.op, ast.Div) and b.is_Number and b.is_zero:
                 self.fail(f"division by zero in `{self.where(tree)}`", line=self.line,
                           fix="divide by a non-zero constant or by an expression")
             op = {ast.Add: sympy.Add, ast.Sub: lambda p, q: p - q, ast.Mult: sympy.Mul,
                   ast.Div: lambda p, q: p / q}[type(tree.op)]
-            return op(a, b), dim
+            return self.finite(op(a, b), tree), dim
         if isinstance(tree, ast.Call):
             return self.call(tree, depth)
         kind = type(tree).__name__
@@ -112,8 +112,22 @@ class ExpressionConverter:
                   fix=hint.get(kind, "equations use + - * / ** @, numbers, names and the "
                                      "functions " + ", ".join(sorted(FUNCTIONS))))
 
+    def finite(self, expr, tree):
+        """`expr`, unless a constant in it is not a finite real number that a float64
+        kernel can hold (`0 ** -1`, `(-1) ** 0.5`, `1e300 * 1e300`, `10 ** 400`)."""
+        bad = expr.has(sympy.I, sympy.zoo, sympy.oo, sympy.nan)
+        for number in expr.atoms(sympy.Number):
+            try:
+                bad = bad or not math.isfinite(float(number))
+            except (OverflowError, TypeError):
+                bad = True
+        if bad:
+            self.fail(f"`{self.where(tree)}` is not a finite real number", line=self.line,
+                      fix="constants must be finite real numbers of at most about 1.8e308")
+        return expr
+
     def name(self, ident, tree):
-        shown = display_name(ident)
+        shown = naming.display_spec(ident)
         col = self.col_of(self.line, ident)
         if ident in self.var_dim:
             return symbol(ident), self.var_dim[ident]
@@ -126,8 +140,8 @@ class ExpressionConverter:
                           "here", line=self.line, col=col, symbol=ident,
                           fix="use a separate parameter for each role")
             return symbol(ident), kind[1]
-        if ident.endswith(NEW_SUFFIX):
-            base = ident[: -len(NEW_SUFFIX)]
+        base = naming.state_of(ident)
+        if base is not None:
             if any(s.name == base for s in self.states):
                 self.fail(f"`{shown}` is used but never defined", line=self.line, col=col,
                           symbol=shown, fix=f"add an equation `{shown} = ...`")

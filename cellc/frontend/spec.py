@@ -11,9 +11,7 @@ them into affine nodes.
 from __future__ import annotations
 
 import ast
-import builtins
 import hashlib
-import keyword
 import math
 import re
 import tomllib
@@ -21,12 +19,11 @@ import warnings
 from pathlib import Path
 
 
+from .. import naming
 from .dims import Dims
 from ..errors import SpecError, did_you_mean, read_spec_bytes
 from .expressions import MAX_DEPTH, ExpressionConverter
-from ..ir.functions import FUNCTIONS
-from ..ir.cell import (NEW_SUFFIX, Cell, Init, Node, Param, Var, display_name, live_names,
-                 new_name)
+from ..ir.cell import Cell, Init, Node, Param, Var, live_names, typecheck
 from .stabilize import stabilize
 from .torchmap import parse_torch_table
 
@@ -38,40 +35,14 @@ REQUIRED = ("name", "inputs", "states", "parameters", "equations")
 INIT_KINDS = {"default": 0, "zeros": 0, "ones": 0, "orthogonal": 0, "uniform": 2, "normal": 2}
 
 
-def _helper_words() -> set[str]:
-    """Names the generated module defines at its top level, with any leading underscore
-    dropped. A spec value `v` lives in an array `_v` and a dimension `D` is a bare local
-    `D`, so neither may be `empty` (`_empty` is a helper) or `STATES` (a constant the
-    drivers read). Read from the templates, so a new helper is covered the day it is
-    written; the drivers' own locals all contain `__`."""
-    text = "".join(f.read_text(encoding="utf-8")
-                   for f in sorted((Path(__file__).parent.parent / "backend" / "numba" / "templates").glob("*.j2")))
-    return {a or b for a, b in re.findall(
-        r"^(?:(?:def|class) _?([A-Za-z][A-Za-z0-9_]*)|_?([A-Za-z][A-Za-z0-9_]*)\s*=)",
-        text, re.M)}
-
-
-# Names the generated module uses bare (imports, driver locals) or as `_name` helpers.
-RESERVED = (set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
-            | set(FUNCTIONS) | _helper_words()
-            | {"np", "nb", "numpy", "numba", "math", "T", "params", "states",
-               "cache", "grads", "B", "t", "dtype", "sizes", "inputs", "dy",
-               "dstates", "new", "Gradients", "lengths", "d_outputs", "d_states"})
-_IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-_PRIME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)'")
+RESERVED = naming.reserved()
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _INIT = re.compile(rf"\s*([a-z]+)\s*(?:\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\))?\s*\Z")
 
 
-def _name_problem(name: str) -> str | None:
+def name_problem(name: str) -> str | None:
     """Why `name` cannot name a value, dimension or cell, or None if it can."""
-    if not _IDENT.match(name):
-        return "is not a valid name (ASCII letters, digits and _, starting with a letter)"
-    if "__" in name:
-        return "contains `__`, which cellc reserves for its own names"
-    if name in RESERVED:
-        return "is reserved (a Python keyword or builtin, a function, or a module name)"
-    return None
+    return naming.name_problem(name, RESERVED)
 
 
 def read_spec(path: str | Path) -> Cell:
@@ -128,7 +99,7 @@ class _Frontend(ExpressionConverter):
     def col_of(self, line: int | None, name: str) -> int | None:
         if line is None or not 0 < line <= len(self.lines):
             return None
-        m = re.search(rf"(?<![A-Za-z0-9_]){re.escape(display_name(name))}(?![A-Za-z0-9_])",
+        m = re.search(rf"(?<![A-Za-z0-9_]){re.escape(naming.display_spec(name))}(?![A-Za-z0-9_])",
                       self.lines[line - 1])
         return m.start() + 1 if m else None
 
@@ -159,7 +130,7 @@ class _Frontend(ExpressionConverter):
         line = self.key_line(key)
         if not isinstance(name, str):
             self.fail(f"{what} must be a string name, not {type(name).__name__}", line=line)
-        problem = _name_problem(name)
+        problem = name_problem(name)
         if problem:
             self.fail(f"{what} {name!r} {problem}", line=line, symbol=name,
                       fix="rename it, e.g. `h`, `W_xi`, `b_f`")
@@ -204,7 +175,7 @@ class _Frontend(ExpressionConverter):
         nodes = self.topological(nodes)
         output = self.output(nodes)
         self.check_used(nodes, output)
-        nodes = stabilize(nodes, [new_name(s.name) for s in self.states] + [output])
+        nodes = stabilize(nodes, [naming.new(s.name) for s in self.states] + [output])
         params = self.resolve_params()
         nodes = tuple(n._replace(dim=self.resolve(self.node_dim[n.name], n.name, n.line))
                       for n in nodes)
@@ -212,11 +183,11 @@ class _Frontend(ExpressionConverter):
         if torch is not None:
             ranks = {p.name: len(p.shape) for p in params}
             torch = parse_torch_table(torch, ranks, self.fail, self.key_line)
-        return Cell(name=name, summary=self.field("summary", ""),
+        return typecheck(Cell(name=name, summary=self.field("summary", ""),
                     reference=self.field("reference", ""), inputs=self.inputs,
                     states=self.states, params=params, nodes=nodes, output=output,
                     path=self.path, spec_hash=hashlib.sha256(self.text.encode()).hexdigest(),
-                    torch=torch)
+                    torch=torch))
 
     def declare_shapes(self):
         line = self.key_line("shapes")
@@ -256,7 +227,11 @@ class _Frontend(ExpressionConverter):
                 self.fail(f"non-ASCII character {ch!r} (U+{ord(ch):04X}) in an equation",
                           line=line, col=foreign + 1, symbol=ch,
                           fix="write names and operators in ASCII; comments may use any text")
-            prepared = _PRIME.sub(lambda m: m.group(1) + NEW_SUFFIX, code.strip())
+            if naming.SEP in code:
+                self.fail("`__` in an equation: cellc reserves names with `__` for its own",
+                          line=line, col=code.index(naming.SEP) + 1, symbol=naming.SEP,
+                          fix="rename the value without a double underscore")
+            prepared = naming.spec_text(code.strip())
             try:
                 with warnings.catch_warnings():     # e.g. `1if h`: not ours to print
                     warnings.simplefilter("ignore", SyntaxWarning)
@@ -273,7 +248,7 @@ class _Frontend(ExpressionConverter):
                     or len(body[0].targets) != 1 or not isinstance(body[0].targets[0], ast.Name)):
                 self.fail("expected an equation `name = expression`", line=line,
                           fix="one equation per line, e.g. `i = sigmoid(x @ W_xi + h @ W_hi + b_i)`")
-            equations.append((body[0].targets[0].id, body[0].value, line, prepared))
+            equations.append((body[0].targets[0].id, body[0].value, line, code.strip()))
         if not equations:
             self.fail("`equations` holds no equation", line=key_line,
                       fix="add one equation per line, e.g. h' = tanh(x @ W_x + h @ W_h + b)")
@@ -286,18 +261,18 @@ class _Frontend(ExpressionConverter):
         for lhs, _, line, _ in equations:
             self.check_lhs(lhs, line, states)
             self.defined[lhs] = line
-        self.node_dim = {name: (self.var_dim[name[: -len(NEW_SUFFIX)]] if name.endswith(NEW_SUFFIX)
+        self.node_dim = {name: (self.var_dim[naming.state_of(name)] if naming.state_of(name)
                                 else self.dims.fresh()) for name in self.defined}
         nodes = []
-        for lhs, tree, line, source in self.dependency_order(equations):
-            self.line, self.source = line, source
+        for lhs, tree, line, text in self.dependency_order(equations):
+            self.line, self.source = line, naming.spec_text(text)
             expr, dim = self.expr(tree, 0)
             if dim is None:
-                self.fail(f"`{display_name(lhs)}` is a constant: an equation needs a vector "
-                          "operand", line=line, symbol=display_name(lhs),
+                self.fail(f"`{naming.display_spec(lhs)}` is a constant: an equation needs a vector "
+                          "operand", line=line, symbol=naming.display_spec(lhs),
                           fix="multiply by a state or input, or use a parameter")
-            self.unify(self.node_dim[lhs], dim, display_name(lhs), tree)
-            nodes.append(Node(lhs, "", expr=expr, line=line))
+            self.unify(self.node_dim[lhs], dim, naming.display_spec(lhs), tree)
+            nodes.append(Node(lhs, "", expr=expr, line=line, text=text))
         return sorted(nodes, key=lambda n: n.line)      # file order again, for messages
 
     def dependency_order(self, equations):
@@ -322,8 +297,8 @@ class _Frontend(ExpressionConverter):
         return order
 
     def check_lhs(self, lhs, line, states):
-        shown = display_name(lhs)
-        if lhs.endswith(NEW_SUFFIX) and lhs[: -len(NEW_SUFFIX)] not in states:
+        shown = naming.display_spec(lhs)
+        if naming.state_of(lhs) is not None and naming.state_of(lhs) not in states:
             self.fail(f"`{shown}`: only a state has a new value `name'`", line=line,
                       col=self.col_of(line, lhs), symbol=shown,
                       fix="declare it in `states`, or drop the prime")
@@ -339,11 +314,11 @@ class _Frontend(ExpressionConverter):
             self.fail(f"`{lhs}` names both a dimension and a value", line=line,
                       col=self.col_of(line, lhs), symbol=lhs,
                       fix=f"rename the value: `{lhs}` already names a size (a dimension)")
-        if not lhs.endswith(NEW_SUFFIX):
+        if naming.state_of(lhs) is None:
             self.identifier_at(lhs, line)
 
     def identifier_at(self, name, line):
-        problem = _name_problem(name)
+        problem = name_problem(name)
         if problem:
             self.fail(f"name `{name}` {problem}", line=line, col=self.col_of(line, name),
                       symbol=name, fix="rename it")
@@ -358,9 +333,9 @@ class _Frontend(ExpressionConverter):
                 return
             if state.get(node.name) == "active":
                 cycle = path[path.index(node.name):] + [node.name]
-                shown = " -> ".join(display_name(c) for c in cycle)
+                shown = " -> ".join(naming.display_spec(c) for c in cycle)
                 self.fail(f"cyclic definition: {shown}", line=node.line,
-                          col=self.col_of(node.line, node.name), symbol=display_name(node.name),
+                          col=self.col_of(node.line, node.name), symbol=naming.display_spec(node.name),
                           fix="a value cannot depend on itself within a step; read the "
                               "previous state (`h`) instead of the new one (`h'`)")
             state[node.name] = "active"
@@ -377,29 +352,29 @@ class _Frontend(ExpressionConverter):
     def output(self, nodes) -> str:
         out = self.field("output")
         if out is None:
-            return new_name(self.states[0].name)
-        ident = _PRIME.sub(lambda m: m.group(1) + NEW_SUFFIX, out.strip())
+            return naming.new(self.states[0].name)
+        ident = naming.spec_text(out.strip())
         if ident in {s.name for s in self.states}:
-            ident = new_name(ident)
+            ident = naming.new(ident)
         if ident not in {n.name for n in nodes}:
             self.fail(f"output `{out}` is not defined by an equation."
-                      f"{did_you_mean(out, [display_name(n.name) for n in nodes])}",
+                      f"{did_you_mean(out, [naming.display_spec(n.name) for n in nodes])}",
                       line=self.key_line("output"), symbol=out,
                       fix="name an equation's left-hand side, e.g. output = \"y\"")
         return ident
 
     def check_used(self, nodes, output):
         for s in self.states:
-            if new_name(s.name) not in self.defined:
+            if naming.new(s.name) not in self.defined:
                 self.fail(f"state `{s.name}` is never updated", line=self.key_line("states"),
                           col=self.col_of(self.key_line("states"), s.name), symbol=s.name,
                           fix=f"add an equation `{s.name}' = ...` (use `{s.name}' = {s.name}` "
                               "to keep it constant)")
-        live = live_names(nodes, [new_name(s.name) for s in self.states] + [output])
+        live = live_names(nodes, [naming.new(s.name) for s in self.states] + [output])
         for n in nodes:
             if n.name not in live:
-                self.fail(f"`{display_name(n.name)}` is computed but never used", line=n.line,
-                          col=self.col_of(n.line, n.name), symbol=display_name(n.name),
+                self.fail(f"`{naming.display_spec(n.name)}` is computed but never used", line=n.line,
+                          col=self.col_of(n.line, n.name), symbol=naming.display_spec(n.name),
                           fix="use it in a state update or the output, or remove it")
         for p in self.param_names:
             if p not in live:
@@ -411,8 +386,8 @@ class _Frontend(ExpressionConverter):
     def resolve(self, var, what, line=None) -> str:
         name = self.dims.name(var)
         if name is None:
-            self.fail(f"cannot infer the size of `{display_name(what)}`", line=line,
-                      symbol=display_name(what),
+            self.fail(f"cannot infer the size of `{naming.display_spec(what)}`", line=line,
+                      symbol=naming.display_spec(what),
                       fix="declare the parameter's shape that fixes it, e.g. "
                           "[shapes] W_hq = [\"H\", \"Q\"]")
         return name

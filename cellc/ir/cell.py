@@ -1,4 +1,4 @@
-"""The one IR shared by the NumPy interpreter and the code generator.
+"""The cell IR, shared by the NumPy interpreter and the back end.
 
 A cell is a list of single-assignment nodes, one time step of the recurrence:
 
@@ -8,7 +8,7 @@ A cell is a list of single-assignment nodes, one time step of the recurrence:
 
 Values a node may read are the cell's inputs (x_t), the previous states (h_{t-1},
 written `h`), parameters, and earlier nodes. The new value of state `h` (written `h'`
-in specs) is the node named `new_name("h")`. The front end may leave `Affine(e, W)`
+in specs) is the node named `naming.new("h")`. The front end may leave `Affine(e, W)`
 terms inside expressions; the `split` pass turns each into an affine node, after
 which every expression is purely elementwise.
 
@@ -17,43 +17,30 @@ Dimensions are names ("I", "H", ...), bound to sizes only when a kernel runs.
 Reductions over the units of a vector (layer normalization's mean and variance) are
 nodes too: `Node(name, ONE, expr=RowSum(v))` is the sum of vector `v` over its
 dimension, one number per row. A value of dimension `ONE` broadcasts against any
-vector, and the size of dimension D is the symbol `size_symbol("D")` (`len__D`), so
-`mean(v)` is `RowSum(v) / len__D`. `RowSum` differentiates to 1: the adjoint of each
-unit of `v` is the adjoint of the sum, and the sum over units of a broadcast scalar's
-uses is done by the passes (interpreter and kernels alike).
+vector, and the size of dimension D is the symbol `size_symbol("D")`, so `mean(v)` is
+`RowSum(v) / |D|`. `RowSum` differentiates to 1: the adjoint of each unit of `v` is the
+adjoint of the sum, and the sum over units of a broadcast scalar's uses is done by the
+passes (interpreter and kernels alike).
 """
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import sympy
 
+from .. import naming
 from .functions import CellFunction
 
-NEW_SUFFIX = "__new"
 ONE = "1"            # the dimension of a per-row scalar, such as a reduction's result
-SIZE_PREFIX = "len__"  # `len__H`, the size of dimension H in an expression (`len` is
-                       # a reserved word: no value's name starts with `len__`)
 
 
 def size_symbol(dim: str) -> sympy.Symbol:
     """The number of units of dimension `dim`, as a positive symbol in expressions."""
-    return sympy.Symbol(SIZE_PREFIX + dim, positive=True)
+    return sympy.Symbol(naming.size(dim), positive=True)
 
 
 def is_size(name: str) -> bool:
-    return name.startswith(SIZE_PREFIX)
-
-
-def new_name(state: str) -> str:
-    """IR name of the updated value of `state` (`h'` in a spec)."""
-    return state + NEW_SUFFIX
-
-
-def display_name(name: str) -> str:
-    """How a user writes an IR name: `h__new` is `h'`."""
-    return name[: -len(NEW_SUFFIX)] + "'" if name.endswith(NEW_SUFFIX) else name
+    return naming.kind_of(name) == naming.LEN
 
 
 class Affine(sympy.Function):
@@ -120,6 +107,7 @@ class Node(NamedTuple):
     operand: str | None = None       # affine nodes: name = operand @ weight
     weight: str | None = None
     line: int | None = None          # line in the spec file, for messages
+    text: str | None = None          # the equation this node comes from, as written
 
     @property
     def is_matmul(self) -> bool:
@@ -162,8 +150,8 @@ class Cell(NamedTuple):
     output: str                      # the node whose value is the output sequence
     path: str = "<spec>"
     spec_hash: str = ""
-    torch: object = None             # torchmap.TorchMap from the spec's [torch] table
-    regularizers: object = None      # regularizers.Regularizers applied (passes/regularize.py)
+    torch: object = None             # frontend.torchmap.TorchMap from the spec's [torch]
+    regularizers: object = None      # runtime.regularizers.Regularizers applied
 
     @property
     def dims(self) -> tuple[str, ...]:
@@ -174,10 +162,7 @@ class Cell(NamedTuple):
         return tuple(sorted(names))
 
     def node(self, name: str) -> Node:
-        return self._node_map()[name]
-
-    def _node_map(self) -> dict[str, Node]:
-        return {n.name: n for n in self.nodes}
+        return {n.name: n for n in self.nodes}[name]
 
     def dim_of(self) -> dict[str, str]:
         """Map from every vector value's name to its dimension."""
@@ -185,6 +170,13 @@ class Cell(NamedTuple):
         dims.update((p.name, p.shape[0]) for p in self.params if len(p.shape) == 1)
         dims.update((n.name, n.dim) for n in self.nodes)
         return dims
+
+    def order(self) -> dict[str, int]:
+        """Every name's place in the spec: inputs, states, parameters, then equations
+        (the order the back end loads and lists values in)."""
+        names = [v.name for v in self.inputs + self.states] + [p.name for p in self.params]
+        names += [n.name for n in self.nodes]
+        return {name: k for k, name in enumerate(names)}
 
 
 def typecheck(cell: Cell) -> Cell:
@@ -203,30 +195,44 @@ def typecheck(cell: Cell) -> Cell:
             weight = params[node.weight]
             assert weight.shape == (dims[node.operand], node.dim), f"bad shape in {node}"
         else:
-            for s in node.expr.free_symbols:
-                if is_size(s.name):
-                    continue
-                assert s.name in dims, f"{node.name} reads undefined {s.name}"
-                if node.is_reduction:
-                    assert node.dim == ONE and dims[s.name] != ONE, f"bad reduction {node}"
-                else:
-                    assert dims[s.name] in (node.dim, ONE), \
-                        f"{node.name}: {s.name} has dim {dims[s.name]}"
+            terms = node.expr.atoms(Affine)         # before split: `v @ W` inside
+            for term in terms:                   # (nested products checked on their own)
+                shape, operand = params[term.args[1].name].shape, term.args[0]
+                operand = operand.xreplace({t: sympy.Dummy() for t in operand.atoms(Affine)})
+                _check_operands(operand, shape[0], dims, node.name)
+            outside = node.expr.xreplace({t: sympy.Dummy() for t in terms})
+            if node.is_reduction:
+                assert node.dim == ONE, f"bad reduction {node}"
+            else:
+                _check_operands(outside, node.dim, dims, node.name)
             for f in node.expr.atoms(sympy.Function):
                 assert isinstance(f, (CellFunction, Affine, RowSum, RowMean)), \
                     f"unknown function {f.func}"
+            for number in node.expr.atoms(sympy.Number):
+                assert number.is_finite and number.is_real, f"{node.name}: constant {number}"
         dims[node.name] = node.dim
     for s in cell.states:
-        assert dims.get(new_name(s.name)) == s.dim, f"state {s.name} not updated"
+        assert dims.get(naming.new(s.name)) == s.dim, f"state {s.name} not updated"
     assert cell.output in dims
     return cell
+
+
+def _check_operands(expr, dim: str, dims: dict, name: str) -> None:
+    """Every value `expr` reads is defined, and outside reductions (whose arguments may
+    be of any dimension) has dimension `dim` or is a per-row scalar."""
+    for s in expr.free_symbols:
+        if not isinstance(s, sympy.Dummy) and not is_size(s.name):
+            assert s.name in dims, f"{name} reads undefined {s.name}"
+    outside = expr.xreplace({r: sympy.Dummy() for r in expr.atoms(RowSum, RowMean)})
+    for s in outside.free_symbols:
+        if not isinstance(s, sympy.Dummy) and not is_size(s.name):
+            assert dims[s.name] in (dim, ONE), f"{name}: {s.name} has dim {dims[s.name]}"
 
 
 def format_equation(node: Node) -> str:
     """`name = expression` the way a user writes it: `h'` for new states, `v @ W`."""
     rhs = f"{node.operand} @ {node.weight}" if node.is_matmul else sympy.sstr(node.expr, order="none")
-    rhs = re.sub(rf"\b([A-Za-z][A-Za-z0-9_]*?){NEW_SUFFIX}\b", r"\1'", rhs)
-    return f"{display_name(node.name)} = {rhs}"
+    return f"{naming.display_spec(node.name)} = {naming.spec_form(rhs)}"
 
 
 def format_cell(cell: Cell) -> str:

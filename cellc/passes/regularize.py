@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import sympy
 
-from ..ir.cell import NEW_SUFFIX, Affine, Cell, Node, Var, live_names, new_name, symbol
-from ..runtime.regularizers import Regularizers, dropout_mask, zoneout_mask
+from .. import naming
+from ..ir.cell import Affine, Cell, Node, Var, format_equation, live_names, symbol, typecheck
+from ..runtime.regularizers import Regularizers
 
 
 def matmul_states(cell: Cell) -> tuple[str, ...]:
@@ -56,7 +57,7 @@ def _reach(cell: Cell) -> dict[str, frozenset]:
     state, whose own path to a product is the next step's business). An LSTMP's
     projection `(o * tanh(c')) @ W_hr` reads `h` through `o`, and not `c`."""
     reach = {s.name: frozenset([s.name]) for s in cell.states}
-    news = {new_name(s.name) for s in cell.states}
+    news = {naming.new(s.name) for s in cell.states}
     for node in cell.nodes:
         marker = sympy.Dummy()
         read = node.expr.replace(Affine, lambda *_: marker)
@@ -76,13 +77,13 @@ def regularize(cell: Cell, regularizers: Regularizers) -> Cell:
     assert not any(n.is_matmul for n in cell.nodes), "regularize runs before split"
     nodes = _drop(cell, regularizers.recurrent_dropout)
     nodes = _zone_out(nodes, regularizers.zoneout)
-    live = live_names(nodes, [new_name(s) for s in dims] + [cell.output])
-    masks = ([Var(zoneout_mask(s), dims[s], grad=False) for s in regularizers.zoneout]
-             + [Var(dropout_mask(s), dims[s], grad=False)
+    live = live_names(nodes, [naming.new(s) for s in dims] + [cell.output])
+    masks = ([Var(naming.zoneout_mask(s), dims[s], grad=False) for s in regularizers.zoneout]
+             + [Var(naming.dropout_mask(s), dims[s], grad=False)
                 for s in regularizers.recurrent_dropout])
-    return cell._replace(inputs=cell.inputs + tuple(masks),
-                         nodes=tuple(n for n in nodes if n.name in live),
-                         regularizers=regularizers)
+    return typecheck(cell._replace(inputs=cell.inputs + tuple(masks),
+                                   nodes=tuple(n for n in nodes if n.name in live),
+                                   regularizers=regularizers))
 
 
 def _drop(cell: Cell, states: tuple[str, ...]) -> list[Node]:
@@ -96,8 +97,9 @@ def _drop(cell: Cell, states: tuple[str, ...]) -> list[Node]:
     reach = _reach(cell)
     dims = {v.name: v.dim for v in cell.states}
     first_line = min((n.line for n in cell.nodes if n.line), default=None)
-    copies = {s: Node(f"dropped__{s}", dims[s], expr=symbol(s) * symbol(dropout_mask(s)),
-                      line=first_line) for s in states}
+    copies = {s: _described(Node(naming.dropped(s), dims[s],
+                                 expr=symbol(s) * symbol(naming.dropout_mask(s)), line=first_line))
+              for s in states}
 
     def copy_of(name: str) -> str:
         """What a matrix product reads in place of `name`."""
@@ -107,7 +109,7 @@ def _drop(cell: Cell, states: tuple[str, ...]) -> list[Node]:
             return name
         node = by_name[name]
         expr = _outside_products(rewrite(node.expr), renaming(node.expr))
-        copies[name] = node._replace(name=f"dropped__{name}", expr=expr)
+        copies[name] = _described(node._replace(name=naming.dropped(name), expr=expr))
         return copies[name].name
 
     def renaming(expr) -> dict:
@@ -126,18 +128,23 @@ def _drop(cell: Cell, states: tuple[str, ...]) -> list[Node]:
     return ordered
 
 
+def _described(node: Node) -> Node:
+    """A node this pass wrote, with its equation as its text (for the kernels' comments)."""
+    return node._replace(text=format_equation(node))
+
+
 def _zone_out(nodes: list[Node], states: tuple[str, ...]) -> list[Node]:
     """Zoneout: the spec's update of s becomes `update__s`, which the step's other
     equations read; `s'` is the zoned mix of it and s."""
-    updates = {symbol(new_name(s)): symbol(f"update__{s}") for s in states}
+    updates = {symbol(naming.new(s)): symbol(naming.update(s)) for s in states}
     out, zoned = [], []
     for n in nodes:
         n = n._replace(expr=n.expr.xreplace(updates))
         if symbol(n.name) in updates:
-            s, update = n.name[: -len(NEW_SUFFIX)], updates[symbol(n.name)]
-            m = symbol(zoneout_mask(s))
-            zoned.append(Node(n.name, n.dim, expr=m * symbol(s) + (1 - m) * update,
-                              line=n.line))
+            s, update = naming.state_of(n.name), updates[symbol(n.name)]
+            m = symbol(naming.zoneout_mask(s))
+            zoned.append(_described(Node(n.name, n.dim, expr=m * symbol(s) + (1 - m) * update,
+                                         line=n.line)))
             n = n._replace(name=update.name)
         out.append(n)
     return out + zoned

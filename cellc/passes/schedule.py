@@ -17,49 +17,22 @@ stage fuse into one kernel per dimension.
 A per-row scalar (dimension ONE: a reduction and what is computed from it) joins the
 kernel of the dimension it was reduced over, so layer normalization's mean, variance
 and normalized vector are one kernel, one pass over the rows (see `derive.levels`).
+Such a scalar may also feed a kernel of another dimension in the same stage
+(`h' = tanh(h @ U) + sum(x * (h @ V))`: a sum over I feeds an H-wide state): the stage's
+kernels then run in rounds, a kernel after every kernel whose scalars it reads.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
+from .. import naming
 from ..errors import SpecError
-from ..ir.cell import ONE, Cell, Node, display_name, new_name
-
-
-class Gemm(NamedTuple):
-    """`operand @ [weights...]`, one column block per affine node."""
-
-    name: str                 # buffer name, e.g. "mm__h"
-    operand: str
-    nodes: tuple[Node, ...]   # the affine nodes, in column order
-
-
-class Region(NamedTuple):
-    """A maximal set of elementwise nodes computed in one fused loop nest."""
-
-    name: str                 # e.g. "step1_H"
-    dim: str
-    nodes: tuple[Node, ...]
-    inputs: tuple[str, ...]   # values read but computed elsewhere
-    outputs: tuple[str, ...]  # nodes read outside this region (live-out)
-
-
-class Stage(NamedTuple):
-    gemms: tuple[Gemm, ...]
-    regions: tuple[Region, ...]
-
-
-class Plan(NamedTuple):
-    cell: Cell
-    static: tuple[Stage, ...]
-    step: tuple[Stage, ...]
-    static_values: frozenset     # names computed by the static program (plus inputs)
+from ..ir.cell import ONE, Cell, Node
+from ..ir.plan import Gemm, Plan, Region, Stage, typecheck_plan
 
 
 def schedule(cell: Cell) -> Plan:
     params = {p.name for p in cell.params}
     static = {v.name for v in cell.inputs} | params
-    per_step = {new_name(s.name) for s in cell.states} | {cell.output}
+    per_step = {naming.new(s.name) for s in cell.states} | {cell.output}
     for node in cell.nodes:
         if node.name not in per_step and all(r in static for r in node.reads()):
             static.add(node.name)
@@ -68,10 +41,10 @@ def schedule(cell: Cell) -> Plan:
         for r in node.reads():
             readers.setdefault(r, set()).add(node.name)
     for s in cell.states:                         # carried to the next step
-        readers.setdefault(new_name(s.name), set()).add("<next step>")
+        readers.setdefault(naming.new(s.name), set()).add("<next step>")
     readers.setdefault(cell.output, set()).add("<output>")
-
     home = kernel_dims(cell)
+    order = cell.order()
 
     def program(nodes: list[Node], kind: str) -> tuple[Stage, ...]:
         depth: dict[str, int] = {}
@@ -82,26 +55,38 @@ def schedule(cell: Cell) -> Plan:
         stages = []
         for k in range(max(depth.values(), default=-1) + 1):
             here = [n for n in nodes if depth[n.name] == k]
-            gemms = []
-            for op in dict.fromkeys(n.operand for n in here if n.is_matmul):
-                members = tuple(n for n in here if n.is_matmul and n.operand == op)
-                gemms.append(Gemm(f"mm__{op}", op, members))
+            gemms = [Gemm(op, tuple(n for n in here if n.is_matmul and n.operand == op))
+                     for op in dict.fromkeys(n.operand for n in here if n.is_matmul)]
+            elementwise = [n for n in here if not n.is_matmul]
+            rounds = _rounds(elementwise, home)
+            groups = dict.fromkeys((rounds[n.name], home[n.name]) for n in elementwise)
             regions = []
-            for dim in dict.fromkeys(home[n.name] for n in here if not n.is_matmul):
-                members = tuple(n for n in here if not n.is_matmul and home[n.name] == dim)
+            for idx, (rnd, dim) in enumerate(sorted(groups, key=lambda g: g[0])):
+                members = tuple(n for n in elementwise
+                                if (rounds[n.name], home[n.name]) == (rnd, dim))
                 names = {n.name for n in members}
-                inputs = sorted({r for n in members for r in n.reads()} - names)
+                inputs = sorted({r for n in members for r in n.reads()} - names, key=order.get)
                 outputs = [n.name for n in members if readers.get(n.name, set()) - names]
-                regions.append(Region(f"{kind}{k}_{dim}", dim, members, tuple(inputs),
-                                      tuple(outputs)))
+                regions.append(Region(naming.region(kind, len(stages) + 1, idx), dim, members,
+                                      tuple(inputs), tuple(outputs)))
             if gemms or regions:
                 stages.append(Stage(tuple(gemms), tuple(regions)))
         return tuple(stages)
 
     static_nodes = [n for n in cell.nodes if n.name in static]
     step_nodes = [n for n in cell.nodes if n.name not in static]
-    return Plan(cell, program(static_nodes, "static"), program(step_nodes, "step"),
-                frozenset(static - params))
+    return typecheck_plan(Plan(cell, program(static_nodes, "static"),
+                               program(step_nodes, "step"), frozenset(static - params)))
+
+
+def _rounds(nodes: list[Node], home: dict[str, str]) -> dict[str, int]:
+    """Within one stage, the round of each elementwise node: a node runs in a later
+    round than any node of another kernel dimension whose value it reads."""
+    rounds: dict[str, int] = {}
+    for node in nodes:                       # topologically ordered
+        rounds[node.name] = max((rounds[r] + (home[r] != home[node.name])
+                                 for r in node.reads() if r in rounds), default=0)
+    return rounds
 
 
 def kernel_dims(cell: Cell) -> dict[str, str]:
@@ -116,7 +101,7 @@ def kernel_dims(cell: Cell) -> dict[str, str]:
         reads = [r for r in node.reads() if r in dim_of]
         sources = {dim_of[r] if dim_of[r] != ONE else home.get(r, ONE) for r in reads}
         if len(sources - {ONE}) > 1:
-            raise SpecError(f"`{display_name(node.name)}` combines reductions over "
+            raise SpecError(f"`{naming.display_spec(node.name)}` combines reductions over "
                             f"different dimensions ({', '.join(sorted(sources - {ONE}))})",
                             path=cell.path, line=node.line,
                             fix="combine vectors of one dimension, or project one of them "

@@ -15,7 +15,8 @@ import numpy as np
 import sympy
 
 from ..ir.functions import CellFunction
-from ..ir.cell import ONE, Cell, RowSum, new_name, size_symbol, symbol
+from .. import naming
+from ..ir.cell import ONE, Cell, RowSum, size_symbol, symbol
 
 
 def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray], functions: dict | None = None):
@@ -84,7 +85,7 @@ def forward(cell: Cell, params, inputs, states=None):
                 value = evaluate(node.expr, env)
                 env[node.name] = np.broadcast_to(value, (B, sizes[node.dim])).astype(np.float64)
         tape.append(env)
-        current = {s.name: env[new_name(s.name)] for s in cell.states}
+        current = {s.name: env[naming.new(s.name)] for s in cell.states}
         outputs.append(env[cell.output])
     out_dim = sizes[cell.node(cell.output).dim]
     y = np.stack(outputs) if outputs else np.zeros((0, B, out_dim))
@@ -111,7 +112,7 @@ def backward(cell: Cell, tape, dy=None, dstates=None):
             adj[name] = adj[name] + value if name in adj else value
 
         for s in cell.states:
-            add(new_name(s.name), carry[s.name])
+            add(naming.new(s.name), carry[s.name])
         if dy is not None:
             add(cell.output, dy[t])
         for node in reversed(cell.nodes):

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import naming
+
 
 class Regularizers(NamedTuple):
     """Which states are zoned out and which are dropped in matrix products (the rates
@@ -55,17 +57,6 @@ class Regularizers(NamedTuple):
         parts = [f"zoneout-{'-'.join(self.zoneout)}" if self.zoneout else "",
                  f"dropout-{'-'.join(self.recurrent_dropout)}" if self.recurrent_dropout else ""]
         return "_".join(p for p in parts if p)
-
-
-def zoneout_mask(state: str) -> str:
-    """The input holding state `state`'s zoneout mask, [T, B, size]."""
-    return f"zoneout__{state}"
-
-
-def dropout_mask(state: str) -> str:
-    """The input holding state `state`'s recurrent dropout mask, [T, B, size], the same
-    at every step."""
-    return f"dropout__{state}"
 
 
 class Rates(NamedTuple):
@@ -120,13 +111,13 @@ class Rates(NamedTuple):
         out = {}
         for state in sorted(self.zoneout):
             p, shape = self.zoneout[state], (T, B, widths[state])
-            out[zoneout_mask(state)] = (np.full(shape, p, dtype) if rng is None
+            out[naming.zoneout_mask(state)] = (np.full(shape, p, dtype) if rng is None
                                         else (rng.random(shape) < p).astype(dtype))
         for state in sorted(self.recurrent_dropout):
             p, shape = self.recurrent_dropout[state], (T, B, widths[state])
             if rng is None:
-                out[dropout_mask(state)] = np.ones(shape, dtype)
+                out[naming.dropout_mask(state)] = np.ones(shape, dtype)
                 continue
             keep = (rng.random(shape[1:]) >= p).astype(dtype) / dtype.type(1 - p)
-            out[dropout_mask(state)] = np.ascontiguousarray(np.broadcast_to(keep, shape))
+            out[naming.dropout_mask(state)] = np.ascontiguousarray(np.broadcast_to(keep, shape))
         return out

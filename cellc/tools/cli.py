@@ -177,8 +177,8 @@ def cmd_docs(args) -> int:
 
 def cmd_new(args) -> int:
     import jinja2
-    from ..frontend.spec import _name_problem
-    problem = _name_problem(args.name)
+    from ..frontend.spec import name_problem
+    problem = name_problem(args.name)
     if problem:
         raise SpecError(f"cell name {args.name!r} {problem}", path="cellc new",
                         fix="e.g. `cellc new my_cell`")

@@ -16,6 +16,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from .. import naming
 from . import graph, show
 from ..driver import stale_files
 
@@ -33,7 +34,7 @@ def page(path: Path) -> tuple[str, str, str]:
         lines += [f"**Reference:** {cell.reference}", ""]
     lines += [f"Inputs: {', '.join(f'`{v.name}` [{v.dim}]' for v in cell.inputs)}. "
               f"States: {', '.join(f'`{v.name}` [{v.dim}]' for v in cell.states)}. "
-              f"Output: `{cell.output.replace('__new', chr(39))}`.", "",
+              f"Output: `{naming.display_spec(cell.output)}`.", "",
               f"![dataflow of {cell.name}]({cell.name}.svg)", "",
               "## Forward, one step", "", "$$", r"\begin{aligned}"]
     lines += [_aligned(e) + r" \\" for e in show.forward_equations(r, tex=True)]

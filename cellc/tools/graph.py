@@ -18,9 +18,9 @@ from pathlib import Path
 import graphviz
 
 from . import mathtext
-from ..driver import Compiled
+from .. import naming
+from ..driver import IRs
 from ..errors import SpecError
-from ..ir.cell import new_name
 
 _STYLE = {
     "input": dict(shape="ellipse", style="filled", fillcolor="#c8e6c9"),
@@ -36,11 +36,11 @@ def _id(name: str) -> str:
     return "v_" + name
 
 
-def dataflow(compiled: Compiled) -> graphviz.Digraph:
+def dataflow(compiled: IRs) -> graphviz.Digraph:
     d = compiled.derivation
     cell = d.plan.cell
     member = {}                         # affine node -> its fused GEMM's graph id
-    new_states = {new_name(s.name) for s in cell.states}
+    new_states = {naming.new(s.name) for s in cell.states}
     g = graphviz.Digraph(cell.name, graph_attr=dict(rankdir="TB", fontname="Helvetica",
                                                     label=f"{cell.name}: dataflow of one step",
                                                     labelloc="t", fontsize="16"),
@@ -56,7 +56,7 @@ def dataflow(compiled: Compiled) -> graphviz.Digraph:
         for stage in program:
             for gemm in stage.gemms:
                 weights = " | ".join(n.weight for n in gemm.nodes)
-                gid = "gemm_" + gemm.name
+                gid = "gemm_" + gemm.operand
                 g.node(gid, f"GEMM\n{mathtext.unicode_name(gemm.operand)} @ [{weights}]",
                        **_STYLE["gemm"])
                 g.edge(_id(gemm.operand), gid)
@@ -79,12 +79,12 @@ def dataflow(compiled: Compiled) -> graphviz.Digraph:
         for r in n.reads():
             g.edge(member.get(r, _id(r)), _id(n.name))
     for s in cell.states:
-        g.edge(_id(new_name(s.name)), _id(s.name), style="dotted", constraint="false",
+        g.edge(_id(naming.new(s.name)), _id(s.name), style="dotted", constraint="false",
                label="next step", fontsize="10")
     return g
 
 
-def write(compiled: Compiled, out: Path) -> Path:
+def write(compiled: IRs, out: Path) -> Path:
     """Write the drawing to `out`: .dot (the DOT text), or .svg/.png/.pdf laid out by
     graphviz's `dot`."""
     g = dataflow(compiled)

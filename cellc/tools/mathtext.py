@@ -1,75 +1,23 @@
 """Readable mathematics for `cellc show`, the docs and the graph: IR expressions printed in
 Unicode (`σ(x @ W_xi + h @ W_hi + b_i)`, `c′ = f ⊙ c + i ⊙ g`) or LaTeX.
 
-IR names are mapped back to what a reader expects: `h__new` is h′, `d__v` (an adjoint)
-is ∂v, `sum__v` (its sum over the units of a row) is Σ∂v, `t__3` (a CSE temporary) is t₃, `len__H` (a dimension's size) is |H|, a lifted
-product `x__W` is x·W and a lifted reduction `v__sum` is Σv.
+Names read as `naming.display` and `naming.latex` say: `new__h` is h′, `d__v` (an
+adjoint) is ∂v, `t__3` (a shared subexpression) is t₃, `len__H` (a dimension's size) is
+|H|, a lifted product `at__x__W` is x·W and a reduction `sum__v` is Σv.
 """
 from __future__ import annotations
-
-import re
 
 import sympy
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
+from .. import naming
 from ..ir.functions import CellFunction
-from ..ir.cell import NEW_SUFFIX, SIZE_PREFIX
 
-_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 _SUP = {2: "²", 3: "³", 4: "⁴"}
 _SYMBOLS = {"sigmoid": "σ", "sqrt": "√"}
-
-
-def unicode_name(name: str) -> str:
-    """How IR name `name` reads in a formula."""
-    if name.startswith("d__"):
-        return "∂" + unicode_name(name[3:])
-    if name.startswith("sum__"):
-        return "Σ∂" + unicode_name(name[5:])
-    if name.startswith(SIZE_PREFIX):
-        return f"|{name[len(SIZE_PREFIX):]}|"
-    if re.fullmatch(r"t__\d+", name):
-        return "t" + name[3:].translate(_SUB)
-    if name.endswith(NEW_SUFFIX):
-        return unicode_name(name[: -len(NEW_SUFFIX)]) + "′"
-    if name.endswith("__sum"):
-        return "Σ" + unicode_name(name[: -len("__sum")])
-    if re.fullmatch(r"reduce__in\d*", name):  # the argument of a reduction
-        return "ρ" + (name[len("reduce__in"):] or "1").translate(_SUB)
-    m = re.fullmatch(r"(.+?)__in(\d*)", name)
-    if m:                                 # W__in: the operand lifted for `(...) @ W`
-        return f"in{m.group(2)}[{m.group(1)}]"
-    if "__" in name:                      # x__W_xi: the lifted product x @ W_xi
-        left, right = name.rsplit("__", 1)
-        return f"{unicode_name(left)}·{right}"
-    return name
-
-
-def latex_name(name: str) -> str:
-    if name.startswith("d__"):
-        return r"\partial " + latex_name(name[3:])
-    if name.startswith("sum__"):
-        return r"\textstyle\sum_j \partial " + latex_name(name[5:])
-    if name.startswith(SIZE_PREFIX):
-        return f"|{name[len(SIZE_PREFIX):]}|"
-    if re.fullmatch(r"t__\d+", name):
-        return f"t_{{{name[3:]}}}"
-    if name.endswith(NEW_SUFFIX):
-        return latex_name(name[: -len(NEW_SUFFIX)]) + "'"
-    if name.endswith("__sum"):
-        return r"\Sigma " + latex_name(name[: -len("__sum")])
-    if re.fullmatch(r"reduce__in\d*", name):
-        return rf"\rho_{{{name[len('reduce__in'):] or '1'}}}"
-    m = re.fullmatch(r"(.+?)__in(\d*)", name)
-    if m:
-        return rf"\mathrm{{in}}_{{{latex_name(m.group(1))}}}"
-    if "__" in name:
-        left, right = name.rsplit("__", 1)
-        return f"{latex_name(left)} {latex_name(right)}"
-    head, _, sub = name.partition("_")
-    head = rf"\{head}" if head in ("beta", "gamma", "alpha", "mu", "sigma") else head
-    return f"{head}_{{{sub}}}" if sub else head
+unicode_name = naming.display
+latex_name = naming.latex
 
 
 class UnicodePrinter(StrPrinter):

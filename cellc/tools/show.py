@@ -15,19 +15,18 @@ from typing import NamedTuple
 import sympy
 
 from . import mathtext
-from ..driver import Compiled, compile_bytes
+from .. import naming
+from ..backend.storage import Storage
+from ..driver import IRs, compile_bytes
 from ..errors import read_spec_bytes
-from ..ir.cell import ONE, Cell, display_name
-from ..backend.numba.layout import Layout
-from ..passes import regularize
-from ..passes.derive import Derivation
+from ..ir.cell import ONE, Cell, symbol
+from ..ir.derivation import Derivation
 from ..runtime.regularizers import Regularizers
-from ..frontend.spec import parse_spec
 
 
 class Report(NamedTuple):
-    spec: Cell            # as written (before the passes)
-    compiled: Compiled
+    spec: Cell            # as written, with the regularizers' masks (before split)
+    compiled: IRs
     sizes: dict[str, int]
     batch: int
     itemsize: int
@@ -39,7 +38,7 @@ def report(path, sizes: dict[str, int] | None = None, batch: int = 64,
     `regularizers`), with tables for the given sizes."""
     raw = read_spec_bytes(path)
     compiled = compile_bytes(raw, str(path), regularizers)
-    spec = regularize(parse_spec(raw, str(path)), regularizers)
+    spec = compiled.variant
     bound = {d: (sizes or {}).get(d, 64) for d in compiled.cell.dims}
     bound[ONE] = 1
     return Report(spec, compiled, bound, batch, itemsize)
@@ -78,22 +77,23 @@ def backward_equations(r: Report, tex=False) -> list[tuple[str, list[str]]]:
     """(kernel title, equations) for every elementwise kernel, in backward order."""
     d = r.compiled.derivation
     out = []
-    for kind, grads in (("each step, backward", d.step), ("after the time loop", d.static)):
-        for name, g in reversed(list(grads.items())):
+    for kind, title in (("step", "each step, backward"), ("static", "after the time loop")):
+        for name, g in reversed([(r.name, d.grads[r.name]) for k, r in d.plan.regions()
+                                 if k == kind]):
             lines = []
             for loop in g.loops:
                 if len(g.loops) > 1:
                     lines.append(f"-- unit loop, level {loop.level}")
                 lines += [mathtext.equation(t, e, tex=tex) for t, e in loop.temps]
-                lines += [mathtext.equation("d__" + v, e, tex=tex) for v, e in loop.scratch
-                          if e != sympy.Symbol("d__" + v, real=True)]      # not a seed
+                lines += [mathtext.equation(naming.adjoint(v), e, tex=tex) for v, e in loop.scratch
+                          if e != symbol(naming.adjoint(v))]      # not a seed
                 lines += [mathtext.equation(s, e, tex=tex).replace(" = ", " += ", 1)
                           for s, e in loop.sums]
                 if loop.level == 0:
-                    lines += [mathtext.equation("d__" + u, e, tex=tex) for u, e in g.grads
-                              if e != sympy.Symbol("d__" + u, real=True)]
+                    lines += [mathtext.equation(naming.adjoint(u), e, tex=tex) for u, e in g.grads
+                              if e != symbol(naming.adjoint(u))]
                 lines += [mathtext.equation(s, e, tex=tex) for s, e in loop.scalars]
-            out.append((f"kernel {name} ({kind})", lines))
+            out.append((f"kernel {name} ({title})", lines))
     return out
 
 
@@ -121,7 +121,7 @@ def fusion_plan(r: Report) -> list[str]:
                 lines.append(f"  GEMM    {mathtext.unicode_name(g.operand)} @ [{weights}]   "
                              f"({d.plan.cell.dim_of()[g.operand]} × {width})")
             for region in stage.regions:
-                grad = (d.static if "static" in region.name else d.step)[region.name]
+                grad = d.grads[region.name]
                 loops = max(grad.levels.values(), default=0) + 1
                 values = ", ".join(mathtext.unicode_name(n.name) for n in region.nodes)
                 extra = f", {loops} unit loops (reductions)" if loops > 1 else ""
@@ -142,7 +142,7 @@ def cost(r: Report) -> dict[str, float]:
     d, B, w, sizes = r.compiled.derivation, r.batch, r.itemsize, r.sizes
     cell = d.plan.cell
     dim = cell.dim_of()
-    L = Layout(d)
+    L = Storage(d)
     out = {"forward GEMM FLOPs": 0, "forward elementwise FLOPs": 0, "forward bytes": 0,
            "backward GEMM FLOPs": 0, "backward elementwise FLOPs": 0, "backward bytes": 0}
     for program in (d.plan.static, d.plan.step):
@@ -163,7 +163,7 @@ def cost(r: Report) -> dict[str, float]:
                           or n.name in L.new_states]
                 moved = [u for u in region.inputs if u not in L.params] + stored
                 out["forward bytes"] += w * sum(B * sizes[dim[v]] for v in moved)
-                grad = (d.static if region.name in d.static else d.step)[region.name]
+                grad = d.grads[region.name]
                 for loop in grad.loops:
                     for _, e in (*loop.temps, *loop.scratch, *loop.sums):
                         out["backward elementwise FLOPs"] += units * max(_ops(e), 1)
@@ -185,7 +185,7 @@ def render(r: Report, tex=False) -> str:
     states = ", ".join(f"{s.name}[{s.dim}]" for s in cell.states)
     s0 = cell.states[0].name
     inputs = ", ".join(f"{v.name}[{v.dim}]" for v in cell.inputs)
-    lines += [f"inputs {inputs}; states {states}; output {display_name(cell.output)}", "",
+    lines += [f"inputs {inputs}; states {states}; output {naming.display_spec(cell.output)}", "",
               bar, f"Forward, one step ({s0} is the previous state, {s0}′ the new one)", bar]
     lines += ["  " + e for e in forward_equations(r, tex)]
     named = named_values(r, tex)

@@ -1,9 +1,13 @@
-"""Print SymPy expressions as Numba source for one element of a fused kernel.
+"""Print the program tree as Python: Numba for the kernels and time loops, NumPy for the
+drivers. The one place that knows the target's syntax.
 
-Every literal is wrapped as `T(...)`, where `T` is the kernel's dtype (`a.dtype.type`),
-because a bare `0.5` or `1` would silently promote a float32 kernel to float64.
-Integer powers become products, registered functions expand to their `kernel`
-source (`functions.py`), and anything else is refused: the printer never guesses.
+Every float literal inside a kernel is printed as `real(...)`, where `real` is the
+kernel's dtype (`a.dtype.type`): a bare `0.5` or `1` would silently promote a float32
+kernel to float64. Integer powers become products and half-integer powers one square
+root (`x**(3/2)` is `x*np.sqrt(x)`); registered functions call the runtime's helper of the
+same name (`_sigmoid`); indices and sizes print as plain integers (`3*H + j__`).
+Anything the printer does not know is refused with an internal error that names it: the
+printer never guesses.
 """
 from __future__ import annotations
 
@@ -11,51 +15,73 @@ import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
+from ... import naming
+from ...ir.cell import is_size
 from ...ir.functions import CellFunction
-from ...ir.cell import SIZE_PREFIX, is_size
+from .. import tree
+
+INDENT = "    "
 
 
-class KernelPrinter(StrPrinter):
+class _IndexPrinter(StrPrinter):
+    """Integer expressions: indices, offsets, sizes, shapes."""
+
     def emptyPrinter(self, expr):
-        raise TypeError(f"cellc cannot print {type(expr).__name__} in a kernel")
+        raise TypeError(f"cellc cannot print {type(expr).__name__} ({expr}) as an index")
+
+    def _print_Mod(self, expr):
+        a, b = expr.args
+        return f"{self.parenthesize(a, PRECEDENCE['Mul'], strict=True)} % {self._print(b)}"
+
+    def _print_Element(self, expr):
+        return _element(expr, self)
+
+    def _print_Integer(self, expr):
+        return str(int(expr))
+
+
+class _RealPrinter(StrPrinter):
+    """Float expressions inside kernels, with literals in the kernel's dtype."""
+
+    def emptyPrinter(self, expr):
+        raise TypeError(f"cellc cannot print {type(expr).__name__} ({expr}) in a kernel")
 
     def _print_Symbol(self, expr):
         if is_size(expr.name):              # the size of a dimension, an int argument
-            return f"T({expr.name[len(SIZE_PREFIX):]})"
+            return f"{naming.REAL}({naming.parse(expr.name).parts[0]})"
         return expr.name
 
+    def _print_Element(self, expr):
+        return _element(expr, _INDEX)
+
     def _print_Integer(self, expr):
-        return f"T({int(expr)})"
+        n = int(expr)
+        return f"{naming.REAL}({n if abs(n) < 2 ** 53 else float(n)!r})"
 
     _print_Zero = _print_One = _print_NegativeOne = _print_Integer
 
     def _print_Rational(self, expr):
-        return f"(T({expr.p}) / T({expr.q}))"
+        return f"({self._print(sympy.Integer(expr.p))} / {self._print(sympy.Integer(expr.q))})"
 
     _print_Half = _print_Rational
 
     def _print_Float(self, expr):
-        return f"T({float(expr)!r})"
+        return f"{naming.REAL}({float(expr)!r})"
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
-        b = self.parenthesize(base, PRECEDENCE["Mul"], strict=False)
-        if exponent == sympy.S.Half:
-            return f"np.sqrt({self._print(base)})"
-        if exponent == -sympy.S.Half:
-            return f"(T(1) / np.sqrt({self._print(base)}))"
-        if exponent.is_Integer and 1 <= abs(int(exponent)) <= 4:
-            product = "*".join([b] * abs(int(exponent)))
-            return product if exponent > 0 else f"(T(1) / ({product}))"
+        if exponent.is_Rational and exponent.q in (1, 2) and 1 <= abs(exponent.p) <= 8:
+            whole, half = divmod(abs(exponent.p), 2) if exponent.q == 2 else (abs(exponent.p), 0)
+            b = self.parenthesize(base, PRECEDENCE["Mul"], strict=False)
+            factors = [b] * whole + ([f"np.sqrt({self._print(base)})"] if half else [])
+            product = "*".join(factors)
+            return product if exponent > 0 else f"({self._print(sympy.S.One)} / ({product}))"
         return f"{self.parenthesize(base, PRECEDENCE['Pow'], strict=True)} ** {self._print(exponent)}"
 
     def _print_Function(self, expr):
         if not isinstance(expr, CellFunction):
             return self.emptyPrinter(expr)
-        if expr.spec.fast32:      # dtype-dispatched helper in the generated module
-            return f"_{expr.spec.name}({', '.join(self._print(a) for a in expr.args)})"
-        args = [a.name if a.is_Symbol else f"({self._print(a)})" for a in expr.args]
-        return "(" + expr.spec.kernel.format(*args) + ")"
+        return f"_{expr.spec.name}({', '.join(self._print(a) for a in expr.args)})"
 
     def _print_Mul(self, expr):
         # Negative coefficients print as a leading minus; the rest as StrPrinter does,
@@ -66,24 +92,189 @@ class KernelPrinter(StrPrinter):
                 if coeff != -1 else "-" + self.parenthesize(rest, PRECEDENCE["Mul"], strict=False)
         numer, denom = [], []
         for factor in sympy.Mul.make_args(expr):
-            if factor.is_Pow and factor.exp.is_Integer and factor.exp < 0:
-                denom.append(factor.base ** -factor.exp)
+            if factor.is_Pow and factor.exp.is_Rational and factor.exp < 0:
+                denom.append(sympy.Pow(factor.base, -factor.exp, evaluate=False))
             elif factor.is_Rational and not factor.is_Integer:
                 if factor.p != 1:
                     numer.append(sympy.Integer(factor.p))
                 denom.append(sympy.Integer(factor.q))
             else:
                 numer.append(factor)
-        top = "*".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in numer) or "T(1)"
+        top = "*".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False)
+                       for f in numer) or self._print(sympy.S.One)
         if not denom:
             return top
         bottom = "*".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in denom)
-        return f"{top} / ({bottom})" if len(denom) > 1 or not denom[0].is_Atom else f"{top} / {bottom}"
+        simple = len(denom) == 1 and (denom[0].is_Atom or isinstance(denom[0], tree.Element))
+        return f"{top} / {bottom}" if simple else f"{top} / ({bottom})"
 
 
-_PRINTER = KernelPrinter({"order": "none"})
+_INDEX = _IndexPrinter()
+_REAL = _RealPrinter({"order": "none"})
 
 
-def kernel_source(expr: sympy.Expr) -> str:
-    """Numba source for `expr`, with dtype-preserving literals."""
-    return _PRINTER.doprint(expr)
+def _element(expr, index_printer) -> str:
+    return f"{expr.array}[{', '.join(index_printer.doprint(i) for i in expr.index)}]"
+
+
+def index(expr) -> str:
+    """An integer expression: `3*H + j__`, `t % 2`."""
+    return _INDEX.doprint(expr if isinstance(expr, sympy.Basic) else sympy.Integer(expr))
+
+
+def real(expr) -> str:
+    """A float expression inside a kernel, its literals in the kernel's dtype."""
+    return _REAL.doprint(expr)
+
+
+def comment(text: str) -> str:
+    """A comment line; anything but printable ASCII is escaped, so spec text can
+    neither end the line nor hide characters from a reader."""
+    safe = "".join(ch if " " <= ch <= "~" else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+    return f"# {safe}"
+
+
+def shape(dims: tuple) -> str:
+    items = [index(d) for d in dims]
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def view(v: tree.View) -> str:
+    """`_x.reshape(B*T, I)`, `_h[t + 1]`, `_mm__h[:n__]`, `_d__w__x[:, H:2*H]`, ..."""
+    array, text = v.array, v.array.name
+    rank = len(array.shape)
+    if v.step is not None:
+        text += f"[{index(v.step)}]"
+        rank -= 1
+    elif v.steps is not None:
+        start, stop = v.steps
+        if (start, stop) != (sympy.S.Zero, array.shape[0]):
+            text += f"[{'' if start == 0 else index(start)}:" \
+                    f"{'' if stop == array.shape[0] else index(stop)}]"
+        if v.flat:
+            rows = sympy.Mul(stop - start, *array.shape[1:-1])
+            text += f".reshape({index(rows)}, {index(array.shape[-1])})"
+            rank -= 1
+    if v.rows is not None:
+        text += f"[:{index(v.rows)}]"
+    if v.cols is not None:
+        offset, width = v.cols
+        cols = f"{index(offset) if offset != 0 else ''}:{index(offset + width)}"
+        text += {1: f"[{cols}]", 2: f"[:, {cols}]"}.get(rank, f"[..., {cols}]")
+    if v.transposed:
+        text += ".T"
+    return text
+
+
+def value(x) -> str:
+    """A call's argument or a statement's operand: a view, an expression, a tuple."""
+    if isinstance(x, tree.View):
+        return view(x)
+    if isinstance(x, tree.Argument):
+        return f"{x.source}[{x.key!r}]"
+    if isinstance(x, tuple):
+        items = [value(i) for i in x]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+    return index(x)
+
+
+def _grouped(pairs) -> list:
+    """(param, value) pairs with the values of one group gathered into a tuple, in the
+    order the groups first appear: what a call passes."""
+    out, where = [], {}
+    for param, v in pairs:
+        if param.group in naming.GROUPS:
+            if param.group not in where:
+                where[param.group] = len(out)
+                out.append((naming.GROUPS[param.group], []))
+            out[where[param.group]][1].append(v)
+        else:
+            out.append((param.name, v))
+    return [(name, tuple(v) if isinstance(v, list) else v) for name, v in out]
+
+
+# ---- statements --------------------------------------------------------------------
+def statements(body, depth: int = 0) -> list[str]:
+    lines = []
+    for s in body:
+        lines += [INDENT * depth + line for line in _statement(s)]
+    return lines
+
+
+def _statement(s) -> list[str]:
+    if isinstance(s, tree.Assign):
+        target = real(s.target) if isinstance(s.target, tree.Element) else s.target.name
+        return [f"{target} {'+=' if s.accumulate else '='} {real(s.value)}"]
+    if isinstance(s, tree.Comment):
+        return [comment(s.text)]
+    if isinstance(s, tree.Loop):
+        if s.reverse:
+            head = f"range({index(s.stop - 1)}, {index(s.start - 1)}, -1)"
+        else:
+            head = f"range({index(s.stop)})" if s.start == 0 else \
+                f"range({index(s.start)}, {index(s.stop)})"
+        return [f"for {s.index.name} in {head}:"] + statements(s.body, 1)
+    if isinstance(s, tree.If):
+        lines = [f"if {index(s.condition)}:"] + statements(s.body, 1)
+        return lines + (["else:"] + statements(s.orelse, 1) if s.orelse else [])
+    if isinstance(s, tree.Bind):
+        return [f"{s.name} = {value(s.value)}"]
+    if isinstance(s, tree.Argument):
+        return [f"{s.array.name} = {value(s)}"]
+    if isinstance(s, tree.SetView):
+        return [f"{view(s.dst)}[:] = {value(s.src)}"]
+    if isinstance(s, tree.Alloc):
+        return [f"{s.array.name} = _empty({shape(s.array.shape)}, dtype)"]
+    if isinstance(s, tree.Gemm):
+        return [f"_gemm({view(s.a)}, {view(s.b)}, {view(s.out)}, {s.accumulate})"]
+    if isinstance(s, tree.Call):
+        args = ", ".join(value(v) for _, v in _grouped(s.args))
+        call = f"{s.function}({args})"
+        return [f"{', '.join(s.results)} = {call}" if s.results else call]
+    if isinstance(s, tree.Fill):
+        rows = f"{index(s.start)}:" if s.start is not None else ":"
+        return [f"{view(s.view)}[{rows}] = {index(s.value)}"]
+    if isinstance(s, tree.CopyRows):
+        return [f"_copy_rows({view(s.dst)}, {view(s.src)}, {index(s.start)}, {index(s.stop)})"]
+    if isinstance(s, tree.Swap):
+        return [f"{s.a}, {s.b} = {s.b}, {s.a}"]
+    if isinstance(s, tree.Concat):
+        if len(s.parts) == 1:
+            return [f"{s.out.name} = {view(s.parts[0])}"]
+        parts = ", ".join(view(p) for p in s.parts)
+        return [f"{s.out.name} = np.concatenate(({parts}), axis=1, "
+                f"out=_empty({shape(s.out.shape)}, dtype))"]
+    if isinstance(s, tree.Transpose):
+        return [f"{s.out.name} = _contiguous({view(s.src)}.T)"]
+    if isinstance(s, tree.Copy):
+        if s.accumulate:
+            return [f"{s.out.name} += {view(s.src)}"]
+        return [f"{s.out.name} = _contiguous({view(s.src)})"]
+    if isinstance(s, tree.ColumnSums):
+        return [f"{s.out.name} = {view(s.src)}.sum(axis=0)"]
+    if isinstance(s, tree.SumOf):
+        if not s.terms:
+            return [f"{s.out.name} = np.zeros_like({s.like.name})"]
+        return [f"{s.out.name} = {' + '.join(view(t) for t in s.terms)}"]
+    raise TypeError(f"cellc's Numba printer cannot print a {type(s).__name__}: {s}")
+
+
+def function(f: tree.Function) -> str:
+    """A kernel or a time loop, jitted, with its grouped parameters unpacked first."""
+    groups = _grouped((p, p.name) for p in f.params)
+    lines = ["@nb.njit(**_JIT)", f"def {f.name}({', '.join(name for name, _ in groups)}):"]
+    if f.doc:
+        lines.append(f'{INDENT}"""{f.doc}"""')
+    for name, members in groups:
+        if isinstance(members, tuple):
+            targets = ", ".join(members) + ("," if len(members) == 1 else "")
+            lines.append(f"{INDENT}{targets} = {name}")
+    if f.kind == "kernel":
+        lines.append(f"{INDENT}{naming.REAL} = {f.dtype_of}.dtype.type")
+        lines += [f"{INDENT}{name} = np.empty({index(width)}, {f.dtype_of}.dtype)"
+                  for name, width in f.scratch]
+    lines += statements(f.body, 1)
+    if f.returns:
+        lines.append(f"{INDENT}return {', '.join(f.returns)}")
+    return "\n".join(lines)

@@ -1,0 +1,384 @@
+"""Fused elementwise kernels as program trees: one per region and direction.
+
+A kernel runs over the rows of one step (or, in the static program, of all steps at
+once) and, inside each row, over the units of its dimension: one loop over the units
+per level of reduction (see `ir/derivation.py`), per-row scalars between them.
+
+Forward: each equation's lines come together under a comment that quotes it: its loads
+(in the spec's order), its value, its store. Backward: the derivation's loops, whose
+shared subexpressions `t__k` come first, then the adjoints they give. In both, a
+subexpression that depends only on per-row scalars (layer norm's 1/sqrt(var + eps)) is
+computed once per row, before the loop over the units that needs it.
+
+Which adjoint a backward kernel assigns and which it adds to is decided before any
+kernel is built, from the order backward runs in (`Writes`), so building one kernel
+never depends on having built another.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import sympy
+
+from .. import naming
+from ..ir.cell import ONE, is_size, symbol
+from ..ir.derivation import Derivation, RegionGrad
+from ..ir.plan import Region
+from ..passes.derive import levels
+from .storage import RUNNING, STEP, B, Place, Storage, T, size
+from .tree import Array, Assign, Comment, Element, Function, Loop, Param, View
+
+ROW = sympy.Symbol(naming.ROW_INDEX, integer=True, nonnegative=True)
+UNIT = sympy.Symbol(naming.UNIT, integer=True, nonnegative=True)
+ROWS = sympy.Symbol(naming.ROWS, integer=True, nonnegative=True)
+D_OUTPUT = naming.D_OUTPUT
+
+
+class Writes(NamedTuple):
+    """Backward's writers of adjoints in the order they run (`order`: writer id and the
+    names whose adjoints it writes). A writer assigns what no earlier writer wrote and
+    adds to the rest; a kernel's incoming adjoint is whatever earlier writers wrote."""
+
+    order: tuple
+
+    def before(self, writer) -> set:
+        """Names some writer before `writer` writes."""
+        seen = set()
+        for w, names in self.order:
+            if w == writer:
+                return seen
+            seen |= set(names)
+        raise KeyError(writer)
+
+    def anywhere(self, kinds=("step",)) -> set:
+        """Names any writer of the given programs writes."""
+        return {n for w, names in self.order if w[0] in kinds for n in names}
+
+
+def backward_writes(d: Derivation, storage: Storage) -> Writes:
+    """Writers in backward order: the carried new states (and the output's seed when the
+    output is a product), then each step stage's kernels (last region first) and
+    transposed GEMMs, then the static program's, stage by stage in reverse."""
+    cell = d.plan.cell
+    order = [(("step", "carried"), tuple(storage.new_states))]
+    if cell.output in storage.member:
+        order.append((("step", "seed"), (cell.output,)))
+    for kind, stages in (("step", d.plan.step), ("static", d.plan.static)):
+        for stage in reversed(stages):
+            for region in reversed(stage.regions):
+                grad = d.grads[region.name]
+                names = [u for u, _ in grad.grads if u not in storage.params]
+                for u in list(names):        # a GEMM sharing its adjoint buffer
+                    if u in storage.member and storage.member[u][0].operand in storage.shared:
+                        owner = storage.gemm_of(storage.shared[storage.member[u][0].operand])
+                        names += [n.name for n in owner.nodes]
+                order.append(((kind, "kernel", region.name), tuple(dict.fromkeys(names))))
+            for g in stage.gemms:
+                order.append(((kind, "gemm", g.operand), (g.operand,)))
+    return Writes(tuple(order))
+
+
+def param_term(grad: RegionGrad, param: str, storage: Storage) -> View | None:
+    """Where a vector parameter's per-element gradient terms already are: summing inside
+    the kernel (`d[j] += ...`) would stop LLVM from vectorizing it, so its gradient is
+    one column sum after the loop. When its term equals the adjoint of another input that
+    this kernel alone writes to a [T, ...] buffer (a bias beside a GEMM output), that
+    buffer's block is summed (returned here); otherwise (None) the kernel stores the
+    terms in a buffer of their own, `terms__p__region`."""
+    expr = dict(grad.grads)[param]
+    for other, other_expr in grad.grads:
+        if (other not in storage.params and other_expr == expr
+                and storage.writers.get(other) == 1
+                and (other in storage.member or other in storage.inputs
+                     or other in storage.static)):
+            return storage.block(other, "static", grad=True)
+    return None
+
+
+def terms_place(param: str, region: Region, program: str, storage: Storage) -> Place:
+    """Where a kernel stores a vector parameter's per-element gradient terms."""
+    array = Array(naming.array(naming.terms(param, region.name)),
+                  (T, B, size(storage.dim[param])))
+    view = View(array, steps=(sympy.S.Zero, T), flat=True) if program == "static" else View(array, step=STEP)
+    return Place(view, sympy.S.Zero, array.name)
+
+
+# ---- building one kernel -------------------------------------------------------------
+class _Kernel:
+    """One kernel being built: its array parameters in the order of first use (each
+    with the view its caller passes), and fresh names for its temporaries."""
+
+    def __init__(self, name: str, temps: int = 0):
+        self.name = name
+        self.views: dict[str, View] = {}
+        self.written: set[str] = set()
+        self.sizes: set[sympy.Symbol] = set()
+        self.scratch: list[tuple[str, sympy.Expr]] = []
+        self.temps = (sympy.Symbol(naming.temporary(k), real=True) for k in itertools.count(temps))
+
+    def element(self, place: Place, unit, write: bool = False) -> Element:
+        """One element of a value: unit `unit` of its block, in row ROW (1-D parameters:
+        no row)."""
+        known = self.views.setdefault(place.param, place.view)
+        assert known == place.view, f"{place.param} names two views"
+        if write:
+            self.written.add(place.param)
+        self.sizes |= place.col.free_symbols
+        col = place.col + unit
+        if _rank(place.view) == 1:
+            return Element.of(place.param, (col,))
+        return Element.of(place.param, (ROW, col))
+
+    def row_of(self, name: str, width) -> str:
+        """A row of scratch, allocated once per call."""
+        if name not in [n for n, _ in self.scratch]:
+            self.scratch.append((name, width))
+        return name
+
+    def function(self, dim: str, body: list, doc: str, rows) -> tuple[Function, tuple]:
+        """The kernel, and the arguments a call passes it (rows first)."""
+        sizes = sorted({s.name for s in self.sizes | size(dim).free_symbols})
+        params = [Param(naming.ROWS, "scalar")] + [Param(s, "size") for s in sizes]
+        args = [rows] + [sympy.Symbol(s, integer=True) for s in sizes]
+        for name, view in self.views.items():
+            group = ("vectors" if _rank(view) == 1
+                     else "writes" if name in self.written else "reads")
+            params.append(Param(name, group))
+            args.append(view)
+        order = {"scalar": 0, "size": 1, "vectors": 2, "reads": 3, "writes": 4}
+        ranked = sorted(zip(params, args), key=lambda pa: order[pa[0].group])
+        dtype_of = next(p.name for p, _ in ranked if p.group not in ("scalar", "size"))
+        row_loop = Loop(ROW, ROWS, tuple(body), "rows")
+        return (Function(self.name, "kernel", tuple(p for p, _ in ranked), (row_loop,),
+                         doc=doc, scratch=tuple(self.scratch), dtype_of=dtype_of),
+                tuple(ranked))
+
+
+def _rank(view: View) -> int:
+    """How many axes a view has (a kernel's 1-D parameters and 2-D blocks)."""
+    return len(view.array.shape) - (view.step is not None) - view.flat
+
+
+def _hoist(expr, invariant: set, table: dict, fresh) -> sympy.Expr:
+    """`expr` with each largest subexpression that depends only on `invariant` symbols
+    (per-row values) replaced by a temporary of `table` (subexpression -> symbol), so
+    that it is computed once per row; constants and single operations stay in place."""
+    if expr.is_Atom or not expr.free_symbols:
+        return expr
+
+    def worth(sub):
+        return sub.free_symbols <= invariant and (sub.has(sympy.Function, sympy.Pow)
+                                                  or sympy.count_ops(sub) > 1)
+
+    def temp(sub):
+        if sub not in table:
+            table[sub] = next(fresh)
+        return table[sub]
+
+    if worth(expr):
+        return temp(expr)
+    if isinstance(expr, (sympy.Add, sympy.Mul)):
+        fixed = [a for a in expr.args if a.free_symbols and a.free_symbols <= invariant]
+        rest = [a for a in expr.args if a not in fixed]
+        if len(fixed) > 1 and worth(expr.func(*fixed)):
+            return expr.func(temp(expr.func(*fixed)), *(_hoist(a, invariant, table, fresh)
+                                                         for a in rest))
+    return expr.func(*(_hoist(a, invariant, table, fresh) for a in expr.args))
+
+
+class _Hoisted:
+    """The per-row temporaries of one kernel, in the order they are first needed."""
+
+    def __init__(self, fresh):
+        self.table: dict = {}
+        self.fresh = fresh
+        self.placed = 0
+
+    def __call__(self, expr, invariant: set):
+        return _hoist(expr, invariant, self.table, self.fresh)
+
+    def new_lines(self) -> list:
+        """Assignments for the temporaries made since the last call."""
+        items = list(self.table.items())[self.placed:]
+        self.placed = len(self.table)
+        return [Assign(t, e) for e, t in items]
+
+
+def _comment(text: str | None, name: str) -> Comment:
+    return Comment(text if text else f"{naming.display_spec(name)}")
+
+
+# ---- forward -------------------------------------------------------------------------
+def forward_kernel(region: Region, program: str, storage: Storage,
+                   direction: str = naming.FORWARD) -> tuple[Function, tuple]:
+    """The forward kernel of `region` (see the module docstring), and its call's
+    arguments; `direction` names it (naming.FORWARD, or naming.INFER for the forward
+    that saves nothing)."""
+    k = _Kernel(naming.kernel(direction, region.name))
+    order = storage.cell.order()
+    level = levels(region)
+    scalar = {n for n in [*region.inputs, *level] if storage.dim.get(n) == ONE}
+    kept = {r for n in region.nodes if n.name not in scalar for r in n.reads()
+            if r in level and level[r] < level[n.name]}
+    stored = set(storage.stored) | set(storage.new_states)
+    hoisted = _Hoisted(k.temps)
+    invariant = {symbol(n) for n in scalar} | {s for n in region.nodes if not n.is_matmul
+                                               for s in n.expr.free_symbols if is_size(s.name)}
+    body = [Assign(symbol(u), k.element(storage.value(u, program), 0))
+            for u in region.inputs if u in scalar]
+
+    def store(name, unit):
+        if name not in stored:
+            return []
+        return [Assign(k.element(storage.value(name, program), unit, write=True), symbol(name))]
+
+    for p in range(max(level.values(), default=0) + 1):
+        here = [n for n in region.nodes if level[n.name] == p]
+        sums = [n for n in region.nodes if n.is_reduction and level[n.name] == p + 1]
+        for n in here:
+            if n.name in scalar:
+                value = (symbol(naming.accumulator(n.name)) if n.is_reduction
+                         else hoisted(n.expr, invariant))
+                body += [*hoisted.new_lines(), Assign(symbol(n.name), value), *store(n.name, 0)]
+        body += [Assign(symbol(naming.accumulator(n.name)), sympy.S.Zero) for n in sums]
+        loop, loaded, said = [], set(), None
+
+        def load(u):
+            if u in loaded or u in scalar:
+                return []
+            loaded.add(u)
+            if u in level:          # a vector of a lower level, kept in a row of scratch
+                return [Assign(symbol(u), Element.of(k.row_of(naming.scratch_row(u),
+                                                           size(region.dim)), (UNIT,)))]
+            return [Assign(symbol(u), k.element(storage.value(u, program), UNIT))]
+
+        for n in here:
+            if n.name in scalar:
+                continue
+            if n.text != said:
+                loop.append(_comment(n.text, n.name))
+                said = n.text
+            for u in sorted(n.reads(), key=order.get):
+                loop += load(u)
+            loaded.add(n.name)
+            loop.append(Assign(symbol(n.name), hoisted(n.expr, invariant)))
+            loop += store(n.name, UNIT)
+            if n.name in kept:
+                loop.append(Assign(Element.of(k.row_of(naming.scratch_row(n.name), size(region.dim)),
+                                           (UNIT,)), symbol(n.name)))
+        for n in sums:
+            loop += load(n.reads()[0])
+            loop.append(Assign(symbol(naming.accumulator(n.name)), symbol(n.reads()[0]),
+                               accumulate=True))
+        body += hoisted.new_lines()
+        if loop:
+            body.append(Loop(UNIT, size(region.dim), tuple(loop), "units"))
+        invariant |= {symbol(n.name) for n in here if n.name in scalar}
+    doc = f"Forward of {', '.join(naming.display_spec(n.name) for n in region.nodes)}."
+    return k.function(region.dim, body, doc, _rows(program))
+
+
+def _rows(program: str):
+    return T * B if program == "static" else RUNNING
+
+
+# ---- backward ------------------------------------------------------------------------
+def backward_kernel(grad: RegionGrad, program: str, storage: Storage,
+                    writes: Writes) -> tuple[Function, tuple]:
+    """The backward kernel of a region: the derivation's loops, levels P..0, with the
+    region inputs' adjoints stored (or added) in the last, and the call's arguments."""
+    region = grad.region
+    writer = (program, "kernel", region.name)
+    written = writes.before(writer)
+    cell = storage.cell
+    used_temps = [int(naming.parse(t).parts[0]) for loop in grad.loops for t, _ in loop.temps]
+    k = _Kernel(naming.kernel(naming.BACKWARD, region.name), max(used_temps, default=-1) + 1)
+    scalar = {n for n in [*grad.reads, *region.inputs, *grad.levels]
+              if storage.dim.get(n) == ONE}
+    vectors = [n for n in grad.levels if n not in scalar]
+    hoisted = _Hoisted(k.temps)
+    invariant = ({symbol(n) for n in scalar} | {symbol(naming.adjoint(n)) for n in scalar})
+
+    def seed(name, unit):
+        """The adjoint of a live-out value as it comes in: what earlier writers stored,
+        and the output's upstream gradient, folded in."""
+        parts = []
+        if name in written:
+            parts.append(k.element(storage.adjoint(name, program), unit))
+        if name == cell.output and program == "step":
+            parts.append(k.element(Place(View(_d_output_array(storage)), sympy.S.Zero,
+                                         D_OUTPUT), unit))
+        return [Assign(symbol(naming.adjoint(name)), sympy.Add(*parts))]
+
+    body = [Assign(symbol(n), k.element(storage.value(n, program), 0))
+            for n in grad.reads if n in scalar]
+    for n in grad.seeds:
+        if n in scalar:
+            body += seed(n, 0)
+    body += [Assign(symbol(n), sympy.S.Zero)
+             for n in dict.fromkeys(n for loop in grad.loops for n, _ in loop.sums)]
+    blocks = []                          # (row of scratch, element, accumulate)
+    for loop in grad.loops:
+        exprs = [e for _, e in (*loop.temps, *loop.scratch, *loop.sums)]
+        if loop.level == 0:
+            exprs += [e for u, e in grad.grads if u not in scalar]
+        used = {s.name for e in exprs for s in e.free_symbols}
+        lines = [Assign(symbol(n), k.element(storage.value(n, program), UNIT))
+                 for n in grad.reads if n not in scalar and n in used]
+        for n in grad.seeds:
+            if n not in scalar and grad.levels[n] == loop.level and naming.adjoint(n) in used:
+                lines += seed(n, UNIT)
+        lines += [Assign(symbol(naming.adjoint(n)),
+                         Element.of(k.row_of(naming.scratch_row(naming.adjoint(n)), size(region.dim)),
+                                 (UNIT,)))
+                  for n in vectors if grad.levels[n] > loop.level and naming.adjoint(n) in used]
+        lines += [Assign(symbol(t), hoisted(e, invariant)) for t, e in loop.temps]
+        lines += [Assign(Element.of(k.row_of(naming.scratch_row(naming.adjoint(n)), size(region.dim)),
+                             (UNIT,)), hoisted(e, invariant)) for n, e in loop.scratch]
+        lines += [Assign(symbol(n), hoisted(e, invariant), accumulate=True) for n, e in loop.sums]
+        after = []
+        if loop.level == 0:
+            for name, expr in grad.grads:
+                stores = _input_grad(k, program, grad, name, hoisted(expr, invariant),
+                                     storage, written, blocks, name in scalar)
+                (after if name in scalar else lines).extend(stores)
+        body += hoisted.new_lines()
+        if lines:
+            body.append(Loop(UNIT, size(region.dim), tuple(lines), "units"))
+        body += [Assign(symbol(n), e) for n, e in loop.scalars] + after
+        invariant |= {symbol(n) for n, _ in loop.scalars}
+    for scratch, target, accumulate in blocks:
+        body.append(Loop(UNIT, size(region.dim), (Assign(target, Element.of(scratch, (UNIT,)),
+                                                         accumulate),), "units"))
+    doc = f"Backward of {', '.join(naming.display_spec(n.name) for n in region.nodes)}."
+    return k.function(region.dim, body, doc, _rows(program))
+
+
+def _d_output_array(storage: Storage) -> Array:
+    """The output's upstream gradient at step t, a [B, width] view the time loop binds."""
+    return Array(D_OUTPUT, (B, size(storage.dim[storage.cell.output])))
+
+
+def _input_grad(k: _Kernel, program: str, grad: RegionGrad, name: str, expr, storage: Storage,
+                written: set, blocks: list, is_scalar: bool) -> list:
+    """The lines that store (or add) the adjoint of one region input."""
+    unit = 0 if is_scalar else UNIT
+    if name in storage.params:
+        if param_term(grad, name, storage) is not None:
+            return []                    # summed from another buffer after the loop
+        place = terms_place(name, grad.region, program, storage)
+        return [Assign(k.element(place, unit, write=True), expr)]
+    if name in storage.member and storage.member[name][0].operand in storage.shared:
+        return []                        # the same value is stored for the owning GEMM
+    target = k.element(storage.adjoint(name, program), unit, write=True)
+    accumulate = name in written
+    if name in storage.member and len(storage.member[name][0].nodes) > 1 and not is_scalar:
+        # A store into one column block of a fused buffer goes through a row of scratch,
+        # copied after the row: LLVM does not vectorize a loop that stores into several
+        # blocks of one array at a run-time offset (LSTM backward kernel: 4.5 ns per
+        # element, 0.71 through scratch).
+        scratch = k.row_of(naming.block(len(blocks)), size(storage.dim[name]))
+        blocks.append((scratch, target, accumulate))
+        return [Assign(Element.of(scratch, (UNIT,)), expr)]
+    return [Assign(target, expr, accumulate)]

@@ -1,0 +1,144 @@
+"""The generated module: the program tree printed (`printer.py`), the runtime placed
+verbatim (`runtime.py`), and the Jinja2 template that lays them out.
+
+The template holds layout, not logic: everything it places is printed here first, and
+`context` checks that its keys are exactly the template's placeholders (as FFCx's
+Numba back end does), so template and code cannot drift apart.
+"""
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import jinja2
+import jinja2.meta
+import sympy
+
+from ... import naming
+from ...ir.cell import Cell
+from ...runtime.regularizers import Regularizers
+from .. import tree
+from ..storage import T, size
+from . import printer
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "backend/numba/templates"),
+                          undefined=jinja2.StrictUndefined, trim_blocks=True,
+                          lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+_ENV.filters["py"] = repr   # Python literals in the generated module
+_TEMPLATE = "module.py.j2"
+_RUNTIME = Path(__file__).with_name("runtime.py")
+_MARKER = "# ---- placed verbatim in every generated module from here on ----\n"
+
+
+def docstring_text(text: str) -> str:
+    """Free text from a spec (summary, reference, file name) made inert inside a
+    docstring or a comment: backslashes and double quotes are escaped and control,
+    format and line-separator characters are written as escapes, so the text can
+    neither close the docstring nor start a new line of code. `__doc__` still reads
+    the original text (escapes are undone by the string literal)."""
+    out = []
+    for ch in text:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+            out.append(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x10000
+                       else f"\\U{ord(ch):08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_ENV.filters["text"] = docstring_text
+
+
+def runtime_source() -> str:
+    """The runtime's code, from its marker line on."""
+    text = _RUNTIME.read_text(encoding="utf-8")
+    return text[text.index(_MARKER) + len(_MARKER):].rstrip("\n")
+
+
+def placeholders() -> set[str]:
+    source = _ENV.loader.get_source(_ENV, _TEMPLATE)[0]
+    return jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+
+
+def _finals(finals, ragged: bool) -> list:
+    """(state, its last value) as printed: `_h[T]`, or with lengths `_h[ends__, back__]`;
+    a state kept in two alternating buffers: `_c[T % 2]` (`[back__]` with lengths)."""
+    out = []
+    for state, array in finals:
+        alternating = array.shape[0] == 2
+        last = tree.View(array, step=sympy.Mod(T, 2) if alternating else T)
+        text = printer.view(last)
+        if ragged:
+            text = f"{text}[back__]" if alternating else f"{array.name}[ends__, back__]"
+        out.append((state, text))
+    return out
+
+
+def _output(v: tree.View) -> str:
+    text = printer.view(v)
+    return f"_contiguous({text})" if v.cols is not None else text
+
+
+def context(cell: Cell, program: tree.Program, *, version: str, source_name: str,
+            spec_text: str, equations: list, matmul_states: tuple) -> dict:
+    """The template's values; `cell` is the split IR, `equations` the step as the spec
+    writes it."""
+    regularizers = cell.regularizers or Regularizers()
+    out = cell.dim_of()[cell.output]
+    values = {
+        "version": version,
+        "source_name": source_name,
+        "spec_hash": cell.spec_hash[:16],
+        "spec_sha256": cell.spec_hash,
+        "name": cell.name,
+        "summary": cell.summary or "a recurrent cell compiled by cellc",
+        "reference": cell.reference,
+        "zoneout": regularizers.zoneout,
+        "recurrent_dropout": regularizers.recurrent_dropout,
+        "first_state": cell.states[0].name,
+        "equations": equations,
+        "runtime": runtime_source(),
+        "inputs": {v.name: v.dim for v in cell.inputs},
+        "states": {v.name: v.dim for v in cell.states},
+        "output_name": naming.display_spec(cell.output),
+        "output_dim": out,
+        "output_width": printer.index(size(out)),
+        "input_dim": cell.inputs[0].dim,
+        "params": [(p.name, p.shape) for p in cell.params],
+        "inits": [(p.name, (p.init.kind, p.init.args)) for p in cell.params
+                  if p.init.kind != "default"],
+        "dims": tuple(cell.dims),
+        "hidden": tuple(dict.fromkeys(v.dim for v in cell.states)),
+        "torch": cell.torch.as_dict() if cell.torch else None,
+        "no_grad_inputs": tuple(v.name for v in cell.inputs if not v.grad),
+        "matmul_states": matmul_states,
+        "spec_lines": spec_text.split("\n"),
+        "functions": [printer.function(f) for f in program.functions],
+        "forward": printer.statements(program.forward),
+        "infer": printer.statements(program.infer),
+        "backward": printer.statements(program.backward),
+        "saved": [a.name for a in program.saved],
+        "output": _output(program.output),
+        "infer_output": _output(program.infer_output),
+        "finals": _finals(program.final_states, False),
+        "ragged_finals": _finals(program.final_states, True),
+        "infer_finals": _finals(program.infer_final_states, False),
+        "infer_ragged_finals": _finals(program.infer_final_states, True),
+        "grad_params": list(program.gradients[0]),
+        "grad_inputs": list(program.gradients[1]),
+        "grad_states": list(program.gradients[2]),
+        "order": naming.ORDER,
+        "active": naming.ACTIVE,
+        "d_outputs": naming.D_OUTPUTS,
+        "has_d_outputs": naming.HAS_D_OUTPUTS,
+        "upstream": naming.UPSTREAMS,
+    }
+    missing, extra = placeholders() - set(values), set(values) - placeholders()
+    assert not missing and not extra, f"template and context differ: {missing} {extra}"
+    return values
+
+
+def render(values: dict) -> str:
+    return _ENV.get_template(_TEMPLATE).render(**values)

@@ -1,0 +1,559 @@
+"""The cell-independent part of every generated module: BLAS from Numba, the elementwise
+functions (fast float32 forms), the workspace, argument checks, ragged batches and
+parameter initialisation.
+
+Ordinary Python, linted and tested as part of cellc (tests/test_runtime.py). The back end
+places everything below the marker line into each generated module verbatim
+(`numba/module.py`), so that a module needs only numpy and numba (and llvmlite, which
+numba brings) and stays self-contained: Numba's disk cache does not notice changes in
+other modules. Functions here take the module's metadata (PARAMS, INPUTS, ...) as
+arguments rather than reading globals.
+"""
+# ---- placed verbatim in every generated module from here on ----
+import ctypes
+import glob
+import os
+import sys
+import threading
+from collections import namedtuple
+
+import llvmlite.binding as llvm
+import numba as nb
+import numpy as np
+from numba.extending import overload
+
+Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
+
+
+def _numba_cache_is_ours():
+    """Numba's on-disk cache records the name of the module that filled it, and imports
+    that module again to load it (numba#7075): importing this file under a second name
+    (`lstm` after `generated.lstm`) would fail deep inside Numba. So the cache belongs to
+    the first name this file is imported under, recorded beside it; under any other
+    name the kernels are compiled in memory, without the cache."""
+    here = os.path.abspath(__file__)
+    record = os.path.join(os.path.dirname(here), "__pycache__",
+                          os.path.splitext(os.path.basename(here))[0] + ".cellc-owner")
+    try:
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        with open(record, "x", encoding="utf-8") as f:     # the first importer wins
+            f.write(__name__)
+        return True
+    except FileExistsError:
+        with open(record, encoding="utf-8") as f:
+            return f.read() == __name__
+    except OSError:         # a read-only install: Numba picks its own cache directory
+        return True
+
+
+# A fused kernel reads and writes many arrays, and LLVM vectorizes its loop over the units
+# only after checking, at run time, that no array it writes overlaps another it uses. Past
+# 128 such checks (LLVM's default) it gives up and runs scalar code: an LSTM with zoneout
+# of h and c ("loop not vectorized: too many memory checks needed") took 78 ms instead of
+# 41 for a medium forward pass. The limit is process-wide; raising it only lets more loops
+# vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
+llvm.set_option("", "-vectorize-memory-check-threshold=1024")
+
+# Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
+# so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
+_JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
+            fastmath={"nsz", "arcp", "contract"})
+
+
+# ---- BLAS ------------------------------------------------------------------------------
+def _find_cblas():
+    """numpy's own OpenBLAS (ILP64 cblas_?gemm), registered as symbols so that the
+    time loops can call it from Numba with cache=True (a ctypes pointer would not cache)."""
+    libs = sorted(glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*")))
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for prefix in ("scipy_cblas_", "cblas_"):
+            try:
+                s, d = getattr(lib, prefix + "sgemm64_"), getattr(lib, prefix + "dgemm64_")
+            except AttributeError:
+                continue
+            llvm.add_symbol("cellc_cblas_sgemm", ctypes.cast(s, ctypes.c_void_p).value)
+            llvm.add_symbol("cellc_cblas_dgemm", ctypes.cast(d, ctypes.c_void_p).value)
+            return True
+    return False
+
+
+_HAVE_CBLAS = _find_cblas()
+
+
+def _blas_signature(real):
+    i32, i64, ptr = nb.types.int32, nb.types.int64, nb.types.voidptr
+    return nb.types.void(i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr, i64)
+
+
+_sgemm = nb.types.ExternalFunction("cellc_cblas_sgemm", _blas_signature(nb.types.float32))
+_dgemm = nb.types.ExternalFunction("cellc_cblas_dgemm", _blas_signature(nb.types.float64))
+
+
+def _gemm(a, b, c, accumulate):
+    """c = a @ b, or c += a @ b when accumulate (row-major, unit inner stride), inside
+    Numba; in Python, through numpy."""
+    if accumulate:
+        c += a @ b
+    else:
+        np.matmul(a, b, out=c)
+
+
+@overload(_gemm)
+def _gemm_in_numba(a, b, c, accumulate):
+    if not _HAVE_CBLAS:     # numpy without a bundled OpenBLAS: Numba's np.dot (needs SciPy)
+        def portable(a, b, c, accumulate):
+            if accumulate:
+                c += np.dot(a, b)
+            else:
+                c[:, :] = np.dot(a, b)
+        return portable
+    gemm = _sgemm if a.dtype == nb.types.float32 else _dgemm
+    one = np.float32(1) if a.dtype == nb.types.float32 else np.float64(1)
+    zero = one - one
+
+    def blas(a, b, c, accumulate):
+        m, k = a.shape
+        n = c.shape[1]
+        size = a.itemsize
+        gemm(101, 111, 111, m, n, k, one, a.ctypes, a.strides[0] // size, b.ctypes,
+             b.strides[0] // size, one if accumulate else zero, c.ctypes, c.strides[0] // size)
+    return blas
+
+
+@nb.njit(inline="always")
+def _copy_rows(dst, src, start, stop):
+    """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
+    assignment's shape check (whose error message brings float64 into the IR)."""
+    for r in range(start, stop):
+        for j in range(dst.shape[1]):
+            dst[r, j] = src[r, j]
+
+
+# ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
+# Each is dtype-dispatched when Numba compiles a kernel, and inlined into it. libm's
+# expf/tanhf do not vectorize in Numba, so float32 tanh and sigmoid use a clamped
+# rational approximation (below) that does; float64 keeps libm.
+@nb.njit(inline="always", error_model="numpy")
+def _tanh_f32(x):
+    """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7),
+    and exactly +-1 from |x| = 9 on, where float32 tanh rounds to +-1 (the rational alone
+    stops at 1 - 2.4e-7, so sigmoid(-1e4) would be 1.2e-7 and its derivative not 0)."""
+    f = np.float32
+    z = min(max(x, f(-7.90531110763549805)), f(7.90531110763549805))
+    x2 = z * z
+    p = f(-2.76076847742355e-16)
+    p = p * x2 + f(2.00018790482477e-13)
+    p = p * x2 + f(-8.60467152213735e-11)
+    p = p * x2 + f(5.12229709037114e-08)
+    p = p * x2 + f(1.48572235717979e-05)
+    p = p * x2 + f(6.37261928875436e-04)
+    p = p * x2 + f(4.89352455891786e-03)
+    q = f(1.19825839466702e-06)
+    q = q * x2 + f(1.18534705686654e-04)
+    q = q * x2 + f(2.26843463243900e-03)
+    q = q * x2 + f(4.89352518554385e-03)
+    r = z * p / q
+    # +-1 beyond |x| = 9, without a branch (max/min keep a NaN first argument)
+    r = max(r, f(2) * f(x >= f(9)) - f(1))
+    return min(r, f(1) - f(2) * f(x <= f(-9)))
+
+
+def _real(numba_type):
+    """The numpy scalar type of Numba's float32 or float64."""
+    return np.float32 if numba_type == nb.types.float32 else np.float64
+
+
+_KERNEL_ONLY = "cellc's elementwise functions run inside Numba kernels only"
+
+
+def _sigmoid(x):
+    """Logistic function 1 / (1 + exp(-x)); float32 as 0.5 + 0.5 tanh(x / 2)."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sigmoid, inline="always")
+def _sigmoid_for(x):
+    real = _real(x)
+    half, one = real(0.5), real(1)
+    if real is np.float32:
+        def fast(x):
+            return half + half * _tanh_f32(half * x)
+        return fast
+
+    def exact(x):
+        return one / (one + np.exp(-x))
+    return exact
+
+
+def _tanh(x):
+    """Hyperbolic tangent; float32 through _tanh_f32."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_tanh, inline="always")
+def _tanh_for(x):
+    if _real(x) is np.float32:
+        def fast(x):
+            return _tanh_f32(x)
+        return fast
+
+    def exact(x):
+        return np.tanh(x)
+    return exact
+
+
+def _relu(x):
+    """max(x, 0), NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_relu, inline="always")
+def _relu_for(x):
+    zero = _real(x)(0)
+
+    def relu(x):
+        return np.maximum(x, zero)
+    return relu
+
+
+def _softplus(x):
+    """log(1 + exp(x)), without overflow."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_softplus, inline="always")
+def _softplus_for(x):
+    zero = _real(x)(0)
+
+    def softplus(x):
+        return np.maximum(x, zero) + np.log1p(np.exp(-np.abs(x)))
+    return softplus
+
+
+def _step(x):
+    """Heaviside step: 1 where x > 0, else 0."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_step, inline="always")
+def _step_for(x):
+    zero, one = _real(x)(0), _real(x)(1)
+
+    def step(x):
+        return one if x > zero else zero
+    return step
+
+
+def _exp(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_exp, inline="always")
+def _exp_for(x):
+    return lambda x: np.exp(x)
+
+
+def _log(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_log, inline="always")
+def _log_for(x):
+    return lambda x: np.log(x)
+
+
+def _sqrt(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sqrt, inline="always")
+def _sqrt_for(x):
+    return lambda x: np.sqrt(x)
+
+
+def _abs(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_abs, inline="always")
+def _abs_for(x):
+    return lambda x: np.abs(x)
+
+
+def _sign(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sign, inline="always")
+def _sign_for(x):
+    return lambda x: np.sign(x)
+
+
+def _max(a, b):
+    """Elementwise maximum, NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_max, inline="always")
+def _max_for(a, b):
+    return lambda a, b: np.maximum(a, b)
+
+
+def _min(a, b):
+    """Elementwise minimum, NaN kept."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_min, inline="always")
+def _min_for(a, b):
+    return lambda a, b: np.minimum(a, b)
+
+
+# ---- the workspace: memory reused between calls ------------------------------------------
+class _Workspace:
+    """Hands out the arrays of earlier calls again once nothing else refers to them.
+
+    Fresh memory costs a page fault per 4 KiB page on first touch. Measured here: 4,200
+    faults and a third of a medium LSTM training step, half of a small one. An array is
+    reused only when the workspace holds the last reference to it (no view, cache, output
+    or variable of the caller's left), which `sys.getrefcount` tells. Arrays that no call
+    used in the last `KEEP_CALLS` calls are let go; `clear_workspace()` lets all go.
+    """
+    KEEP_CALLS = 8
+    PER_SHAPE = 4
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries = {}      # (shape, dtype) -> [[array, call that last took it], ...]
+        self._calls = 0
+
+    def start_call(self):
+        with self._lock:
+            self._calls += 1
+            oldest = self._calls - self.KEEP_CALLS
+            for key in list(self._entries):
+                kept = [e for e in self._entries[key] if e[1] >= oldest]
+                if kept:
+                    self._entries[key] = kept
+                else:
+                    del self._entries[key]
+
+    def empty(self, shape, dtype):
+        if not _REUSE:
+            return np.empty(shape, dtype)
+        key = (tuple(shape), np.dtype(dtype))
+        with self._lock:
+            entries = self._entries.setdefault(key, [])
+            for entry in entries:
+                if _references(entry) == _UNREFERENCED:
+                    entry[1] = self._calls
+                    return entry[0]
+            a = np.empty(shape, dtype)
+            if len(entries) < self.PER_SHAPE:
+                entries.append([a, self._calls])
+            return a
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+
+
+def _references(entry):
+    return sys.getrefcount(entry[0])
+
+
+# The count for an array that only its entry holds, measured the same way (the exact
+# number differs between Python versions). Free-threaded Python: no reuse.
+_UNREFERENCED = _references([np.empty(0), 0])
+_REUSE = getattr(sys, "_is_gil_enabled", lambda: True)()
+_workspace = _Workspace()
+_empty = _workspace.empty
+
+
+def _contiguous(a):
+    """np.ascontiguousarray, into workspace memory."""
+    out = _empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+def clear_workspace():
+    """Let go of the arrays kept for reuse between calls (see _Workspace)."""
+    _workspace.clear()
+
+
+# ---- checking the arguments: Numba does no bounds checking --------------------------------
+def _check_array(what, a, ndim, dtype=None):
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, not {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64) or not a.dtype.isnative:
+        raise ValueError(f"{what} has dtype {a.dtype}; use native float32 or float64")
+    if dtype is not None and a.dtype != dtype:
+        raise ValueError(f"{what} has dtype {a.dtype} but the parameters are {dtype}; use one dtype")
+    if a.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{what} is not C-contiguous; pass np.ascontiguousarray({what.split()[0]})")
+    return a
+
+
+def _bind(sizes, dim, n, what):
+    if sizes.setdefault(dim, n) != n:
+        raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
+
+
+def _validate(params, inputs, states, contract):
+    """Check everything before any kernel runs. `contract` is the module's
+    (PARAMS, INPUTS, STATES, DIMS). Returns (inputs, states, sizes, dtype, T, B) with
+    omitted states as zeros."""
+    PARAMS, INPUTS, STATES, DIMS = contract
+    if not isinstance(params, dict):
+        raise ValueError("params must be a dict of arrays keyed as in the spec")
+    missing = [p for p in PARAMS if p not in params]
+    extra = [p for p in params if p not in PARAMS]
+    if missing or extra:
+        raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
+    dtype = None
+    sizes = {}
+    for name, shape in PARAMS.items():
+        a = _check_array(f"params[{name!r}]", params[name], len(shape), dtype)
+        dtype = a.dtype
+        for d, n in zip(shape, a.shape):
+            _bind(sizes, d, n, f"params[{name!r}] of shape {a.shape}")
+    if not isinstance(inputs, dict):
+        if len(INPUTS) != 1:
+            raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
+        inputs = {next(iter(INPUTS)): inputs}
+    if sorted(inputs) != sorted(INPUTS):
+        raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
+    T = B = None
+    for name, dim in INPUTS.items():
+        a = _check_array(f"{name} (inputs[{name!r}])", inputs[name], 3, dtype)
+        if T is None:
+            T, B = a.shape[:2]
+        if a.shape[:2] != (T, B):
+            raise ValueError(f"inputs[{name!r}] has shape {a.shape}; all inputs need the same T and B")
+        _bind(sizes, dim, a.shape[2], f"inputs[{name!r}] of shape {a.shape} (time-major [T, B, {dim}])")
+    states = dict(states or {})
+    extra = [s for s in states if s not in STATES]
+    if extra:
+        raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
+    for name, dim in STATES.items():
+        if states.get(name) is not None:
+            a = _check_array(f"states[{name!r}]", states[name], 2, dtype)
+            if a.shape[0] != B:
+                raise ValueError(f"states[{name!r}] has shape {a.shape}; expected batch size {B}")
+            _bind(sizes, dim, a.shape[1], f"states[{name!r}] of shape {a.shape}")
+    unknown = [d for d in DIMS if d not in sizes]
+    if unknown:
+        raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
+    for name, dim in STATES.items():
+        if states.get(name) is None:
+            states[name] = np.zeros((B, sizes[dim]), dtype)
+    return inputs, states, sizes, dtype, T, B
+
+
+def _check_upstream(what, a, shape, dtype):
+    if a is None:
+        return None
+    a = _check_array(what, a, len(shape), dtype)
+    if a.shape != shape:
+        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
+    return a
+
+
+def _upstream_states(d_states, B, sizes, dtype, order, STATES):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
+        if g is None:
+            g = np.zeros((B, sizes[dim]), dtype)
+        upstream[name] = g if order is None else g[order]
+    return upstream
+
+
+# ---- ragged batches (forward and backward with lengths) -----------------------------------
+def _batch_order(lengths, T, B):
+    """(order, active) for a batch: `active[t]` sequences are still running at step t
+    (active[T] = 0). Without lengths every sequence runs all T steps and order is None;
+    with them the batch is sorted longest first (stable), as a packed sequence is."""
+    active = np.full(T + 1, B, np.int64)
+    active[T] = 0
+    if lengths is None:
+        return None, active
+    lengths = np.asarray(lengths)
+    if lengths.shape != (B,) or lengths.dtype.kind not in "iu":
+        raise ValueError(f"lengths must be {B} integers (one per sequence), got "
+                         f"{lengths.dtype} array of shape {lengths.shape}")
+    if B and (lengths.min() < 0 or lengths.max() > T):
+        raise ValueError(f"lengths must lie in [0, T={T}], got {lengths.min()}..{lengths.max()}")
+    order = np.argsort(-lengths.astype(np.int64), kind="stable")
+    active[:T] = np.count_nonzero(lengths[None, :] > np.arange(T)[:, None], axis=1)
+    return order, active
+
+
+def _sorted_padded(x, order, active):
+    """x [T, B, D] with its sequences in `order` and every step past a sequence's end
+    zeroed, so that padding, whatever it holds, never reaches a gradient."""
+    T, B = x.shape[:2]
+    out = np.take(x, order, axis=1, out=_empty(x.shape, x.dtype), mode="clip")
+    out[np.arange(B)[None, :] >= active[:T, None]] = 0
+    return out
+
+
+def _last_steps(order, active):
+    """Index arrays (step, row) that pick each sequence's final state, in the caller's
+    order, from a [T + 1, B, ...] state sequence kept in `order`."""
+    back = np.argsort(order)
+    T = len(active) - 1
+    ends = np.count_nonzero(np.arange(len(order))[None, :] < active[:T, None], axis=0)
+    return ends[back], back
+
+
+def _in_caller_order(grads, order):
+    """Gradients computed in `order` (longest first), back in the caller's batch order."""
+    if order is None:
+        return grads
+    back = np.argsort(order)
+    return Gradients(grads.params, {k: np.take(v, back, axis=1) for k, v in grads.inputs.items()},
+                     {k: v[back] for k, v in grads.states.items()})
+
+
+# ---- parameters ----------------------------------------------------------------------------
+def _init_params(contract, init, hidden, dtype, seed, sizes):
+    """Parameters for `sizes`, keyed as in the spec: `init` overrides per parameter, the
+    default is uniform in [-1/sqrt(n), 1/sqrt(n)] with n the largest of the `hidden`
+    dimensions (PyTorch's RNN/LSTM/GRU convention, its hidden_size the widest state)."""
+    PARAMS, _, _, DIMS = contract
+    missing = [d for d in DIMS if d not in sizes]
+    unknown = [d for d in sizes if d not in DIMS]
+    if missing or unknown:
+        raise ValueError(f"init_params needs sizes for {list(DIMS)}; missing {missing}, unknown {unknown}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, not {dtype}")
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(max([sizes[d] for d in hidden] + [1]))
+    params = {}
+    for name, shape in PARAMS.items():
+        shape = tuple(int(sizes[d]) for d in shape)
+        kind, args = init.get(name, ("default", ()))
+        if kind == "default":
+            value = rng.uniform(-bound, bound, shape)
+        elif kind == "uniform":
+            value = rng.uniform(args[0], args[1], shape)
+        elif kind == "normal":
+            value = rng.normal(args[0], args[1], shape)
+        elif kind == "orthogonal":
+            q, r = np.linalg.qr(rng.normal(size=(max(shape), min(shape))))
+            q = q * np.sign(np.diag(r))
+            value = q if shape[0] >= shape[1] else q.T
+        else:
+            value = np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(kind, args[0] if args else 0.0))
+        params[name] = np.ascontiguousarray(value, dtype=dtype)
+    return params
