@@ -137,6 +137,7 @@ def make_jax(name, module, ir):
     import jax.numpy as jnp
     from jax import lax
 
+    from cellc import naming
     from cellc.ir.functions import FUNCTIONS
     from cellc.reference.interpreter import evaluate
     fns = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "exp": jnp.exp,
@@ -155,7 +156,7 @@ def make_jax(name, module, ir):
         for n in ir.nodes:
             env[n.name] = (env[n.operand] @ p[n.weight] if n.is_matmul
                            else evaluate(n.expr, env, fns))
-        return {s: env[s + "__new"] for s in carry}, env[ir.output]
+        return {s: env[naming.new(s)] for s in carry}, env[ir.output]
 
     def run(p, x, s0):
         final, ys = lax.scan(lambda c, xt: step(p, c, xt), s0, x)
@@ -185,8 +186,7 @@ def gemm_plan(plan, H):
     """(kind, n_in, width) of every fused GEMM in cellc's plan, sizes as `bench_sizes`."""
     sizes, dim = bench_sizes(plan.cell.dims, H), plan.cell.dim_of()
     return [(kind, sizes[dim[g.operand]], sum(sizes[n.dim] for n in g.nodes))
-            for kind, program in (("static", plan.static), ("step", plan.step))
-            for stage in program for g in stage.gemms]
+            for kind, g in plan.gemms()]
 
 
 def make_bound(name, module, ir):

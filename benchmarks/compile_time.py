@@ -2,7 +2,7 @@
 
     python benchmarks/compile_time.py [specs/lstm.toml] [--runs 5]
 
-cold: empty cellc and Numba caches; times SymPy stages, rendering, and Numba's
+cold: empty cellc and Numba caches; times SymPy stages, printing, and Numba's
       compilation (first forward + backward call, float32), separately.
 warm: a new process with both caches filled; times import + first forward/backward call.
 """
@@ -62,11 +62,11 @@ def main():
             cold.append(run(args.spec, "cold", env))
             warm.append(run(args.spec, "warm", env))
     med = lambda rows, k: statistics.median(r[k] for r in rows)
-    sympy_stages = ["frontend", "split", "schedule", "derive", "codegen"]
+    sympy_stages = ["frontend", "regularize", "split", "schedule", "derive", "lower"]
     print(f"{args.spec}: medians of {args.runs} fresh processes")
     print(f"  cold  SymPy stages {sum(med(cold, k) for k in sympy_stages):.3f} s "
           f"({', '.join(f'{k} {med(cold, k):.3f}' for k in sympy_stages)})")
-    print(f"        render {med(cold, 'render'):.3f} s; Numba (first forward+backward) "
+    print(f"        print {med(cold, 'print'):.3f} s; Numba (first forward+backward) "
           f"{med(cold, 'first_call'):.3f} s; import cellc {med(cold, 'import_cellc'):.3f} s")
     print(f"  warm  import cellc {med(warm, 'import_cellc'):.3f} s + load {med(warm, 'load'):.3f} s"
           f" + first call {med(warm, 'first_call'):.3f} s = "

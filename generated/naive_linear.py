@@ -661,7 +661,8 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
             at__s__W_s = _mm__s[r__, j__]
             at__x__W_i = _mm__x[r__, j__]
             d__new__s = _d__new__s[r__, j__] + dyt__[r__, j__]
-            t__0 = d__new__s*(real(1) - _tanh(at__s__W_s + at__x__W_i + b)*_tanh(at__s__W_s + at__x__W_i + b))
+            t__1 = _tanh(at__s__W_s + at__x__W_i + b)
+            t__0 = d__new__s*(real(1) - t__1*t__1)
             _d__s[r__, j__] = d__new__s
             _d__mm__x[r__, j__] = t__0
 

@@ -160,49 +160,69 @@ def _rank(view: View) -> int:
     return len(view.array.shape) - (view.step is not None) - view.flat
 
 
-def _hoist(expr, invariant: set, table: dict, fresh) -> sympy.Expr:
-    """`expr` with each largest subexpression that depends only on `invariant` symbols
-    (per-row values) replaced by a temporary of `table` (subexpression -> symbol), so
-    that it is computed once per row; constants and single operations stay in place."""
-    if expr.is_Atom or not expr.free_symbols:
-        return expr
-
-    def worth(sub):
-        return sub.free_symbols <= invariant and (sub.has(sympy.Function, sympy.Pow)
-                                                  or sympy.count_ops(sub) > 1)
-
-    def temp(sub):
-        if sub not in table:
-            table[sub] = next(fresh)
-        return table[sub]
-
-    if worth(expr):
-        return temp(expr)
-    if isinstance(expr, (sympy.Add, sympy.Mul)):
-        fixed = [a for a in expr.args if a.free_symbols and a.free_symbols <= invariant]
-        rest = [a for a in expr.args if a not in fixed]
-        if len(fixed) > 1 and worth(expr.func(*fixed)):
-            return expr.func(temp(expr.func(*fixed)), *(_hoist(a, invariant, table, fresh)
-                                                         for a in rest))
-    return expr.func(*(_hoist(a, invariant, table, fresh) for a in expr.args))
-
-
-class _Hoisted:
-    """The per-row temporaries of one kernel, in the order they are first needed."""
+class _Scope:
+    """The lines of one scope of a kernel: a loop over the units, or the row around them.
+    A value is computed once per scope: `temp` names a subexpression the first time and
+    reuses the name after, and the base of a power (`sqrt(v + eps)**3`) gets a name of its
+    own before the line that needs it."""
 
     def __init__(self, fresh):
-        self.table: dict = {}
         self.fresh = fresh
-        self.placed = 0
+        self.known: dict = {}
+        self.lines: list = []
 
-    def __call__(self, expr, invariant: set):
-        return _hoist(expr, invariant, self.table, self.fresh)
+    def temp(self, expr) -> sympy.Symbol:
+        if expr not in self.known:
+            shared = self.share(expr.xreplace(self.known))
+            self.known[expr] = name = next(self.fresh)
+            self.lines.append(Assign(name, shared))
+        return self.known[expr]
 
-    def new_lines(self) -> list:
-        """Assignments for the temporaries made since the last call."""
-        items = list(self.table.items())[self.placed:]
-        self.placed = len(self.table)
-        return [Assign(t, e) for e, t in items]
+    def share(self, expr):
+        """`expr` with each power's non-atomic base computed once in this scope."""
+        if expr.is_Atom or isinstance(expr, Element):
+            return expr
+        args = [self.share(a) for a in expr.args]
+        if expr.is_Pow and not expr.base.is_Atom and _repeats(expr.exp):
+            return sympy.Pow(self.temp(args[0]), expr.exp)
+        return expr.func(*args) if args != list(expr.args) else expr
+
+    def assign(self, target, expr, accumulate: bool = False) -> None:
+        self.lines.append(Assign(target, self.share(expr.xreplace(self.known)), accumulate))
+
+    def define(self, name: sympy.Symbol, expr) -> sympy.Symbol:
+        """`name = expr` in this scope, unless the scope has computed `expr` already:
+        then the name that holds it (which the caller uses instead of `name`)."""
+        if expr not in self.known:
+            self.assign(name, expr)
+            self.known[expr] = name
+        return self.known[expr]
+
+    def hoist(self, expr, invariant: set):
+        """`expr` with each largest subexpression that depends only on `invariant`
+        symbols (per-row values) computed once, in this (the row's) scope, before the
+        loop that needs it; constants and single operations stay in place."""
+        if expr.is_Atom or not expr.free_symbols:
+            return expr
+
+        def worth(sub):
+            return sub.free_symbols <= invariant and (sub.has(sympy.Function, sympy.Pow)
+                                                      or sympy.count_ops(sub) > 1)
+
+        if worth(expr):
+            return self.temp(expr)
+        if isinstance(expr, (sympy.Add, sympy.Mul)):
+            fixed = [a for a in expr.args if a.free_symbols and a.free_symbols <= invariant]
+            rest = [a for a in expr.args if a not in fixed]
+            if len(fixed) > 1 and worth(expr.func(*fixed)):
+                return expr.func(self.temp(expr.func(*fixed)),
+                                 *(self.hoist(a, invariant) for a in rest))
+        return expr.func(*(self.hoist(a, invariant) for a in expr.args))
+
+
+def _repeats(exponent) -> bool:
+    """Whether the printer writes a power's base more than once: x**2, x**-3, x**(3/2)."""
+    return exponent.is_Rational and exponent.q in (1, 2) and abs(exponent.p) >= 2
 
 
 def _comment(text: str | None, name: str) -> Comment:
@@ -222,61 +242,62 @@ def forward_kernel(region: Region, program: str, storage: Storage,
     kept = {r for n in region.nodes if n.name not in scalar for r in n.reads()
             if r in level and level[r] < level[n.name]}
     stored = set(storage.stored) | set(storage.new_states)
-    hoisted = _Hoisted(k.temps)
     invariant = {symbol(n) for n in scalar} | {s for n in region.nodes if not n.is_matmul
                                                for s in n.expr.free_symbols if is_size(s.name)}
-    body = [Assign(symbol(u), k.element(storage.value(u, program), 0))
-            for u in region.inputs if u in scalar]
+    row = _Scope(k.temps)
+    for u in region.inputs:
+        if u in scalar:
+            row.assign(symbol(u), k.element(storage.value(u, program), 0))
 
-    def store(name, unit):
-        if name not in stored:
-            return []
-        return [Assign(k.element(storage.value(name, program), unit, write=True), symbol(name))]
+    def store(scope, name, unit):
+        if name in stored:
+            scope.assign(k.element(storage.value(name, program), unit, write=True), symbol(name))
 
     for p in range(max(level.values(), default=0) + 1):
         here = [n for n in region.nodes if level[n.name] == p]
         sums = [n for n in region.nodes if n.is_reduction and level[n.name] == p + 1]
         for n in here:
             if n.name in scalar:
-                value = (symbol(naming.accumulator(n.name)) if n.is_reduction
-                         else hoisted(n.expr, invariant))
-                body += [*hoisted.new_lines(), Assign(symbol(n.name), value), *store(n.name, 0)]
-        body += [Assign(symbol(naming.accumulator(n.name)), sympy.S.Zero) for n in sums]
-        loop, loaded, said = [], set(), None
+                row.lines.append(_comment(n.text, n.name))
+                row.assign(symbol(n.name), symbol(naming.accumulator(n.name)) if n.is_reduction
+                           else n.expr)
+                store(row, n.name, 0)
+        for n in sums:
+            row.assign(symbol(naming.accumulator(n.name)), sympy.S.Zero)
+        unit, loaded, said = _Scope(k.temps), set(), None
 
         def load(u):
             if u in loaded or u in scalar:
-                return []
+                return
             loaded.add(u)
             if u in level:          # a vector of a lower level, kept in a row of scratch
-                return [Assign(symbol(u), Element.of(k.row_of(naming.scratch_row(u),
-                                                           size(region.dim)), (UNIT,)))]
-            return [Assign(symbol(u), k.element(storage.value(u, program), UNIT))]
+                scratch = k.row_of(naming.scratch_row(u), size(region.dim))
+                unit.assign(symbol(u), Element.of(scratch, (UNIT,)))
+            else:
+                unit.assign(symbol(u), k.element(storage.value(u, program), UNIT))
 
         for n in here:
             if n.name in scalar:
                 continue
             if n.text != said:
-                loop.append(_comment(n.text, n.name))
+                unit.lines.append(_comment(n.text, n.name))
                 said = n.text
             for u in sorted(n.reads(), key=order.get):
-                loop += load(u)
+                load(u)
             loaded.add(n.name)
-            loop.append(Assign(symbol(n.name), hoisted(n.expr, invariant)))
-            loop += store(n.name, UNIT)
+            unit.assign(symbol(n.name), row.hoist(n.expr, invariant))
+            store(unit, n.name, UNIT)
             if n.name in kept:
-                loop.append(Assign(Element.of(k.row_of(naming.scratch_row(n.name), size(region.dim)),
-                                           (UNIT,)), symbol(n.name)))
+                scratch = k.row_of(naming.scratch_row(n.name), size(region.dim))
+                unit.assign(Element.of(scratch, (UNIT,)), symbol(n.name))
         for n in sums:
-            loop += load(n.reads()[0])
-            loop.append(Assign(symbol(naming.accumulator(n.name)), symbol(n.reads()[0]),
-                               accumulate=True))
-        body += hoisted.new_lines()
-        if loop:
-            body.append(Loop(UNIT, size(region.dim), tuple(loop), "units"))
+            load(n.reads()[0])
+            unit.assign(symbol(naming.accumulator(n.name)), symbol(n.reads()[0]), accumulate=True)
+        if unit.lines:
+            row.lines.append(Loop(UNIT, size(region.dim), tuple(unit.lines), "units"))
         invariant |= {symbol(n.name) for n in here if n.name in scalar}
     doc = f"Forward of {', '.join(naming.display_spec(n.name) for n in region.nodes)}."
-    return k.function(region.dim, body, doc, _rows(program))
+    return k.function(region.dim, row.lines, doc, _rows(program))
 
 
 def _rows(program: str):
@@ -289,18 +310,19 @@ def backward_kernel(grad: RegionGrad, program: str, storage: Storage,
     """The backward kernel of a region: the derivation's loops, levels P..0, with the
     region inputs' adjoints stored (or added) in the last, and the call's arguments."""
     region = grad.region
-    writer = (program, "kernel", region.name)
-    written = writes.before(writer)
+    written = writes.before((program, "kernel", region.name))
     cell = storage.cell
     used_temps = [int(naming.parse(t).parts[0]) for loop in grad.loops for t, _ in loop.temps]
     k = _Kernel(naming.kernel(naming.BACKWARD, region.name), max(used_temps, default=-1) + 1)
     scalar = {n for n in [*grad.reads, *region.inputs, *grad.levels]
               if storage.dim.get(n) == ONE}
     vectors = [n for n in grad.levels if n not in scalar]
-    hoisted = _Hoisted(k.temps)
-    invariant = ({symbol(n) for n in scalar} | {symbol(naming.adjoint(n)) for n in scalar})
+    exprs = [e for loop in grad.loops for _, e in (*loop.temps, *loop.scratch, *loop.sums)]
+    invariant = ({symbol(n) for n in scalar} | {symbol(naming.adjoint(n)) for n in scalar}
+                 | {s for e in exprs + [e for _, e in grad.grads] for s in e.free_symbols
+                    if is_size(s.name)})
 
-    def seed(name, unit):
+    def seed(scope, name, unit):
         """The adjoint of a live-out value as it comes in: what earlier writers stored,
         and the output's upstream gradient, folded in."""
         parts = []
@@ -309,50 +331,67 @@ def backward_kernel(grad: RegionGrad, program: str, storage: Storage,
         if name == cell.output and program == "step":
             parts.append(k.element(Place(View(_d_output_array(storage)), sympy.S.Zero,
                                          D_OUTPUT), unit))
-        return [Assign(symbol(naming.adjoint(name)), sympy.Add(*parts))]
+        scope.assign(symbol(naming.adjoint(name)), sympy.Add(*parts))
 
-    body = [Assign(symbol(n), k.element(storage.value(n, program), 0))
-            for n in grad.reads if n in scalar]
+    def scratch_of(name):
+        return k.row_of(naming.scratch_row(naming.adjoint(name)), size(region.dim))
+
+    row = _Scope(k.temps)
+    same: dict = {}      # a derivation temporary -> the row's name for the same value
+    for n in grad.reads:
+        if n in scalar:
+            row.assign(symbol(n), k.element(storage.value(n, program), 0))
     for n in grad.seeds:
         if n in scalar:
-            body += seed(n, 0)
-    body += [Assign(symbol(n), sympy.S.Zero)
-             for n in dict.fromkeys(n for loop in grad.loops for n, _ in loop.sums)]
+            seed(row, n, 0)
+    for n in dict.fromkeys(n for loop in grad.loops for n, _ in loop.sums):
+        row.assign(symbol(n), sympy.S.Zero)
     blocks = []                          # (row of scratch, element, accumulate)
     for loop in grad.loops:
         exprs = [e for _, e in (*loop.temps, *loop.scratch, *loop.sums)]
         if loop.level == 0:
             exprs += [e for u, e in grad.grads if u not in scalar]
         used = {s.name for e in exprs for s in e.free_symbols}
-        lines = [Assign(symbol(n), k.element(storage.value(n, program), UNIT))
-                 for n in grad.reads if n not in scalar and n in used]
+        unit = _Scope(k.temps)
+        for n in grad.reads:
+            if n not in scalar and n in used:
+                unit.assign(symbol(n), k.element(storage.value(n, program), UNIT))
         for n in grad.seeds:
             if n not in scalar and grad.levels[n] == loop.level and naming.adjoint(n) in used:
-                lines += seed(n, UNIT)
-        lines += [Assign(symbol(naming.adjoint(n)),
-                         Element.of(k.row_of(naming.scratch_row(naming.adjoint(n)), size(region.dim)),
-                                 (UNIT,)))
-                  for n in vectors if grad.levels[n] > loop.level and naming.adjoint(n) in used]
-        lines += [Assign(symbol(t), hoisted(e, invariant)) for t, e in loop.temps]
-        lines += [Assign(Element.of(k.row_of(naming.scratch_row(naming.adjoint(n)), size(region.dim)),
-                             (UNIT,)), hoisted(e, invariant)) for n, e in loop.scratch]
-        lines += [Assign(symbol(n), hoisted(e, invariant), accumulate=True) for n, e in loop.sums]
-        after = []
+                seed(unit, n, UNIT)
+        for n in vectors:
+            if grad.levels[n] > loop.level and naming.adjoint(n) in used:
+                unit.assign(symbol(naming.adjoint(n)), Element.of(scratch_of(n), (UNIT,)))
+        for t, e in loop.temps:
+            e = e.xreplace(same)
+            if e.free_symbols <= invariant:      # the same for every unit: once per row
+                same[symbol(t)] = row.define(symbol(t), e)
+                invariant.add(same[symbol(t)])
+            else:
+                unit.assign(symbol(t), row.hoist(e, invariant))
+        for n, e in loop.scratch:
+            unit.assign(Element.of(scratch_of(n), (UNIT,)), row.hoist(e.xreplace(same), invariant))
+        for n, e in loop.sums:
+            unit.assign(symbol(n), row.hoist(e.xreplace(same), invariant), accumulate=True)
+        after = _Scope(k.temps)
         if loop.level == 0:
             for name, expr in grad.grads:
-                stores = _input_grad(k, program, grad, name, hoisted(expr, invariant),
-                                     storage, written, blocks, name in scalar)
-                (after if name in scalar else lines).extend(stores)
-        body += hoisted.new_lines()
-        if lines:
-            body.append(Loop(UNIT, size(region.dim), tuple(lines), "units"))
-        body += [Assign(symbol(n), e) for n, e in loop.scalars] + after
+                expr = expr.xreplace(same)
+                _input_grad(after if name in scalar else unit, k, program, grad, name,
+                            expr if name in scalar else row.hoist(expr, invariant), storage,
+                            written, blocks, name in scalar)
+        if unit.lines:
+            row.lines.append(Loop(UNIT, size(region.dim), tuple(unit.lines), "units"))
+        for n, e in loop.scalars:
+            row.assign(symbol(n), e.xreplace(same))
+        for line in after.lines:
+            row.assign(line.target, line.value, line.accumulate)
         invariant |= {symbol(n) for n, _ in loop.scalars}
     for scratch, target, accumulate in blocks:
-        body.append(Loop(UNIT, size(region.dim), (Assign(target, Element.of(scratch, (UNIT,)),
-                                                         accumulate),), "units"))
+        row.lines.append(Loop(UNIT, size(region.dim), (Assign(target, Element.of(scratch, (UNIT,)),
+                                                              accumulate),), "units"))
     doc = f"Backward of {', '.join(naming.display_spec(n.name) for n in region.nodes)}."
-    return k.function(region.dim, body, doc, _rows(program))
+    return k.function(region.dim, row.lines, doc, _rows(program))
 
 
 def _d_output_array(storage: Storage) -> Array:
@@ -360,17 +399,17 @@ def _d_output_array(storage: Storage) -> Array:
     return Array(D_OUTPUT, (B, size(storage.dim[storage.cell.output])))
 
 
-def _input_grad(k: _Kernel, program: str, grad: RegionGrad, name: str, expr, storage: Storage,
-                written: set, blocks: list, is_scalar: bool) -> list:
-    """The lines that store (or add) the adjoint of one region input."""
+def _input_grad(scope: _Scope, k: _Kernel, program: str, grad: RegionGrad, name: str, expr,
+                storage: Storage, written: set, blocks: list, is_scalar: bool) -> None:
+    """Store (or add) the adjoint of one region input."""
     unit = 0 if is_scalar else UNIT
     if name in storage.params:
-        if param_term(grad, name, storage) is not None:
-            return []                    # summed from another buffer after the loop
-        place = terms_place(name, grad.region, program, storage)
-        return [Assign(k.element(place, unit, write=True), expr)]
+        if param_term(grad, name, storage) is None:     # else summed from another buffer
+            place = terms_place(name, grad.region, program, storage)
+            scope.assign(k.element(place, unit, write=True), expr)
+        return
     if name in storage.member and storage.member[name][0].operand in storage.shared:
-        return []                        # the same value is stored for the owning GEMM
+        return                           # the same value is stored for the owning GEMM
     target = k.element(storage.adjoint(name, program), unit, write=True)
     accumulate = name in written
     if name in storage.member and len(storage.member[name][0].nodes) > 1 and not is_scalar:
@@ -380,5 +419,6 @@ def _input_grad(k: _Kernel, program: str, grad: RegionGrad, name: str, expr, sto
         # element, 0.71 through scratch).
         scratch = k.row_of(naming.block(len(blocks)), size(storage.dim[name]))
         blocks.append((scratch, target, accumulate))
-        return [Assign(Element.of(scratch, (UNIT,)), expr)]
-    return [Assign(target, expr, accumulate)]
+        scope.assign(Element.of(scratch, (UNIT,)), expr)
+    else:
+        scope.assign(target, expr, accumulate)
