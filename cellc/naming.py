@@ -76,6 +76,9 @@ HAS_D_OUTPUTS = "has_dy__"
 WEIGHT_GRAD = "gw__"   # one fused weight gradient, before it is split per parameter
 UPSTREAMS = "upstream__"   # the final states' upstream gradients, by state
 ORDER = "order__"      # a ragged batch's order, longest first (None: no lengths)
+SAVED = "saved__"      # forward's saved arrays, by name, in backward
+ENDS = "ends__"        # ... each sequence's last step, and the way back to the caller's order
+BACK = "back__"
 REAL = "real"          # inside kernels: the dtype, as a constructor (`real(0.5)`)
 # A function's parameters of one group, passed together as a tuple.
 GROUPS = {"vectors": "vectors__", "reads": "reads__", "writes": "writes__",
@@ -335,7 +338,7 @@ def _runtime_names() -> set[str]:
 MODULE_NAMES = {"NAME", "CELLC_VERSION", "SPEC_SHA256", "INPUTS", "STATES", "OUTPUT",
                 "OUTPUT_DIM", "PARAMS", "INIT", "DIMS", "HIDDEN", "TORCH", "NO_GRAD_INPUTS",
                 "REGULARIZERS", "MATMUL_STATES", "SPEC_SOURCE", "init_params", "forward",
-                "backward", "clear_workspace", "params", "inputs", "states", "sizes", "dtype",
+                "backward", "clear_workspace", "forward_without_grad", "CONTRACT", "params", "inputs", "states", "sizes", "dtype",
                 "cache", "grads", "lengths", "d_outputs", "d_states", "need_grad", "seed",
                 "saved", "final", "outputs", "T", "B", TIME, REAL}
 

@@ -263,10 +263,11 @@ def _step(x):
 
 @overload(_step, inline="always")
 def _step_for(x):
-    zero, one = _real(x)(0), _real(x)(1)
+    real = _real(x)
+    zero = real(0)
 
-    def step(x):
-        return one if x > zero else zero
+    def step(x):                        # no branch: inlined, it stays one expression
+        return real(x > zero)
     return step
 
 
@@ -771,7 +772,7 @@ def _fwd__static1(rows__, H, reads__, writes__):
         vx = sum__arg__1 / (real(4)*real(H)) + sum__arg__2 / (real(4)*real(H)) + sum__arg__3 / (real(4)*real(H)) + sum__arg__4 / (real(4)*real(H))
         _vx[r__, 0] = vx
         # sx = 1 / sqrt(vx + 1e-5)
-        sx = (real(1) / (_sqrt(real(1e-05) + vx)))
+        sx = real(1) / _sqrt(real(1e-05) + vx)
         _sx[r__, 0] = sx
 
 
@@ -845,7 +846,7 @@ def _fwd__step1(rows__, H, vectors__, reads__, writes__):
         vh = sum__arg__5 / (real(4)*real(H)) + sum__arg__6 / (real(4)*real(H)) + sum__arg__7 / (real(4)*real(H)) + sum__arg__8 / (real(4)*real(H))
         _vh[r__, 0] = vh
         # sh = 1 / sqrt(vh + 1e-5)
-        sh = (real(1) / (_sqrt(real(1e-05) + vh)))
+        sh = real(1) / _sqrt(real(1e-05) + vh)
         _sh[r__, 0] = sh
         acc__sum__new__c = real(0)
         for j__ in range(H):
@@ -892,7 +893,7 @@ def _fwd__step1(rows__, H, vectors__, reads__, writes__):
         sum__new__c = acc__sum__new__c
         _sum__new__c[r__, 0] = sum__new__c
         acc__sum__arg__9 = real(0)
-        t__4 = -(sum__new__c / (real(H)))
+        t__4 = -(sum__new__c / real(H))
         for j__ in range(H):
             # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
             new__c = row__new__c[j__]
@@ -902,7 +903,7 @@ def _fwd__step1(rows__, H, vectors__, reads__, writes__):
         # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
         sum__arg__9 = acc__sum__arg__9
         _sum__arg__9[r__, 0] = sum__arg__9
-        t__6 = (real(1) / (_sqrt(real(1e-05) + sum__arg__9 / (real(H)))))
+        t__6 = real(1) / _sqrt(real(1e-05) + sum__arg__9 / real(H))
         for j__ in range(H):
             # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
             g_c = _g_c[j__]
@@ -982,11 +983,11 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
         acc__d__mx = real(0)
         acc__d__sh = real(0)
         acc__d__sx = real(0)
-        t__1 = (real(1) / (real(H)))
+        t__1 = real(1) / real(H)
         t__2 = _sqrt(real(1e-05) + sum__arg__9*t__1)
-        t__41 = (real(1) / (t__2*t__2*t__2))
+        t__41 = real(1) / (t__2*t__2*t__2)
         t__42 = -(sum__new__c*t__1)
-        t__43 = (real(1) / (t__2))
+        t__43 = real(1) / t__2
         for j__ in range(H):
             g_c = _g_c[j__]
             o = _o[r__, j__]
@@ -1007,7 +1008,7 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
             acc__d__sum__new__c += -(real(2)*d__sum__arg__9*t__1*(new__c + t__42))
         d__sum__new__c = acc__d__sum__new__c
         t__44 = -(real(2)*sum__new__c*t__1)
-        t__45 = (real(1) / (t__2))
+        t__45 = real(1) / t__2
         t__23 = -mh
         for j__ in range(H):
             c = _c[r__, j__]
@@ -1348,7 +1349,7 @@ def _inf__static1(rows__, H, reads__, writes__):
         # vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4
         vx = sum__arg__1 / (real(4)*real(H)) + sum__arg__2 / (real(4)*real(H)) + sum__arg__3 / (real(4)*real(H)) + sum__arg__4 / (real(4)*real(H))
         # sx = 1 / sqrt(vx + 1e-5)
-        sx = (real(1) / (_sqrt(real(1e-05) + vx)))
+        sx = real(1) / _sqrt(real(1e-05) + vx)
         _sx[r__, 0] = sx
 
 
@@ -1420,7 +1421,7 @@ def _inf__step1(rows__, H, vectors__, reads__, writes__):
         # vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4
         vh = sum__arg__5 / (real(4)*real(H)) + sum__arg__6 / (real(4)*real(H)) + sum__arg__7 / (real(4)*real(H)) + sum__arg__8 / (real(4)*real(H))
         # sh = 1 / sqrt(vh + 1e-5)
-        sh = (real(1) / (_sqrt(real(1e-05) + vh)))
+        sh = real(1) / _sqrt(real(1e-05) + vh)
         acc__sum__new__c = real(0)
         for j__ in range(H):
             # i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)
@@ -1461,7 +1462,7 @@ def _inf__step1(rows__, H, vectors__, reads__, writes__):
         # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
         sum__new__c = acc__sum__new__c
         acc__sum__arg__9 = real(0)
-        t__4 = -(sum__new__c / (real(H)))
+        t__4 = -(sum__new__c / real(H))
         for j__ in range(H):
             # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
             new__c = row__new__c[j__]
@@ -1470,7 +1471,7 @@ def _inf__step1(rows__, H, vectors__, reads__, writes__):
             acc__sum__arg__9 += arg__9
         # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
         sum__arg__9 = acc__sum__arg__9
-        t__6 = (real(1) / (_sqrt(real(1e-05) + sum__arg__9 / (real(H)))))
+        t__6 = real(1) / _sqrt(real(1e-05) + sum__arg__9 / real(H))
         for j__ in range(H):
             # n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
             g_c = _g_c[j__]

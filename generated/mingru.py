@@ -245,10 +245,11 @@ def _step(x):
 
 @overload(_step, inline="always")
 def _step_for(x):
-    zero, one = _real(x)(0), _real(x)(1)
+    real = _real(x)
+    zero = real(0)
 
-    def step(x):
-        return one if x > zero else zero
+    def step(x):                        # no branch: inlined, it stays one expression
+        return real(x > zero)
     return step
 
 

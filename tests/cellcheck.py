@@ -1,19 +1,51 @@
 """Shared helpers: run a compiled module and the NumPy interpreter on the same problem."""
 from __future__ import annotations
 
+import hashlib
 import importlib
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
-from cellc.reference import interpreter
-from cellc.passes import split
+from cellc.driver import compile_bytes
 from cellc.frontend.spec import read_spec
+from cellc.passes import split
+from cellc.reference import interpreter
+from cellc.runtime.loader import import_file
 
 
 def generated(spec_path):
     """(generated module, split IR) for a spec shipped in specs/."""
     cell = split(read_spec(spec_path))
     return importlib.import_module(f"generated.{cell.name}"), cell
+
+
+def build(text: str | bytes, directory: Path | None = None):
+    """(module, split IR) of a spec's text: compiled, its bytes written to a file and
+    imported from there, as Python and Numba's cache see any generated module."""
+    raw = text.encode() if isinstance(text, str) else text
+    irs = compile_bytes(raw, "cell.toml")
+    directory = directory or Path(tempfile.mkdtemp(prefix="cellc-test-"))
+    name = f"{irs.cell.name}_{hashlib.sha256(raw).hexdigest()[:12]}"
+    path = directory / f"{name}.py"
+    path.write_bytes(irs.source.encode("utf-8"))
+    return import_file(path, name), irs.cell
+
+
+@contextmanager
+def poisoned(module):
+    """The module's fresh memory filled with NaN while inside: a kernel that reads part
+    of a buffer before anything wrote it then gives NaN instead of a plausible number."""
+    def empty(shape, dtype):
+        return np.full(shape, np.nan, dtype)
+    original = module._empty
+    module._empty = empty
+    try:
+        yield module
+    finally:
+        module._empty = original
 
 
 def all_sizes(module, sizes: dict) -> dict:
@@ -57,9 +89,10 @@ def compare(module, cell, *, T, B, sizes, dtype, seed, which="both", nonzero_sta
     params, inputs, states = problem(module, T=T, B=B, sizes=sizes, dtype=dtype, seed=seed,
                                      nonzero_states=nonzero_states)
     x = inputs if len(inputs) > 1 else next(iter(inputs.values()))
-    y, final, cache = module.forward(params, x, states)
-    dy, ds = upstream(module, y, final, which=which, seed=seed)
-    grads = module.backward(cache, dy, ds)
+    with poisoned(module):
+        y, final, cache = module.forward(params, x, states)
+        dy, ds = upstream(module, y, final, which=which, seed=seed)
+        grads = module.backward(cache, dy, ds)
     y_ref, final_ref, tape = interpreter.forward(cell, params, inputs, states)
     dp, dx, d0 = interpreter.backward(cell, tape, dy, ds)
     errors = {"outputs": rel_err(y, y_ref)}

@@ -27,7 +27,7 @@ from ..ir.derivation import Derivation, RegionGrad
 from ..ir.plan import Region
 from ..passes.derive import levels
 from .storage import RUNNING, STEP, B, Place, Storage, T, size
-from .tree import Array, Assign, Comment, Element, Function, Loop, Param, View
+from .tree import Array, Assign, Comment, Element, Function, Loop, Param, View, walk
 
 ROW = sympy.Symbol(naming.ROW_INDEX, integer=True, nonnegative=True)
 UNIT = sympy.Symbol(naming.UNIT, integer=True, nonnegative=True)
@@ -69,10 +69,11 @@ def backward_writes(d: Derivation, storage: Storage) -> Writes:
             for region in reversed(stage.regions):
                 grad = d.grads[region.name]
                 names = [u for u, _ in grad.grads if u not in storage.params]
-                for u in list(names):        # a GEMM sharing its adjoint buffer
-                    if u in storage.member and storage.member[u][0].operand in storage.shared:
-                        owner = storage.gemm_of(storage.shared[storage.member[u][0].operand])
-                        names += [n.name for n in owner.nodes]
+                for u in list(names):        # a product whose adjoint lives in another's
+                    g = storage.member[u][0] if u in storage.member else None
+                    if g is not None and g.operand in storage.shared:
+                        owner = storage.gemm_of(storage.shared[g.operand])
+                        names.append(owner.nodes[[n.name for n in g.nodes].index(u)].name)
                 order.append(((kind, "kernel", region.name), tuple(dict.fromkeys(names))))
             for g in stage.gemms:
                 order.append(((kind, "gemm", g.operand), (g.operand,)))
@@ -137,8 +138,11 @@ class _Kernel:
         return name
 
     def function(self, dim: str, body: list, doc: str, rows) -> tuple[Function, tuple]:
-        """The kernel, and the arguments a call passes it (rows first)."""
-        sizes = sorted({s.name for s in self.sizes | size(dim).free_symbols})
+        """The kernel, and the arguments a call passes it (rows first): the sizes of the
+        dimensions it loops over, indexes by or computes with (`mean` divides by |D|)."""
+        used = {naming.parse(s.name).parts[0] for a in walk(body) if isinstance(a, Assign)
+                for s in a.value.free_symbols if is_size(s.name)}
+        sizes = sorted({s.name for s in self.sizes | size(dim).free_symbols} | used)
         params = [Param(naming.ROWS, "scalar")] + [Param(s, "size") for s in sizes]
         args = [rows] + [sympy.Symbol(s, integer=True) for s in sizes]
         for name, view in self.views.items():

@@ -71,7 +71,8 @@ def _finals(finals, ragged: bool) -> list:
         last = tree.View(array, step=sympy.Mod(T, 2) if alternating else T)
         text = printer.view(last)
         if ragged:
-            text = f"{text}[back__]" if alternating else f"{array.name}[ends__, back__]"
+            text = (f"{text}[{naming.BACK}]" if alternating
+                    else f"{array.name}[{naming.ENDS}, {naming.BACK}]")
         out.append((state, text))
     return out
 
@@ -130,6 +131,9 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "grad_inputs": list(program.gradients[1]),
         "grad_states": list(program.gradients[2]),
         "order": naming.ORDER,
+        "ends": naming.ENDS,
+        "saved_dict": naming.SAVED,
+        "back": naming.BACK,
         "active": naming.ACTIVE,
         "d_outputs": naming.D_OUTPUTS,
         "has_d_outputs": naming.HAS_D_OUTPUTS,

@@ -70,12 +70,12 @@ class _RealPrinter(StrPrinter):
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
+        if exponent.is_Rational and exponent < 0:
+            return self._print_Mul(expr)           # a quotient
         if exponent.is_Rational and exponent.q in (1, 2) and 1 <= abs(exponent.p) <= 8:
             whole, half = divmod(abs(exponent.p), 2) if exponent.q == 2 else (abs(exponent.p), 0)
             b = self.parenthesize(base, PRECEDENCE["Mul"], strict=False)
-            factors = [b] * whole + ([f"np.sqrt({self._print(base)})"] if half else [])
-            product = "*".join(factors)
-            return product if exponent > 0 else f"({self._print(sympy.S.One)} / ({product}))"
+            return "*".join([b] * whole + ([f"np.sqrt({self._print(base)})"] if half else []))
         return f"{self.parenthesize(base, PRECEDENCE['Pow'], strict=True)} ** {self._print(exponent)}"
 
     def _print_Function(self, expr):
@@ -93,7 +93,8 @@ class _RealPrinter(StrPrinter):
         numer, denom = [], []
         for factor in sympy.Mul.make_args(expr):
             if factor.is_Pow and factor.exp.is_Rational and factor.exp < 0:
-                denom.append(sympy.Pow(factor.base, -factor.exp, evaluate=False))
+                denom.append(factor.base if factor.exp == -1
+                             else sympy.Pow(factor.base, -factor.exp, evaluate=False))
             elif factor.is_Rational and not factor.is_Integer:
                 if factor.p != 1:
                     numer.append(sympy.Integer(factor.p))
@@ -104,9 +105,13 @@ class _RealPrinter(StrPrinter):
                        for f in numer) or self._print(sympy.S.One)
         if not denom:
             return top
+        if len(denom) == 1:
+            d = denom[0]
+            bare = (d.is_Atom or isinstance(d, (tree.Element, CellFunction))
+                    or (d.is_Pow and d.exp == sympy.S.Half))
+            return f"{top} / {self._print(d)}" if bare else f"{top} / ({self._print(d)})"
         bottom = "*".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=False) for f in denom)
-        simple = len(denom) == 1 and (denom[0].is_Atom or isinstance(denom[0], tree.Element))
-        return f"{top} / {bottom}" if simple else f"{top} / ({bottom})"
+        return f"{top} / ({bottom})"
 
 
 _INDEX = _IndexPrinter()
@@ -122,8 +127,17 @@ def index(expr) -> str:
     return _INDEX.doprint(expr if isinstance(expr, sympy.Basic) else sympy.Integer(expr))
 
 
+_KNOWN = (sympy.Symbol, sympy.Number, sympy.Add, sympy.Mul, sympy.Pow, CellFunction,
+          tree.Element)
+
+
 def real(expr) -> str:
-    """A float expression inside a kernel, its literals in the kernel's dtype."""
+    """A float expression inside a kernel, its literals in the kernel's dtype. Anything
+    but numbers, symbols, + * ** and cellc's functions is refused."""
+    for sub in sympy.preorder_traversal(expr):
+        number = isinstance(sub, sympy.Number)
+        if not isinstance(sub, _KNOWN) or (number and not (sub.is_finite and sub.is_real)):
+            raise TypeError(f"cellc cannot print {type(sub).__name__} ({sub}) in a kernel")
     return _REAL.doprint(expr)
 
 
