@@ -84,6 +84,10 @@ REAL = "real"          # inside kernels: the dtype, as a constructor (`real(0.5)
 GROUPS = {"vectors": "vectors__", "reads": "reads__", "writes": "writes__",
           "buffers": "buffers__", "sequences": "sequences__"}
 TIME = "t"             # the step inside time loops (T is the sequence length)
+CHUNK = "chunk__"      # the forward that saves nothing runs the steps in chunks of this
+FIRST = "t0__"         # many: steps t0__ to t1__ - 1, span__ of them
+STOP = "t1__"
+SPAN = "span__"
 
 
 def make(kind: str, *parts: str) -> str:

@@ -59,6 +59,11 @@ def _numba_cache_is_ours():
 # vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
 llvm.set_option("", "-vectorize-memory-check-threshold=1024")
 
+# The forward that saves nothing runs the steps in chunks of this many, the hoisted input
+# projections of one chunk at a time: at T = 4,000 those of an LSTM would take 4 times the
+# memory of its output sequence, and 64 steps of them still make GEMMs of 64 * B rows.
+_CHUNK_STEPS = 64
+
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
@@ -689,14 +694,14 @@ def _steps__bwd(B, T, H, active__, has_dy__, buffers__, sequences__):
 
 
 @nb.njit(**_JIT)
-def _steps__inf(B, T, H, active__, vectors__, sequences__, buffers__):
+def _steps__inf(B, H, active__, t0__, t1__, vectors__, sequences__, buffers__):
     _b, = vectors__
     _h, _mm__x = sequences__
     _mm__h, _w__h = buffers__
-    for t in range(T):
+    for t in range(t0__, t1__):
         n__ = active__[t]
         _gemm(_h[t][:n__], _w__h, _mm__h[:n__], False)
-        _fwd__step1(n__, H, (_b,), (_mm__h, _mm__x[t]), (_h[t + 1],))
+        _fwd__step1(n__, H, (_b,), (_mm__h, _mm__x[t - t0__]), (_h[t + 1],))
         if n__ < B:
             _h[t + 1][n__:] = 0
 
@@ -730,8 +735,8 @@ def forward(params, inputs, states=None, lengths=None, need_grad=True):
     _h[0][:] = states['h']
     _w__x = _W_x
     _w__h = _W_h
-    _mm__h = _empty((B, H), dtype)
     _mm__x = _empty((T, B, H), dtype)
+    _mm__h = _empty((B, H), dtype)
     _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, H), False)
     _steps__fwd(B, T, H, active__, (_b,), (_h, _mm__x), (_mm__h, _w__h))
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
@@ -755,10 +760,14 @@ def _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, a
     _h[0][:] = states['h']
     _w__x = _W_x
     _w__h = _W_h
+    chunk__ = max(1, min(T, _CHUNK_STEPS))
+    _mm__x = _empty((chunk__, B, H), dtype)
     _mm__h = _empty((B, H), dtype)
-    _mm__x = _empty((T, B, H), dtype)
-    _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, H), False)
-    _steps__inf(B, T, H, active__, (_b,), (_h, _mm__x), (_mm__h, _w__h))
+    for t0__ in range(0, T, chunk__):
+        t1__ = min(T, chunk__ + t0__)
+        span__ = t1__ - t0__
+        _gemm(_x[t0__:t1__].reshape(B*span__, I), _w__x, _mm__x[:span__].reshape(B*span__, H), False)
+        _steps__inf(B, H, active__, t0__, t1__, (_b,), (_h, _mm__x), (_mm__h, _w__h))
     if order__ is None:
         return _h[1:], {'h': _h[T]}, None
     ends__, back__ = _last_steps(order__, active__)

@@ -62,6 +62,11 @@ def _numba_cache_is_ours():
 # vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
 llvm.set_option("", "-vectorize-memory-check-threshold=1024")
 
+# The forward that saves nothing runs the steps in chunks of this many, the hoisted input
+# projections of one chunk at a time: at T = 4,000 those of an LSTM would take 4 times the
+# memory of its output sequence, and 64 steps of them still make GEMMs of 64 * B rows.
+_CHUNK_STEPS = 64
+
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
@@ -829,16 +834,16 @@ def _inf__step2(rows__, H, vectors__, reads__, writes__):
 
 
 @nb.njit(**_JIT)
-def _steps__inf(B, T, H, active__, vectors__, buffers__, sequences__):
+def _steps__inf(B, H, active__, t0__, t1__, vectors__, buffers__, sequences__):
     _b_r, _b_s, _b_z = vectors__
     _in__W_ss, _mm__in__W_ss, _mm__s, _w__in__W_ss, _w__s, _z = buffers__
     _mm__x, _s = sequences__
-    for t in range(T):
+    for t in range(t0__, t1__):
         n__ = active__[t]
         _gemm(_s[t][:n__], _w__s, _mm__s[:n__], False)
-        _inf__step1(n__, H, (_b_r, _b_z), (_mm__s, _mm__x[t], _s[t]), (_z, _in__W_ss))
+        _inf__step1(n__, H, (_b_r, _b_z), (_mm__s, _mm__x[t - t0__], _s[t]), (_z, _in__W_ss))
         _gemm(_in__W_ss[:n__], _w__in__W_ss, _mm__in__W_ss[:n__], False)
-        _inf__step2(n__, H, (_b_s,), (_mm__x[t], _mm__in__W_ss, _s[t], _z), (_s[t + 1],))
+        _inf__step2(n__, H, (_b_s,), (_mm__x[t - t0__], _mm__in__W_ss, _s[t], _z), (_s[t + 1],))
         if n__ < B:
             _s[t + 1][n__:] = 0
 
@@ -883,9 +888,9 @@ def forward(params, inputs, states=None, lengths=None, need_grad=True):
     _z = _empty((T, B, H), dtype)
     _in__W_ss = _empty((T, B, H), dtype)
     _u = _empty((T, B, H), dtype)
+    _mm__x = _empty((T, B, 3*H), dtype)
     _mm__s = _empty((B, 2*H), dtype)
     _mm__in__W_ss = _empty((B, H), dtype)
-    _mm__x = _empty((T, B, 3*H), dtype)
     _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, 3*H), False)
     _steps__fwd(B, T, H, active__, (_b_r, _b_s, _b_z), (_in__W_ss, _mm__x, _r, _s, _u, _z), (_mm__in__W_ss, _mm__s, _w__in__W_ss, _w__s))
     cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
@@ -916,13 +921,17 @@ def _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, a
     _w__x = np.concatenate((_W_xr, _W_xz, _W_xs), axis=1, out=_empty((I, 3*H), dtype))
     _w__s = np.concatenate((_W_sr, _W_sz), axis=1, out=_empty((H, 2*H), dtype))
     _w__in__W_ss = _W_ss
+    chunk__ = max(1, min(T, _CHUNK_STEPS))
     _z = _empty((B, H), dtype)
     _in__W_ss = _empty((B, H), dtype)
+    _mm__x = _empty((chunk__, B, 3*H), dtype)
     _mm__s = _empty((B, 2*H), dtype)
     _mm__in__W_ss = _empty((B, H), dtype)
-    _mm__x = _empty((T, B, 3*H), dtype)
-    _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, 3*H), False)
-    _steps__inf(B, T, H, active__, (_b_r, _b_s, _b_z), (_in__W_ss, _mm__in__W_ss, _mm__s, _w__in__W_ss, _w__s, _z), (_mm__x, _s))
+    for t0__ in range(0, T, chunk__):
+        t1__ = min(T, chunk__ + t0__)
+        span__ = t1__ - t0__
+        _gemm(_x[t0__:t1__].reshape(B*span__, I), _w__x, _mm__x[:span__].reshape(B*span__, 3*H), False)
+        _steps__inf(B, H, active__, t0__, t1__, (_b_r, _b_s, _b_z), (_in__W_ss, _mm__in__W_ss, _mm__s, _w__in__W_ss, _w__s, _z), (_mm__x, _s))
     if order__ is None:
         return _s[1:], {'s': _s[T]}, None
     ends__, back__ = _last_steps(order__, active__)

@@ -61,6 +61,11 @@ def _numba_cache_is_ours():
 # vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
 llvm.set_option("", "-vectorize-memory-check-threshold=1024")
 
+# The forward that saves nothing runs the steps in chunks of this many, the hoisted input
+# projections of one chunk at a time: at T = 4,000 those of an LSTM would take 4 times the
+# memory of its output sequence, and 64 steps of them still make GEMMs of 64 * B rows.
+_CHUNK_STEPS = 64
+
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
@@ -730,11 +735,11 @@ def _bwd__static1(rows__, H, reads__, writes__):
 
 
 @nb.njit(**_JIT)
-def _steps__inf(B, T, H, active__, sequences__):
+def _steps__inf(B, H, active__, t0__, t1__, sequences__):
     _h, _u, _z = sequences__
-    for t in range(T):
+    for t in range(t0__, t1__):
         n__ = active__[t]
-        _fwd__step1(n__, H, (_h[t], _z[t], _u[t]), (_h[t + 1],))
+        _fwd__step1(n__, H, (_h[t], _z[t - t0__], _u[t - t0__]), (_h[t + 1],))
         if n__ < B:
             _h[t + 1][n__:] = 0
 
@@ -795,12 +800,16 @@ def _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, a
     _h = _empty((T + 1, B, H), dtype)
     _h[0][:] = states['h']
     _w__x = np.concatenate((_W_z, _W_h), axis=1, out=_empty((I, 2*H), dtype))
-    _z = _empty((T, B, H), dtype)
-    _u = _empty((T, B, H), dtype)
-    _mm__x = _empty((T, B, 2*H), dtype)
-    _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, 2*H), False)
-    _fwd__static1(B*T, H, (_b_z, _b_h), (_mm__x.reshape(B*T, 2*H),), (_z.reshape(B*T, H), _u.reshape(B*T, H)))
-    _steps__inf(B, T, H, active__, (_h, _u, _z))
+    chunk__ = max(1, min(T, _CHUNK_STEPS))
+    _z = _empty((chunk__, B, H), dtype)
+    _u = _empty((chunk__, B, H), dtype)
+    _mm__x = _empty((chunk__, B, 2*H), dtype)
+    for t0__ in range(0, T, chunk__):
+        t1__ = min(T, chunk__ + t0__)
+        span__ = t1__ - t0__
+        _gemm(_x[t0__:t1__].reshape(B*span__, I), _w__x, _mm__x[:span__].reshape(B*span__, 2*H), False)
+        _fwd__static1(B*span__, H, (_b_z, _b_h), (_mm__x[:span__].reshape(B*span__, 2*H),), (_z[:span__].reshape(B*span__, H), _u[:span__].reshape(B*span__, H)))
+        _steps__inf(B, H, active__, t0__, t1__, (_h, _u, _z))
     if order__ is None:
         return _h[1:], {'h': _h[T]}, None
     ends__, back__ = _last_steps(order__, active__)

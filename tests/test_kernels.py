@@ -1,7 +1,8 @@
 """Every shipped spec: compiled kernels agree with the NumPy interpreter."""
 import numpy as np
 import pytest
-from cellcheck import all_sizes, compare, directional_derivative, generated, problem, rel_err
+from cellcheck import (all_sizes, compare, directional_derivative, generated, poisoned, problem,
+                       rel_err)
 from conftest import SPECS
 
 from cellc import naming
@@ -122,3 +123,24 @@ def test_saturated_gates_give_no_nan(spec, dtype, scale):
                         *grads.states.items()]:
         assert not np.isnan(value).any(), f"NaN in {name}"
     assert np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_without_grad_matches_the_training_forward(spec, dtype):
+    """forward(..., need_grad=False) saves nothing, runs the steps in chunks (T = 70 is
+    two), keeps a state in two alternating buffers, and gives the training forward's
+    outputs and final states, with ragged lengths too; backward refuses its cache."""
+    module, _ = generated(spec)
+    params, inputs, states = problem(module, T=70, B=4, sizes={"I": 3, "H": 5}, dtype=dtype, seed=3)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    for lengths in (None, [70, 64, 1, 0]):
+        with poisoned(module):
+            y, final, _ = module.forward(params, inputs, states, lengths=lengths)
+            y2, final2, cache = module.forward(params, inputs, states, lengths=lengths,
+                                               need_grad=False)
+        assert cache is None and y2.dtype == dtype
+        assert rel_err(y2, y) < tol
+        assert all(rel_err(final2[k], final[k]) < tol for k in final)
+    with pytest.raises(ValueError, match="need_grad=False"):
+        module.backward(cache, np.ones_like(y2))

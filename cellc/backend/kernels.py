@@ -26,7 +26,7 @@ from ..ir.cell import ONE, is_size, symbol
 from ..ir.derivation import Derivation, RegionGrad
 from ..ir.plan import Region
 from ..passes.derive import levels
-from .storage import RUNNING, STEP, B, Place, Storage, T, size
+from .storage import STEP, B, Place, Storage, T, size
 from .tree import Array, Assign, Comment, Element, Function, Loop, Param, View, walk
 
 ROW = sympy.Symbol(naming.ROW_INDEX, integer=True, nonnegative=True)
@@ -301,11 +301,7 @@ def forward_kernel(region: Region, program: str, storage: Storage,
             row.lines.append(Loop(UNIT, size(region.dim), tuple(unit.lines), "units"))
         invariant |= {symbol(n.name) for n in here if n.name in scalar}
     doc = f"Forward of {', '.join(naming.display_spec(n.name) for n in region.nodes)}."
-    return k.function(region.dim, row.lines, doc, _rows(program))
-
-
-def _rows(program: str):
-    return T * B if program == "static" else RUNNING
+    return k.function(region.dim, row.lines, doc, storage.rows(program))
 
 
 # ---- backward ------------------------------------------------------------------------
@@ -395,7 +391,7 @@ def backward_kernel(grad: RegionGrad, program: str, storage: Storage,
         row.lines.append(Loop(UNIT, size(region.dim), (Assign(target, Element.of(scratch, (UNIT,)),
                                                               accumulate),), "units"))
     doc = f"Backward of {', '.join(naming.display_spec(n.name) for n in region.nodes)}."
-    return k.function(region.dim, row.lines, doc, _rows(program))
+    return k.function(region.dim, row.lines, doc, storage.rows(program))
 
 
 def _d_output_array(storage: Storage) -> Array:

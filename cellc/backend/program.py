@@ -20,7 +20,7 @@ from .. import naming
 from ..ir.derivation import Derivation
 from .kernels import (Writes, backward_kernel, backward_writes, forward_kernel, param_term,
                       terms_place)
-from .storage import RUNNING, STEP, B, Storage, T, size
+from .storage import CHUNK, FIRST, RUNNING, SPAN, STEP, STOP, B, Storage, T, size
 from .tree import (Alloc, Argument, Array, Assign, Bind, Call, ColumnSums, Concat, Copy,
                    CopyRows, Element, Fill, Function, Gemm, If, Loop, Param, Program, SetView,
                    SumOf, Swap, Transpose, View, walk)
@@ -72,16 +72,17 @@ def _forward(d: Derivation, storage: Storage, functions: dict, direction: str) -
     for _, g in storage.gemms:
         body.append(Concat(storage.weights(g), tuple(View(storage.param_array(n.weight))
                                                      for n in g.nodes)))
+    if storage.chunked:
+        body.append(Assign(CHUNK, sympy.Max(1, sympy.Min(T, sympy.Symbol("_CHUNK_STEPS")))))
     body += [Alloc(storage.value_array(name)) for name in storage.stored]
-    body += [Alloc(storage.gemm_array(g)) for kind, g in storage.gemms if kind == "step"]
+    body += [Alloc(storage.gemm_array(g)) for _, g in storage.gemms]
+    static = []
     for stage in d.plan.static:
         for g in stage.gemms:
-            out = storage.gemm_array(g)
-            body += [Alloc(out), Gemm(storage.block(g.operand, "static"),
-                                      View(storage.weights(g)),
-                                      View(out, steps=(sympy.S.Zero, T), flat=True))]
+            static.append(Gemm(storage.block(g.operand, "static"), View(storage.weights(g)),
+                               storage.value(g.nodes[0].name, "static").view))
         for region in stage.regions:
-            body.append(_call(functions, forward_kernel(region, "static", storage, direction)))
+            static.append(_call(functions, forward_kernel(region, "static", storage, direction)))
     loop = [Assign(RUNNING, Element.of(naming.ACTIVE, (STEP,)))]
     for stage in d.plan.step:
         for g in stage.gemms:
@@ -91,9 +92,13 @@ def _forward(d: Derivation, storage: Storage, functions: dict, direction: str) -
         for region in stage.regions:
             loop.append(_call(functions, forward_kernel(region, "step", storage, direction)))
     loop += _ended_rows(loop, functions, storage)
-    body.append(_steps(functions, naming.steps(direction),
-                       [Loop(STEP, T, tuple(loop), "steps")], ()))
-    return body
+    if not storage.chunked:
+        steps = _steps(functions, naming.steps(direction), [Loop(STEP, T, tuple(loop), "steps")], ())
+        return body + static + [steps]
+    steps = _steps(functions, naming.steps(direction),
+                   [Loop(STEP, STOP, tuple(loop), "steps", start=FIRST)], ())
+    chunk = [Assign(STOP, sympy.Min(FIRST + CHUNK, T)), Assign(SPAN, STOP - FIRST), *static, steps]
+    return body + [Loop(FIRST, T, tuple(chunk), "chunks", stride=CHUNK)]
 
 
 def _ended_rows(loop: list, functions: dict, storage: Storage) -> list:

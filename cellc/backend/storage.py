@@ -14,7 +14,9 @@ GEMMs over all steps after the loop.
 The forward that saves nothing (`Storage(d, training=False)`) keeps only what the steps
 need: every per-step value a `[B, D]` buffer, the output `[T, B, D]`, and each state
 `[2, B, D]` (h at step t in `_h[t % 2]`), except a state that is the output, which keeps
-its whole sequence.
+its whole sequence. It runs the steps in chunks of `chunk__` (steps t0__ to t1__ - 1),
+the static program once per chunk, so that the hoisted input projections take
+`[chunk__, B, w]` instead of `[T, B, w]` (at T = 4,000 an LSTM's are 4 times its output).
 
 A `Place` is what a kernel sees of one value: the 2-D view it takes for the step (or the
 1-D parameter), the value's first column in it, and the kernel parameter's name.
@@ -35,6 +37,10 @@ T = sympy.Symbol("T", integer=True, positive=True)
 B = sympy.Symbol("B", integer=True, positive=True)
 STEP = sympy.Symbol(naming.TIME, integer=True, nonnegative=True)
 RUNNING = sympy.Symbol(naming.RUNNING, integer=True, nonnegative=True)
+CHUNK = sympy.Symbol(naming.CHUNK, integer=True, positive=True)
+FIRST = sympy.Symbol(naming.FIRST, integer=True, nonnegative=True)
+STOP = sympy.Symbol(naming.STOP, integer=True, nonnegative=True)
+SPAN = sympy.Symbol(naming.SPAN, integer=True, positive=True)
 
 
 def size(dim: str) -> sympy.Expr:
@@ -55,6 +61,7 @@ class Storage:
     def __init__(self, d: Derivation, training: bool = True):
         plan, cell = d.plan, d.plan.cell
         self.training = training
+        self.chunked = not training        # static program per chunk of steps
         self.cell = cell
         self.params = {p.name: p for p in cell.params}
         self.inputs = {v.name: v.dim for v in cell.inputs}
@@ -127,8 +134,13 @@ class Storage:
         p = self.params[name]
         return Array(naming.array(name), tuple(size(d) for d in p.shape))
 
+    def steps(self, name: str) -> tuple:
+        """The first axis of the array of a value computed for every step: T, or for a
+        static value in the chunked forward, the steps of one chunk."""
+        return (CHUNK,) if self.chunked and name in self.static else (T,)
+
     def gemm_array(self, g: Gemm) -> Array:
-        steps = () if g.operand in self.transient else (T,)
+        steps = () if g.operand in self.transient else self.steps(g.nodes[0].name)
         return Array(naming.array(naming.gemm(g.operand)), (*steps, B, self.width(g)))
 
     def weights(self, g: Gemm) -> Array:
@@ -145,7 +157,7 @@ class Storage:
 
     def value_array(self, name: str) -> Array:
         """The array of a stored node (or an input)."""
-        steps = () if name in self.buffered else (T,)
+        steps = () if name in self.buffered else self.steps(name)
         return Array(naming.array(name), (*steps, B, size(self.dim[name])))
 
     def gemm_of(self, operand: str) -> Gemm:
@@ -164,13 +176,23 @@ class Storage:
         return Array(naming.array(naming.adjoint(name)), (*steps, B, size(self.dim[name])))
 
     # ---- places: what a kernel of `program` ("static" or "step") sees ------------------
-    def _at(self, array: Array, program: str, step=STEP) -> View:
-        """The [rows, width] view of `array` that a kernel of `program` takes."""
-        if array.shape[0] in (B,) or len(array.shape) < 3:
-            return View(array)
+    def rows(self, program: str) -> sympy.Expr:
+        """How many rows a kernel of `program` runs over: all steps' (or one chunk's),
+        or the rows of step t still running."""
         if program == "static":
-            return View(array, steps=(sympy.S.Zero, T), flat=True)
-        return View(array, step=step)
+            return SPAN * B if self.chunked else T * B
+        return RUNNING
+
+    def _at(self, array: Array, program: str) -> View:
+        """The [rows, width] view of `array` that a kernel of `program` takes."""
+        if len(array.shape) < 3:
+            return View(array)
+        chunk = array.shape[0] == CHUNK           # its first step is t0__
+        if program == "static":
+            steps = ((sympy.S.Zero, SPAN) if chunk else (FIRST, STOP) if self.chunked
+                     else (sympy.S.Zero, T))
+            return View(array, steps=steps, flat=True)
+        return View(array, step=STEP - FIRST if chunk else STEP)
 
     def value(self, name: str, program: str) -> Place:
         if name in self.params:

@@ -76,9 +76,9 @@ class Comment(NamedTuple):
 
 
 class Loop(NamedTuple):
-    """`for index in range(start, stop)` (from stop - 1 down to start when `reverse`).
-    `kind` says what it runs over: "rows", "units", "steps" (a target may map rows and
-    units to threads)."""
+    """`for index in range(start, stop, stride)` (from stop - 1 down to start when
+    `reverse`). `kind` says what it runs over: "rows", "units", "steps", "chunks" (a
+    target may map rows and units to threads)."""
 
     index: sympy.Symbol
     stop: Expr
@@ -86,6 +86,7 @@ class Loop(NamedTuple):
     kind: str
     start: Expr = sympy.S.Zero
     reverse: bool = False
+    stride: Expr = sympy.S.One
 
 
 class If(NamedTuple):

@@ -21,6 +21,9 @@ from ...ir.functions import CellFunction
 from .. import tree
 
 INDENT = "    "
+_CHUNK_SPAN = (sympy.Symbol(naming.STOP, integer=True, nonnegative=True)
+               - sympy.Symbol(naming.FIRST, integer=True, nonnegative=True),
+               sympy.Symbol(naming.SPAN, integer=True, positive=True))
 
 
 class _IndexPrinter(StrPrinter):
@@ -35,6 +38,25 @@ class _IndexPrinter(StrPrinter):
 
     def _print_Element(self, expr):
         return _element(expr, self)
+
+    def _print_Add(self, expr, order=None):
+        """Terms as StrPrinter orders them, but those with a minus sign last:
+        `t1__ - t0__`, `T - 1`."""
+        terms = sorted(self._as_ordered_terms(expr, order=order),
+                       key=lambda term: term.could_extract_minus_sign())
+        text = self._print(terms[0])
+        for term in terms[1:]:
+            if term.could_extract_minus_sign():
+                text += f" - {self.parenthesize(-term, PRECEDENCE['Add'])}"
+            else:
+                text += f" + {self.parenthesize(term, PRECEDENCE['Add'])}"
+        return text
+
+    def _print_Min(self, expr):
+        return f"min({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Max(self, expr):
+        return f"max({', '.join(self._print(a) for a in expr.args)})"
 
     def _print_Integer(self, expr):
         return str(int(expr))
@@ -167,7 +189,10 @@ def view(v: tree.View) -> str:
             text += f"[{'' if start == 0 else index(start)}:" \
                     f"{'' if stop == array.shape[0] else index(stop)}]"
         if v.flat:
-            rows = sympy.Mul(stop - start, *array.shape[1:-1])
+            span = stop - start
+            if span == _CHUNK_SPAN[0]:          # the steps of one chunk
+                span = _CHUNK_SPAN[1]
+            rows = sympy.Mul(span, *array.shape[1:-1])
             text += f".reshape({index(rows)}, {index(array.shape[-1])})"
             rank -= 1
     if v.rows is not None:
@@ -219,12 +244,16 @@ def statements(body, depth: int = 0) -> list[str]:
 def _statement(s) -> list[str]:
     if isinstance(s, tree.Assign):
         target = real(s.target) if isinstance(s.target, tree.Element) else s.target.name
-        return [f"{target} {'+=' if s.accumulate else '='} {real(s.value)}"]
+        integer = isinstance(s.target, sympy.Symbol) and s.target.is_integer
+        return [f"{target} {'+=' if s.accumulate else '='} "
+                f"{index(s.value) if integer else real(s.value)}"]
     if isinstance(s, tree.Comment):
         return [comment(s.text)]
     if isinstance(s, tree.Loop):
         if s.reverse:
             head = f"range({index(s.stop - 1)}, {index(s.start - 1)}, -1)"
+        elif s.stride != 1:
+            head = f"range({index(s.start)}, {index(s.stop)}, {index(s.stride)})"
         else:
             head = f"range({index(s.stop)})" if s.start == 0 else \
                 f"range({index(s.start)}, {index(s.stop)})"

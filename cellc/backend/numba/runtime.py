@@ -54,6 +54,11 @@ def _numba_cache_is_ours():
 # vectorize, each check running once per row. (An unknown option is ignored by llvmlite.)
 llvm.set_option("", "-vectorize-memory-check-threshold=1024")
 
+# The forward that saves nothing runs the steps in chunks of this many, the hoisted input
+# projections of one chunk at a time: at T = 4,000 those of an LSTM would take 4 times the
+# memory of its output sequence, and 64 steps of them still make GEMMs of 64 * B rows.
+_CHUNK_STEPS = 64
+
 # Kernels never see a NaN/inf assumption: saturated gates pass through inf (exp(1000)),
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
