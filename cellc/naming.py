@@ -342,13 +342,14 @@ def _runtime_names() -> set[str]:
 MODULE_NAMES = {"NAME", "CELLC_VERSION", "SPEC_SHA256", "INPUTS", "STATES", "OUTPUT",
                 "OUTPUT_DIM", "PARAMS", "INIT", "DIMS", "HIDDEN", "TORCH", "NO_GRAD_INPUTS",
                 "REGULARIZERS", "MATMUL_STATES", "SPEC_SOURCE", "init_params", "forward",
-                "backward", "clear_workspace", "forward_without_grad", "CONTRACT", "params", "inputs", "states", "sizes", "dtype",
-                "cache", "grads", "lengths", "d_outputs", "d_states", "need_grad", "seed",
+                "backward", "clear_workspace", "forward_without_grad", "CONTRACT", "params",
+                "inputs", "states", "sizes", "dtype", "cache", "grads", "lengths", "d_outputs",
+                "d_states", "need_grad", "seed",
                 "saved", "final", "outputs", "T", "B", TIME, REAL}
 
 
 def reserved() -> frozenset[str]:
-    from .ir.functions import FUNCTIONS          # the functions a spec may call
+    from .ir.functions import FUNCTIONS  # the functions a spec may call
     return frozenset(set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
                      | set(FUNCTIONS) | {"sum", "mean", "var"} | MODULE_NAMES
                      | _runtime_names())

@@ -26,7 +26,7 @@ from ..ir.cell import ONE, is_size, symbol
 from ..ir.derivation import Derivation, RegionGrad
 from ..ir.plan import Region
 from ..passes.derive import levels
-from .storage import STEP, B, Place, Storage, T, size
+from .storage import B, Place, Storage, size
 from .tree import Array, Assign, Comment, Element, Function, Loop, Param, View, walk
 
 ROW = sympy.Symbol(naming.ROW_INDEX, integer=True, nonnegative=True)
@@ -78,31 +78,6 @@ def backward_writes(d: Derivation, storage: Storage) -> Writes:
             for g in stage.gemms:
                 order.append(((kind, "gemm", g.operand), (g.operand,)))
     return Writes(tuple(order))
-
-
-def param_term(grad: RegionGrad, param: str, storage: Storage) -> View | None:
-    """Where a vector parameter's per-element gradient terms already are: summing inside
-    the kernel (`d[j] += ...`) would stop LLVM from vectorizing it, so its gradient is
-    one column sum after the loop. When its term equals the adjoint of another input that
-    this kernel alone writes to a [T, ...] buffer (a bias beside a GEMM output), that
-    buffer's block is summed (returned here); otherwise (None) the kernel stores the
-    terms in a buffer of their own, `terms__p__region`."""
-    expr = dict(grad.grads)[param]
-    for other, other_expr in grad.grads:
-        if (other not in storage.params and other_expr == expr
-                and storage.writers.get(other) == 1
-                and (other in storage.member or other in storage.inputs
-                     or other in storage.static)):
-            return storage.block(other, "static", grad=True)
-    return None
-
-
-def terms_place(param: str, region: Region, program: str, storage: Storage) -> Place:
-    """Where a kernel stores a vector parameter's per-element gradient terms."""
-    array = Array(naming.array(naming.terms(param, region.name)),
-                  (T, B, size(storage.dim[param])))
-    view = View(array, steps=(sympy.S.Zero, T), flat=True) if program == "static" else View(array, step=STEP)
-    return Place(view, sympy.S.Zero, array.name)
 
 
 # ---- building one kernel -------------------------------------------------------------
@@ -404,8 +379,8 @@ def _input_grad(scope: _Scope, k: _Kernel, program: str, grad: RegionGrad, name:
     """Store (or add) the adjoint of one region input."""
     unit = 0 if is_scalar else UNIT
     if name in storage.params:
-        if param_term(grad, name, storage) is None:     # else summed from another buffer
-            place = terms_place(name, grad.region, program, storage)
+        if storage.param_terms(grad, name) is None:     # else summed from another buffer
+            place = storage.terms(name, grad.region.name, program)
             scope.assign(k.element(place, unit, write=True), expr)
         return
     if name in storage.member and storage.member[name][0].operand in storage.shared:

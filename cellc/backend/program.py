@@ -18,12 +18,34 @@ import sympy
 
 from .. import naming
 from ..ir.derivation import Derivation
-from .kernels import (Writes, backward_kernel, backward_writes, forward_kernel, param_term,
-                      terms_place)
+from .kernels import Writes, backward_kernel, backward_writes, forward_kernel
 from .storage import CHUNK, FIRST, RUNNING, SPAN, STEP, STOP, B, Storage, T, size
-from .tree import (Alloc, Argument, Array, Assign, Bind, Call, ColumnSums, Concat, Copy,
-                   CopyRows, Element, Fill, Function, Gemm, If, Loop, Param, Program, SetView,
-                   SumOf, Swap, Transpose, View, walk)
+from .tree import (
+    Alloc,
+    Argument,
+    Array,
+    Assign,
+    Bind,
+    Call,
+    ColumnSums,
+    Concat,
+    Copy,
+    CopyRows,
+    Element,
+    Fill,
+    Function,
+    Gemm,
+    If,
+    Loop,
+    Param,
+    Program,
+    SetView,
+    SumOf,
+    Swap,
+    Transpose,
+    View,
+    walk,
+)
 
 ENDING = sympy.Symbol(naming.ENDING, integer=True, nonnegative=True)
 HAS_D_OUTPUTS = sympy.Symbol(naming.HAS_D_OUTPUTS)
@@ -241,8 +263,8 @@ def _backward(d: Derivation, storage: Storage, writes: Writes, functions: dict):
     for kind, region in plan.regions():
         grad = d.grads[region.name]
         for u, _ in grad.grads:
-            if u in storage.params and param_term(grad, u, storage) is None:
-                body.append(Alloc(terms_place(u, region, "static", storage).view.array))
+            if u in storage.params and storage.param_terms(grad, u) is None:
+                body.append(Alloc(storage.terms(u, region.name, "static").view.array))
     body.append(_backward_steps(d, storage, writes, functions))
     body += _after_loop(d, storage, writes, functions)
     results = (tuple((p.name, naming.array(naming.adjoint(p.name))) for p in cell.params),
@@ -321,10 +343,9 @@ def _after_loop(d: Derivation, storage: Storage, writes: Writes, functions: dict
         grad = d.grads[region.name]
         for u, _ in grad.grads:
             if u in storage.params:
-                view = param_term(grad, u, storage)
+                view = storage.param_terms(grad, u)
                 if view is None:
-                    array = terms_place(u, region, "static", storage).view.array
-                    view = View(array, steps=(sympy.S.Zero, T), flat=True)
+                    view = storage.terms(u, region.name, "static").view
                 terms.setdefault(u, []).append(view)
     sums: dict[View, Array] = {}
     for view in (v for views in terms.values() for v in views):

@@ -29,7 +29,7 @@ import sympy
 
 from .. import naming
 from ..ir.cell import ONE
-from ..ir.derivation import Derivation
+from ..ir.derivation import Derivation, RegionGrad
 from ..ir.plan import Gemm
 from .tree import Array, View
 
@@ -231,6 +231,27 @@ class Storage:
             array = Array(naming.array(naming.adjoint(name)), (B, size(self.dim[name])))
             return Place(View(array), sympy.S.Zero, array.name)
         array = self.adjoint_array(name)
+        return Place(self._at(array, program), sympy.S.Zero, array.name)
+
+    # ---- vector parameters' gradients -------------------------------------------------
+    def param_terms(self, grad: RegionGrad, param: str) -> View | None:
+        """Where a vector parameter's per-element gradient terms already are: summing
+        inside the kernel (`d[j] += ...`) would stop LLVM from vectorizing it, so its
+        gradient is one column sum after the loop. When its term equals the adjoint of
+        another input that this kernel alone writes to a [T, ...] buffer (a bias beside a
+        GEMM output), that buffer's block is summed (returned here); otherwise (None) the
+        kernel stores the terms in a buffer of their own (`terms`)."""
+        expr = dict(grad.grads)[param]
+        for other, other_expr in grad.grads:
+            if (other not in self.params and other_expr == expr
+                    and self.writers.get(other) == 1
+                    and (other in self.member or other in self.inputs or other in self.static)):
+                return self.block(other, "static", grad=True)
+        return None
+
+    def terms(self, param: str, region: str, program: str) -> Place:
+        """The buffer of a vector parameter's per-element gradient terms in one region."""
+        array = Array(naming.array(naming.terms(param, region)), (T, B, size(self.dim[param])))
         return Place(self._at(array, program), sympy.S.Zero, array.name)
 
     def block(self, name: str, program: str, grad: bool = False) -> View:

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import ast
 import math
-import re
 
 import sympy
 
-from .dims import DimConflict
-from ..errors import did_you_mean
-from ..ir.functions import FUNCTIONS
 from .. import naming
+from ..errors import did_you_mean
 from ..ir.cell import ONE, Affine, RowMean, RowSum, symbol
+from ..ir.functions import FUNCTIONS
+from .dims import DimConflict
 
 MAX_DEPTH = 64
 # Reductions over a vector's units, each one number per row (see ir.RowSum). Variance is

@@ -18,12 +18,11 @@ import tomllib
 import warnings
 from pathlib import Path
 
-
 from .. import naming
-from .dims import Dims
 from ..errors import SpecError, did_you_mean, read_spec_bytes
-from .expressions import MAX_DEPTH, ExpressionConverter
 from ..ir.cell import Cell, Init, Node, Param, Var, live_names, typecheck
+from .dims import Dims
+from .expressions import MAX_DEPTH, ExpressionConverter
 from .stabilize import stabilize
 from .torchmap import parse_torch_table
 

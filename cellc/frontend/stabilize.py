@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import sympy
 
-from ..ir.functions import exp, log, sigmoid, softplus
 from ..ir.cell import Node, live_names, symbol
+from ..ir.functions import exp, log, sigmoid, softplus
 
 
 def _stable_log(arg, defs):

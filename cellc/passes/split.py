@@ -17,8 +17,7 @@ import sympy
 
 from .. import naming
 from ..errors import SpecError
-from ..ir.cell import (ONE, Affine, Cell, Node, RowMean, RowSum, is_size, size_symbol, symbol,
-                       typecheck)
+from ..ir.cell import ONE, Affine, Cell, Node, RowMean, RowSum, is_size, size_symbol, symbol, typecheck
 
 
 def split(cell: Cell) -> Cell:

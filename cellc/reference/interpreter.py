@@ -14,9 +14,9 @@ from functools import lru_cache
 import numpy as np
 import sympy
 
-from ..ir.functions import CellFunction
 from .. import naming
 from ..ir.cell import ONE, Cell, RowSum, size_symbol, symbol
+from ..ir.functions import CellFunction
 
 
 def evaluate(expr: sympy.Expr, env: dict[str, np.ndarray], functions: dict | None = None):

@@ -69,7 +69,7 @@ def _load(raw: bytes, path: str, regularizers: Regularizers):
     if existing:
         path = existing[0]
     else:
-        from ..driver import compile_bytes, write_atomic   # SymPy is only needed on a miss
+        from ..driver import compile_bytes, write_atomic  # SymPy is only needed on a miss
         compiled = compile_bytes(raw, path, regularizers)
         stem = "_".join(p for p in (compiled.cell.name, regularizers.tag(), key) if p)
         path = directory / f"{stem.replace('-', '_')}.py"

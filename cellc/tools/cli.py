@@ -100,8 +100,8 @@ def cmd_compile(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from . import docs
     from ..driver import stale_files
+    from . import docs
     outdir = Path(args.output)
     expected = render_all(args.specs, verbose=False)
     problems = stale_files(outdir, expected, "*.py")
@@ -133,8 +133,8 @@ def _states(text: str) -> list[str]:
 
 
 def cmd_show(args) -> int:
-    from . import show
     from ..runtime.regularizers import Regularizers
+    from . import show
     regularizers = Regularizers.of(args.zoneout, args.recurrent_dropout)
     try:
         report = show.report(args.spec, args.sizes, args.batch, 8 if args.float64 else 4,
@@ -154,8 +154,8 @@ def cmd_show(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    from . import graph
     from ..driver import compile_spec
+    from . import graph
     out = graph.write(compile_spec(args.spec), Path(args.output))
     print(f"drew {args.spec} into {out}")
     return 0
@@ -177,6 +177,7 @@ def cmd_docs(args) -> int:
 
 def cmd_new(args) -> int:
     import jinja2
+
     from ..frontend.spec import name_problem
     problem = name_problem(args.name)
     if problem:

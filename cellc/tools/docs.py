@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 
 from .. import naming
-from . import graph, show
 from ..driver import stale_files
+from . import graph, show
 
 SIZES = {"I": 256, "H": 256, "P": 128}     # the sizes the pages' tables use
 _MARK = re.compile(r"<!-- cellc: laid out from (\S+) sha256 ([0-9a-f]{64}) -->")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import graphviz
 
-from . import mathtext
 from .. import naming
 from ..driver import IRs
 from ..errors import SpecError
+from . import mathtext
 
 _STYLE = {
     "input": dict(shape="ellipse", style="filled", fillcolor="#c8e6c9"),

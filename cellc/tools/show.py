@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import sympy
 
-from . import mathtext
 from .. import naming
 from ..backend.storage import Storage
 from ..driver import IRs, compile_bytes
@@ -22,6 +21,7 @@ from ..errors import read_spec_bytes
 from ..ir.cell import ONE, Cell, symbol
 from ..ir.derivation import Derivation
 from ..runtime.regularizers import Regularizers
+from . import mathtext
 
 
 class Report(NamedTuple):
