@@ -82,7 +82,8 @@ def compile_bytes(raw: bytes, path: str = "<spec>",
     program = lower(derivation)
     lap("lower")
     values = module.context(cell, program, version=__version__,
-                            source_name=Path(path).name, spec_text=raw.decode("utf-8"),
+                            source_name=Path(path).name,
+                            spec_lines=raw.decode("utf-8").split("\n"),
                             equations=[format_equation(n) for n in variant.nodes],
                             matmul_states=matmul_states(spec))
     source = module.render(values)

@@ -716,9 +716,13 @@ def _bwd__step1(rows__, H, reads__, writes__):
             t__4 = i*t__3*(g - c)
             t__5 = i*t__2*(real(1) - g*g)
             t__6 = t__0*t__1*(real(1) - o)
+            # d(c) through: c' = (1 - i) * c + i * g
             _d__c[r__, j__] = t__3
+            # d(x @ W_xi) through: i  = sigmoid(x @ W_xi + h @ W_hi + b_i)
             block__0[j__] = t__4
+            # d(x @ W_xg) through: g  = tanh(x @ W_xg + h @ W_hg + b_g)
             block__1[j__] = t__5
+            # d(x @ W_xo) through: o  = sigmoid(x @ W_xo + h @ W_ho + b_o)
             block__2[j__] = t__6
         for j__ in range(H):
             _d__mm__x[r__, j__] = block__0[j__]

@@ -669,6 +669,7 @@ def _bwd__step1(rows__, H, reads__, writes__):
             new__h = _new__h[r__, j__]
             d__new__h = _d__new__h[r__, j__] + dyt__[r__, j__]
             t__0 = d__new__h*(real(1) - new__h*new__h)
+            # d(x @ W_x) through: h' = tanh(x @ W_x + h @ W_h + b)
             _d__mm__x[r__, j__] = t__0
 
 

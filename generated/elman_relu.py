@@ -673,6 +673,7 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
             at__x__W_x = _mm__x[r__, j__]
             d__new__h = _d__new__h[r__, j__] + dyt__[r__, j__]
             t__0 = d__new__h*_step(at__h__W_h + at__x__W_x + b)
+            # d(x @ W_x) through: h' = relu(x @ W_x + h @ W_h + b)
             _d__mm__x[r__, j__] = t__0
 
 

@@ -729,12 +729,19 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
             t__3 = r*t__2
             t__4 = t__3*(real(1) - r)*(at__h__W_hn + b_hn)
             t__5 = t__0*t__1*(h - n)
+            # d(h) through: h' = (1 - z) * n + z * h
             _d__h[r__, j__] = t__0
+            # d(h @ W_hr) through: r  = sigmoid(x @ W_xr + h @ W_hr + b_r)
             block__0[j__] = t__4
+            # d(x @ W_xr) through: r  = sigmoid(x @ W_xr + h @ W_hr + b_r)
             block__1[j__] = t__4
+            # d(h @ W_hz) through: z  = sigmoid(x @ W_xz + h @ W_hz + b_z)
             block__2[j__] = t__5
+            # d(x @ W_xz) through: z  = sigmoid(x @ W_xz + h @ W_hz + b_z)
             block__3[j__] = t__5
+            # d(h @ W_hn) through: n  = tanh(x @ W_xn + b_xn + r * (h @ W_hn + b_hn))
             block__4[j__] = t__3
+            # d(x @ W_xn) through: n  = tanh(x @ W_xn + b_xn + r * (h @ W_hn + b_hn))
             block__5[j__] = t__2
         for j__ in range(H):
             _d__mm__h[r__, j__] = block__0[j__]

@@ -718,9 +718,13 @@ def _bwd__step2(rows__, H, reads__, writes__):
             u = _u[r__, j__]
             d__new__s = _d__new__s[r__, j__] + dyt__[r__, j__]
             t__0 = d__new__s*z*(real(1) - u*u)
+            # d(s) through: s' = (1 - z) * s + z * u
             _d__s[r__, j__] = d__new__s*(real(1) - z)
+            # d(z) through: s' = (1 - z) * s + z * u
             _d__z[r__, j__] = d__new__s*(u - s)
+            # d(x @ W_xs) through: u  = tanh(x @ W_xs + (r * s) @ W_ss + b_s)
             block__0[j__] = t__0
+            # d(in[W_ss] @ W_ss) through: u  = tanh(x @ W_xs + (r * s) @ W_ss + b_s)
             _d__mm__in__W_ss[r__, j__] = t__0
         for j__ in range(H):
             _d__mm__x[r__, 2*H + j__] = block__0[j__]
@@ -746,10 +750,15 @@ def _bwd__step1(rows__, H, reads__, writes__):
             t__0 = d__in__W_ss*r
             t__1 = s*t__0*(real(1) - r)
             t__2 = d__z*z*(real(1) - z)
+            # d(s) through: u  = tanh(x @ W_xs + (r * s) @ W_ss + b_s)
             _d__s[r__, j__] += t__0
+            # d(s @ W_sr) through: r  = sigmoid(x @ W_xr + s @ W_sr + b_r)
             block__0[j__] = t__1
+            # d(x @ W_xr) through: r  = sigmoid(x @ W_xr + s @ W_sr + b_r)
             block__1[j__] = t__1
+            # d(s @ W_sz) through: z  = sigmoid(x @ W_xz + s @ W_sz + b_z)
             block__2[j__] = t__2
+            # d(x @ W_xz) through: z  = sigmoid(x @ W_xz + s @ W_sz + b_z)
             block__3[j__] = t__2
         for j__ in range(H):
             _d__mm__s[r__, j__] = block__0[j__]

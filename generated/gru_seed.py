@@ -718,9 +718,13 @@ def _bwd__step2(rows__, H, reads__, writes__):
             u = _u[r__, j__]
             d__new__h = _d__new__h[r__, j__] + dyt__[r__, j__]
             t__0 = d__new__h*(real(1) - z)*(real(1) - u*u)
+            # d(h) through: h' = z * h + (1 - z) * u
             _d__h[r__, j__] = d__new__h*z
+            # d(z) through: h' = z * h + (1 - z) * u
             _d__z[r__, j__] = d__new__h*(h - u)
+            # d(x @ W_xh) through: u  = tanh(x @ W_xh + (r * h) @ W_hh + b_h)
             block__0[j__] = t__0
+            # d(in[W_hh] @ W_hh) through: u  = tanh(x @ W_xh + (r * h) @ W_hh + b_h)
             _d__mm__in__W_hh[r__, j__] = t__0
         for j__ in range(H):
             _d__mm__x[r__, 2*H + j__] = block__0[j__]
@@ -746,10 +750,15 @@ def _bwd__step1(rows__, H, reads__, writes__):
             t__0 = d__in__W_hh*r
             t__1 = d__z*z*(real(1) - z)
             t__2 = h*t__0*(real(1) - r)
+            # d(h) through: u  = tanh(x @ W_xh + (r * h) @ W_hh + b_h)
             _d__h[r__, j__] += t__0
+            # d(h @ W_hz) through: z  = sigmoid(x @ W_xz + h @ W_hz + b_z)
             block__0[j__] = t__1
+            # d(x @ W_xz) through: z  = sigmoid(x @ W_xz + h @ W_hz + b_z)
             block__1[j__] = t__1
+            # d(h @ W_hr) through: r  = sigmoid(x @ W_xr + h @ W_hr + b_r)
             block__2[j__] = t__2
+            # d(x @ W_xr) through: r  = sigmoid(x @ W_xr + h @ W_hr + b_r)
             block__3[j__] = t__2
         for j__ in range(H):
             _d__mm__h[r__, j__] = block__0[j__]

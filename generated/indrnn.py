@@ -670,8 +670,11 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
             at__x__W = _mm__x[r__, j__]
             d__new__h = _d__new__h[r__, j__] + dyt__[r__, j__]
             t__0 = d__new__h*_step(at__x__W + b + h*u)
+            # d(h) through: h' = relu(x @ W + u * h + b)
             _d__h[r__, j__] = t__0*u
+            # d(u) through: h' = relu(x @ W + u * h + b)
             _terms__u__step1[r__, j__] = h*t__0
+            # d(x @ W) through: h' = relu(x @ W + u * h + b)
             _d__mm__x[r__, j__] = t__0
 
 

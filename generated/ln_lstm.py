@@ -1137,32 +1137,57 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
             t__35 = sh*t__26
             t__36 = sh*t__27
             t__37 = sh*t__28
+            # d(c) through: c' = f * c + i * g
             _d__c[r__, j__] = d__new__c*f
+            # d(b_i) through: i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)
             _terms__b_i__step1[r__, j__] = t__25
+            # d(b_f) through: f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)
             _terms__b_f__step1[r__, j__] = t__26
+            # d(b_g) through: g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)
             _terms__b_g__step1[r__, j__] = t__27
+            # d(b_o) through: o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
             _terms__b_o__step1[r__, j__] = t__28
+            # d(gx_i) through: i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)
             _terms__gx_i__step1[r__, j__] = t__29*(xi - mx)
+            # d(gx_f) through: f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)
             _terms__gx_f__step1[r__, j__] = t__30*(xf - mx)
+            # d(gx_g) through: g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)
             _terms__gx_g__step1[r__, j__] = t__31*(xg - mx)
+            # d(gx_o) through: o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
             _terms__gx_o__step1[r__, j__] = t__32*(xo - mx)
+            # d(gh_i) through: i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)
             _terms__gh_i__step1[r__, j__] = t__34*(hi + t__23)
+            # d(gh_f) through: f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)
             _terms__gh_f__step1[r__, j__] = t__35*(hf + t__23)
+            # d(gh_g) through: g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)
             _terms__gh_g__step1[r__, j__] = t__36*(hg + t__23)
+            # d(gh_o) through: o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
             _terms__gh_o__step1[r__, j__] = t__37*(ho + t__23)
+            # d(g_c) through: n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
             _terms__g_c__step1[r__, j__] = d__n*t__45*(new__c + t__42)
+            # d(beta_c) through: n  = (c' - mean(c')) / sqrt(var(c') + 1e-5) * g_c + beta_c
             _terms__beta_c__step1[r__, j__] = d__n
+            # d(x @ W_xi) through: i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)
             block__0[j__] = gx_i*t__29
+            # d(x @ W_xf) through: f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)
             block__1[j__] = gx_f*t__30
+            # d(x @ W_xg) through: g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)
             block__2[j__] = gx_g*t__31
+            # d(x @ W_xo) through: o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
             block__3[j__] = gx_o*t__32
+            # d(h @ W_hi) through: mh = (mean(hi) + mean(hf) + mean(hg) + mean(ho)) / 4; vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4; i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i)
             block__4[j__] = d__sum__hi + d__arg__7*(t__24 + real(2)*hi) + gh_i*t__34
+            # d(h @ W_hf) through: mh = (mean(hi) + mean(hf) + mean(hg) + mean(ho)) / 4; vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4; f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f)
             block__5[j__] = d__sum__hf + d__arg__5*(t__24 + real(2)*hf) + gh_f*t__35
+            # d(h @ W_hg) through: mh = (mean(hi) + mean(hf) + mean(hg) + mean(ho)) / 4; vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4; g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g)
             block__6[j__] = d__sum__hg + d__arg__6*(t__24 + real(2)*hg) + gh_g*t__36
+            # d(h @ W_ho) through: mh = (mean(hi) + mean(hf) + mean(hg) + mean(ho)) / 4; vh = (mean((hi - mh)**2) + mean((hf - mh)**2) + mean((hg - mh)**2) + mean((ho - mh)**2)) / 4; o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
             block__7[j__] = d__sum__ho + d__arg__8*(t__24 + real(2)*ho) + gh_o*t__37
         d__sx = acc__d__sx
         d__mx = acc__d__mx
+        # d(mx) through: i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i); f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f); g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g); o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
         _d__mx[r__, 0] = d__mx
+        # d(sx) through: i  = sigmoid((xi - mx) * sx * gx_i + (hi - mh) * sh * gh_i + b_i); f  = sigmoid((xf - mx) * sx * gx_f + (hf - mh) * sh * gh_f + b_f); g  = tanh((xg - mx) * sx * gx_g + (hg - mh) * sh * gh_g + b_g); o  = sigmoid((xo - mx) * sx * gx_o + (ho - mh) * sh * gh_o + b_o)
         _d__sx[r__, 0] = d__sx
         for j__ in range(H):
             _d__mm__x[r__, j__] = block__0[j__]
@@ -1276,9 +1301,13 @@ def _bwd__static1(rows__, H, reads__, writes__):
             d__arg__2 = row__d__arg__2[j__]
             d__arg__3 = row__d__arg__3[j__]
             d__arg__4 = row__d__arg__4[j__]
+            # d(x @ W_xi) through: mx = (mean(xi) + mean(xf) + mean(xg) + mean(xo)) / 4; vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4
             block__0[j__] = d__sum__xi + d__arg__3*(-t__0 + real(2)*xi)
+            # d(x @ W_xf) through: mx = (mean(xi) + mean(xf) + mean(xg) + mean(xo)) / 4; vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4
             block__1[j__] = d__sum__xf + d__arg__1*(-t__0 + real(2)*xf)
+            # d(x @ W_xg) through: mx = (mean(xi) + mean(xf) + mean(xg) + mean(xo)) / 4; vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4
             block__2[j__] = d__sum__xg + d__arg__2*(-t__0 + real(2)*xg)
+            # d(x @ W_xo) through: mx = (mean(xi) + mean(xf) + mean(xg) + mean(xo)) / 4; vx = (mean((xi - mx)**2) + mean((xf - mx)**2) + mean((xg - mx)**2) + mean((xo - mx)**2)) / 4
             block__3[j__] = d__sum__xo + d__arg__4*(-t__0 + real(2)*xo)
         for j__ in range(H):
             _d__mm__x[r__, j__] += block__0[j__]

@@ -704,9 +704,13 @@ def _bwd__step2(rows__, H, reads__, writes__):
             u = _u[r__, j__]
             d__new__h = _d__new__h[r__, j__] + dyt__[r__, j__]
             t__0 = d__new__h*f*(real(1) - u*u)
+            # d(h) through: h' = (1 - f) * h + f * u
             _d__h[r__, j__] = d__new__h*(real(1) - f)
+            # d(f) through: h' = (1 - f) * h + f * u
             _d__f[r__, j__] = d__new__h*(u - h)
+            # d(x @ W_xh) through: u  = tanh(x @ W_xh + (f * h) @ W_hh + b_h)
             block__0[j__] = t__0
+            # d(in[W_hh] @ W_hh) through: u  = tanh(x @ W_xh + (f * h) @ W_hh + b_h)
             _d__mm__in__W_hh[r__, j__] = t__0
         for j__ in range(H):
             _d__mm__x[r__, H + j__] = block__0[j__]
@@ -726,8 +730,11 @@ def _bwd__step1(rows__, H, reads__, writes__):
             d__f = _d__f[r__, j__]
             d__in__W_hh = _d__in__W_hh[r__, j__]
             t__0 = f*(real(1) - f)*(d__f + d__in__W_hh*h)
+            # d(h) through: u  = tanh(x @ W_xh + (f * h) @ W_hh + b_h)
             _d__h[r__, j__] += d__in__W_hh*f
+            # d(h @ W_hf) through: f  = sigmoid(x @ W_xf + h @ W_hf + b_f)
             _d__mm__h[r__, j__] = t__0
+            # d(x @ W_xf) through: f  = sigmoid(x @ W_xf + h @ W_hf + b_f)
             block__0[j__] = t__0
         for j__ in range(H):
             _d__mm__x[r__, j__] = block__0[j__]

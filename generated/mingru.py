@@ -686,8 +686,11 @@ def _bwd__step1(rows__, H, reads__, writes__):
             z = _z[r__, j__]
             u = _u[r__, j__]
             d__new__h = _d__new__h[r__, j__] + dyt__[r__, j__]
+            # d(h) through: h' = (1 - z) * h + z * u
             _d__h[r__, j__] = d__new__h*(real(1) - z)
+            # d(z) through: h' = (1 - z) * h + z * u
             _d__z[r__, j__] = d__new__h*(u - h)
+            # d(u) through: h' = (1 - z) * h + z * u
             _d__u[r__, j__] = d__new__h*z
 
 
@@ -726,7 +729,9 @@ def _bwd__static1(rows__, H, reads__, writes__):
             d__z = _d__z[r__, j__]
             d__u = _d__u[r__, j__]
             t__0 = d__z*z*(real(1) - z)
+            # d(x @ W_z) through: z  = sigmoid(x @ W_z + b_z)
             block__0[j__] = t__0
+            # d(x @ W_h) through: u  = x @ W_h + b_h
             block__1[j__] = d__u
         for j__ in range(H):
             _d__mm__x[r__, j__] = block__0[j__]

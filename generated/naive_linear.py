@@ -669,7 +669,9 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
             d__new__s = _d__new__s[r__, j__] + dyt__[r__, j__]
             t__1 = _tanh(at__s__W_s + at__x__W_i + b)
             t__0 = d__new__s*(real(1) - t__1*t__1)
+            # d(s) through: s' = s + tanh(s @ W_s + x @ W_i + b)
             _d__s[r__, j__] = d__new__s
+            # d(x @ W_i) through: s' = s + tanh(s @ W_s + x @ W_i + b)
             _d__mm__x[r__, j__] = t__0
 
 

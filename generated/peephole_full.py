@@ -746,10 +746,15 @@ def _bwd__step1(rows__, H, reads__, writes__):
             t__6 = c*t__3*(real(1) - f)
             t__7 = t__4*(real(1) - g*g)
             t__8 = t__0*t__1*(real(1) - o)
+            # d(c) through: c' = f * c + i * g
             _d__c[r__, j__] = t__3
+            # d(x @ W_xi) through: i  = sigmoid(x @ W_xi + h @ W_hi + c @ W_ci + b_i)
             block__0[j__] = t__5
+            # d(x @ W_xf) through: f  = sigmoid(x @ W_xf + h @ W_hf + c @ W_cf + b_f)
             block__1[j__] = t__6
+            # d(x @ W_xg) through: g  = tanh(x @ W_xg + h @ W_hg + c @ W_cg + b_g)
             block__2[j__] = t__7
+            # d(x @ W_xo) through: o  = sigmoid(x @ W_xo + h @ W_ho + c @ W_co + b_o)
             block__3[j__] = t__8
         for j__ in range(H):
             _d__mm__x[r__, j__] = block__0[j__]

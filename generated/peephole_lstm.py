@@ -748,13 +748,21 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
             t__7 = i*t__3
             t__8 = g*t__7*(real(1) - i)
             t__9 = t__7*(real(1) - g*g)
+            # d(c) through: i  = sigmoid(x @ W_xi + h @ W_hi + p_i * c + b_i); f  = sigmoid(x @ W_xf + h @ W_hf + p_f * c + b_f); c' = f * c + i * g
             _d__c[r__, j__] = t__4 + p_f*t__6 + p_i*t__8
+            # d(p_i) through: i  = sigmoid(x @ W_xi + h @ W_hi + p_i * c + b_i)
             _terms__p_i__step1[r__, j__] = c*t__8
+            # d(p_f) through: f  = sigmoid(x @ W_xf + h @ W_hf + p_f * c + b_f)
             _terms__p_f__step1[r__, j__] = t__5*c*c
+            # d(p_o) through: o  = sigmoid(x @ W_xo + h @ W_ho + p_o * c' + b_o)
             _terms__p_o__step1[r__, j__] = new__c*t__2
+            # d(x @ W_xi) through: i  = sigmoid(x @ W_xi + h @ W_hi + p_i * c + b_i)
             block__0[j__] = t__8
+            # d(x @ W_xf) through: f  = sigmoid(x @ W_xf + h @ W_hf + p_f * c + b_f)
             block__1[j__] = t__6
+            # d(x @ W_xg) through: g  = tanh(x @ W_xg + h @ W_hg + b_g)
             block__2[j__] = t__9
+            # d(x @ W_xo) through: o  = sigmoid(x @ W_xo + h @ W_ho + p_o * c' + b_o)
             block__3[j__] = t__2
         for j__ in range(H):
             _d__mm__x[r__, j__] = block__0[j__]

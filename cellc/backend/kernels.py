@@ -359,8 +359,11 @@ def backward_kernel(grad: RegionGrad, program: str, storage: Storage,
             row.lines.append(Loop(UNIT, size(region.dim), tuple(unit.lines), "units"))
         for n, e in loop.scalars:
             row.assign(symbol(n), e.xreplace(same))
-        for line in after.lines:
-            row.assign(line.target, line.value, line.accumulate)
+        for line in after.lines:             # the per-row scalars' adjoints
+            if isinstance(line, Assign):
+                row.assign(line.target, line.value, line.accumulate)
+            else:
+                row.lines.append(line)
         invariant |= {symbol(n) for n, _ in loop.scalars}
     for scratch, target, accumulate in blocks:
         row.lines.append(Loop(UNIT, size(region.dim), (Assign(target, Element.of(scratch, (UNIT,)),
@@ -376,15 +379,21 @@ def _d_output_array(storage: Storage) -> Array:
 
 def _input_grad(scope: _Scope, k: _Kernel, program: str, grad: RegionGrad, name: str, expr,
                 storage: Storage, written: set, blocks: list, is_scalar: bool) -> None:
-    """Store (or add) the adjoint of one region input."""
+    """Store (or add) the adjoint of one region input, under a comment that says which
+    equations of the region it comes back through."""
     unit = 0 if is_scalar else UNIT
-    if name in storage.params:
-        if storage.param_terms(grad, name) is None:     # else summed from another buffer
-            place = storage.terms(name, grad.region.name, program)
-            scope.assign(k.element(place, unit, write=True), expr)
-        return
+    if name in storage.params and storage.param_terms(grad, name) is not None:
+        return                           # summed from another buffer after the loop
     if name in storage.member and storage.member[name][0].operand in storage.shared:
         return                           # the same value is stored for the owning GEMM
+    readers = dict.fromkeys(n.text or naming.display_spec(n.name) for n in grad.region.nodes
+                            if name in n.reads())
+    scope.lines.append(Comment(f"d({_as_written(name, storage)}) through: "
+                               + "; ".join(readers)))
+    if name in storage.params:
+        place = storage.terms(name, grad.region.name, program)
+        scope.assign(k.element(place, unit, write=True), expr)
+        return
     target = k.element(storage.adjoint(name, program), unit, write=True)
     accumulate = name in written
     if name in storage.member and len(storage.member[name][0].nodes) > 1 and not is_scalar:
@@ -397,3 +406,16 @@ def _input_grad(scope: _Scope, k: _Kernel, program: str, grad: RegionGrad, name:
         scope.assign(Element.of(scratch, (UNIT,)), expr)
     else:
         scope.assign(target, expr, accumulate)
+
+
+def _as_written(name: str, storage: Storage) -> str:
+    """A value as a spec writes it: `h'`, a product `x @ W_xi`, a lifted operand by its
+    product (`in[W_ss]`)."""
+    if name in storage.member:
+        node = storage.member[name][0].nodes[[n.name for n in storage.member[name][0].nodes]
+                                             .index(name)]
+        return f"{_as_written(node.operand, storage)} @ {node.weight}"
+    parsed = naming.parse(name)
+    if parsed and parsed.kind == naming.IN:
+        return f"in[{parsed.parts[0]}]"
+    return naming.display_spec(name)

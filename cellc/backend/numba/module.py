@@ -83,9 +83,9 @@ def _output(v: tree.View) -> str:
 
 
 def context(cell: Cell, program: tree.Program, *, version: str, source_name: str,
-            spec_text: str, equations: list, matmul_states: tuple) -> dict:
-    """The template's values; `cell` is the split IR, `equations` the step as the spec
-    writes it."""
+            spec_lines: list, equations: list, matmul_states: tuple) -> dict:
+    """The template's values; `cell` is the split IR, `spec_lines` the spec's text line by
+    line, `equations` the step as the spec writes it."""
     regularizers = cell.regularizers or Regularizers()
     out = cell.dim_of()[cell.output]
     values = {
@@ -115,7 +115,7 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "torch": cell.torch.as_dict() if cell.torch else None,
         "no_grad_inputs": tuple(v.name for v in cell.inputs if not v.grad),
         "matmul_states": matmul_states,
-        "spec_lines": spec_text.split("\n"),
+        "spec_lines": spec_lines,
         "functions": [printer.function(f) for f in program.functions],
         "forward": printer.statements(program.forward),
         "infer": printer.statements(program.infer),
