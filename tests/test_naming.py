@@ -86,3 +86,25 @@ def test_every_generated_name_is_a_spec_name_or_made():
             name = node.id.lstrip("_")
             assert (name in spec or naming.is_made(name) or node.id in fixed
                     or name in module_level), node.id
+
+
+def test_a_cell_of_the_longest_names_loads_caches_and_runs(tmp_path):
+    """Names at the bound, in a variant whose file name also carries the regularizers:
+    Numba's cache file names and LLVM's symbols stay within their limits."""
+    import numpy as np
+
+    from cellc.runtime.loader import load
+    path = tmp_path / "long.toml"
+    path.write_bytes(long_spec(naming.MAX_LENGTH))
+    n = naming.MAX_LENGTH
+    module = load(path, zoneout=["h" * n])
+    sizes = {"I" * n: 3, "H" * n: 4}
+    params = module.init_params(dtype=np.float32, **sizes)
+    inputs = {"x" * n: np.ones((2, 2, 3), np.float32),
+              naming.zoneout_mask("h" * n): np.zeros((2, 2, 4), np.float32)}
+    y, final, cache = module.forward(params, inputs)
+    grads = module.backward(cache, np.ones_like(y))
+    assert np.isfinite(y).all() and np.isfinite(grads.params["W" * n]).all()
+    cached = list((Path(module.__file__).parent / "__pycache__").glob(
+        Path(module.__file__).stem + ".*.nbi"))
+    assert cached and max(len(f.name) for f in cached) < 255      # Numba cached them

@@ -71,7 +71,8 @@ def _load(raw: bytes, path: str, regularizers: Regularizers):
     else:
         from ..driver import compile_bytes, write_atomic  # SymPy is only needed on a miss
         compiled = compile_bytes(raw, path, regularizers)
-        stem = "_".join(p for p in (compiled.cell.name, regularizers.tag(), key) if p)
+        tag = regularizers.tag()[:40]          # the key tells variants apart; the name reads
+        stem = "_".join(p for p in (compiled.cell.name, tag, key) if p)
         path = directory / f"{stem.replace('-', '_')}.py"
         write_atomic(path, compiled.source)
     module = import_file(path, f"cellc_cache.{path.stem}")
