@@ -1,0 +1,1 @@
+"""Stage 1, the front end: a spec file (TOML data, never executed) to the cell IR."""

@@ -1,0 +1,2 @@
+"""The reference semantics: a NumPy interpreter of the cell IR, which every compiled kernel
+is tested against."""

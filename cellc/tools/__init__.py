@@ -1,0 +1,1 @@
+"""Tools for people: the `cellc` command line, `show`, `graph`, `docs`."""
