@@ -33,6 +33,7 @@ def memory(module, B, H, T):
     y, _, cache = module.forward(params, x)           # compile outside the trace
     module.backward(cache, dy)
     del y, cache
+    module.clear_workspace()            # else the call reuses the warm-up's arrays
     tracemalloc.start()
     y, _, cache = module.forward(params, x)
     saved = sum(a.nbytes for a in cache["saved"].values())
