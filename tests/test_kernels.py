@@ -87,12 +87,14 @@ def test_float32_stays_float32_inside_kernels(spec):
                                      dtype=np.float32, seed=0)
     y, _, cache = fresh["forward"](params, inputs, states)
     fresh["backward"](cache, np.ones_like(y))
-    for name in (naming.steps(naming.FORWARD), naming.steps(naming.BACKWARD)):
+    fresh["forward"](params, inputs, states, need_grad=False)
+    for name in (naming.steps(naming.FORWARD), naming.steps(naming.BACKWARD),
+                 naming.steps(naming.INFER)):
         steps = fresh[name]
         (signature,) = steps.signatures
         assert "float32" in str(signature)
         ir = steps.inspect_llvm(signature)
-        assert "_fwd_" in ir or "_bwd_" in ir          # the kernels are part of it
+        assert "_fwd_" in ir or "_bwd_" in ir or "_inf_" in ir    # the kernels are part of it
         assert " double" not in ir, f"{name} promotes to float64"
 
 

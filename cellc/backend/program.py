@@ -292,12 +292,7 @@ def _backward_steps(d: Derivation, storage: Storage, writes: Writes, functions: 
     if cell.output in storage.member:     # a product has no kernel to fold d_outputs into
         seed = storage.block(cell.output, "step", grad=True)
         loop.append(If(HAS_D_OUTPUTS, (SetView(seed, View(dy, step=STEP)),), (Fill(seed),)))
-    for stage in reversed(d.plan.step):
-        for region in reversed(stage.regions):
-            loop.append(_call(functions, backward_kernel(d.grads[region.name], "step",
-                                                         storage, writes)))
-        for g in stage.gemms:
-            loop.append(_transposed_gemm(g, "step", storage, writes))
+    loop += _backward_stages(d, "step", storage, writes, functions)
     loop += _ended_rows(loop, functions, storage)
     written = writes.anywhere(("step",))
     for s in storage.states:       # the adjoint of h_t becomes that of the previous step's h'
@@ -314,6 +309,19 @@ def _backward_steps(d: Derivation, storage: Storage, writes: Writes, functions: 
     return _steps(functions, naming.steps(naming.BACKWARD), body, finals)
 
 
+def _backward_stages(d: Derivation, program: str, storage: Storage, writes: Writes,
+                     functions: dict) -> list:
+    """A program's backward: its stages last first, in each the kernels (last region
+    first), then the transposed GEMMs that carry adjoints back to their operands."""
+    lines = []
+    for stage in reversed(d.plan.step if program == "step" else d.plan.static):
+        for region in reversed(stage.regions):
+            lines.append(_call(functions, backward_kernel(d.grads[region.name], program,
+                                                          storage, writes)))
+        lines += [_transposed_gemm(g, program, storage, writes) for g in stage.gemms]
+    return lines
+
+
 def _transposed_gemm(g, program: str, storage: Storage, writes: Writes) -> Gemm:
     """d(operand) (+)= d(outputs) @ W.T, with W.T made contiguous once per call:
     OpenBLAS's AVX-512 kernels are much slower on a transposed operand (LSTM 64x256
@@ -327,13 +335,8 @@ def _transposed_gemm(g, program: str, storage: Storage, writes: Writes) -> Gemm:
 
 
 def _after_loop(d: Derivation, storage: Storage, writes: Writes, functions: dict) -> list:
-    cell, lines = d.plan.cell, []
-    for stage in reversed(d.plan.static):
-        for region in reversed(stage.regions):
-            lines.append(_call(functions, backward_kernel(d.grads[region.name], "static",
-                                                          storage, writes)))
-        for g in stage.gemms:
-            lines.append(_transposed_gemm(g, "static", storage, writes))
+    cell = d.plan.cell
+    lines = _backward_stages(d, "static", storage, writes, functions)
     written = writes.anywhere(("step", "static"))
     for x in sorted(set(storage.inputs) - storage.constants - written):
         lines.append(Fill(View(storage.adjoint_array(x))))
