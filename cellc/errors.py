@@ -8,7 +8,17 @@ bug in cellc, not in the spec.
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from pathlib import Path
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control, format and separator characters (an escape
+    sequence that clears the screen or retitles the window, a right-to-left override, a
+    line break inside a name) are written as Python escapes instead."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
+                   else ch for ch in str(text))
 
 
 class SpecError(ValueError):
@@ -27,18 +37,20 @@ class SpecError(ValueError):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        where = self.path or "<spec>"
+        """One paragraph; the spec's own text in it (its file name, a line, a name) is
+        `printable`, so a spec cannot send a terminal escape sequences through an error."""
+        where = printable(self.path or "<spec>")
         if self.line is not None:
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
-        text = f"{where}: error: {self.message}"
+        text = f"{where}: error: {printable(self.message)}"
         if self.source_line is not None:
-            text += f"\n    {self.source_line.rstrip()}"
+            text += f"\n    {printable(self.source_line.rstrip())}"
             if self.col is not None:
                 text += "\n    " + " " * max(self.col - 1, 0) + "^"
         if self.fix:
-            text += f"\n  fix: {self.fix}"
+            text += f"\n  fix: {printable(self.fix)}"
         return text
 
 

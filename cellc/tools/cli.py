@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..errors import SpecError
+from ..errors import SpecError, printable
 
 EPILOG_COMPILE = """examples:
   cellc compile specs/ -o generated/      compile every spec in specs/
@@ -41,6 +41,13 @@ EPILOG_NEW = """examples:
   cellc new mycell                                 writes specs/mycell.toml
   cellc new mycell -o ./mycell.toml && cellc show ./mycell.toml
 """
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print `text`, line by line `printable`: file names and a spec's text may hold
+    control characters that a terminal would obey."""
+    print("\n".join(printable(line) for line in str(text).split("\n")),
+          file=sys.stderr if err else sys.stdout)
 
 
 def spec_files(paths: list[str]) -> list[Path]:
@@ -84,7 +91,7 @@ def render_all(paths: list[str], verbose=True) -> dict[str, str]:
                             fix="give each spec a distinct `name`")
         out[f"{name}.py"] = compiled.source
         if verbose:
-            print(f"  {f}  ->  {name}.py  ({time.perf_counter() - t0:.2f} s)", file=sys.stderr)
+            say(f"  {f}  ->  {name}.py  ({time.perf_counter() - t0:.2f} s)", err=True)
     out["__init__.py"] = package_init([n[:-3] for n in out])
     return out
 
@@ -95,7 +102,7 @@ def cmd_compile(args) -> int:
     files = render_all(args.specs)
     for name, source in files.items():
         write_atomic(outdir / name, source)
-    print(f"compiled {len(files) - 1} spec(s) into {outdir}/")
+    say(f"compiled {len(files) - 1} spec(s) into {outdir}/")
     return 0
 
 
@@ -110,11 +117,11 @@ def cmd_check(args) -> int:
         problems += docs.problems(Path(args.docs), docs.expected(spec_files(args.specs)))
         fixes.append(f"cellc docs {' '.join(args.specs)} -o {args.docs}")
     if problems:
-        print("out of date:\n  " + "\n  ".join(problems) + "\nfix: run `"
-              + "` and `".join(fixes) + "`", file=sys.stderr)
+        say("out of date:\n  " + "\n  ".join(problems) + "\nfix: run `"
+            + "` and `".join(fixes) + "`", err=True)
         return 1
     checked = f"{outdir}/" + (f" and {args.docs}/" if args.docs else "")
-    print(f"{checked} up to date with {' '.join(args.specs)} ({len(expected) - 1} cells)")
+    say(f"{checked} up to date with {' '.join(args.specs)} ({len(expected) - 1} cells)")
     return 0
 
 
@@ -149,7 +156,7 @@ def cmd_show(args) -> int:
         raise SpecError(f"--sizes names {', '.join(unknown)}, which the cell does not have",
                         path=args.spec, fix="its dimensions are "
                         + ", ".join(report.compiled.cell.dims))
-    sys.stdout.write(show.render(report, tex=args.latex))
+    say(show.render(report, tex=args.latex).rstrip("\n"))
     return 0
 
 
@@ -157,7 +164,7 @@ def cmd_graph(args) -> int:
     from ..driver import compile_spec
     from . import graph
     out = graph.write(compile_spec(args.spec), Path(args.output))
-    print(f"drew {args.spec} into {out}")
+    say(f"drew {args.spec} into {out}")
     return 0
 
 
@@ -171,7 +178,7 @@ def cmd_docs(args) -> int:
         (outdir / f"{name}.md").write_text(md, encoding="utf-8")
         (outdir / f"{name}.dot").write_text(dot, encoding="utf-8")
         docs.write_svg(outdir / f"{name}.svg", f"{name}.dot", dot)
-    print(f"documented {len(files)} cell(s) in {outdir}/")
+    say(f"documented {len(files)} cell(s) in {outdir}/")
     return 0
 
 
@@ -192,7 +199,7 @@ def cmd_new(args) -> int:
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     out.write_text(env.get_template("new_spec.toml.j2").render(name=args.name),
                    encoding="utf-8")
-    print(f"wrote {out}; compile it with `cellc compile {out} -o generated/`")
+    say(f"wrote {out}; compile it with `cellc compile {out} -o generated/`")
     return 0
 
 
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, OSError) as err:
         if args.debug:
             raise
-        print(err if isinstance(err, SpecError) else f"error: {err}", file=sys.stderr)
+        say(err if isinstance(err, SpecError) else f"error: {err}", err=True)
         return 1
 
 

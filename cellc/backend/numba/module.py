@@ -4,6 +4,11 @@ verbatim (`runtime.py`), and the Jinja2 template that lays them out.
 The template holds layout, not logic: everything it places is printed here first, and
 `context` checks that its keys are exactly the template's placeholders (as FFCx's
 Numba back end does), so template and code cannot drift apart.
+
+Nothing from a spec reaches a module's first two lines, where Python reads an encoding
+declaration (PEP 263: a file name `a coding=unicode_escape b.toml` there would make Python
+decode the module so that escaped quotes in its docstring end it); the rest of the spec's
+free text is escaped (`docstring_text`), its names are identifiers and its numbers printed.
 """
 from __future__ import annotations
 
