@@ -8,7 +8,7 @@
 """
 __version__ = "0.1.0"
 
-from .errors import SpecError  # noqa: E402
+from .errors import CacheError, SpecError  # noqa: E402
 from .runtime.loader import load  # noqa: E402
 
-__all__ = ["SpecError", "load", "__version__"]
+__all__ = ["CacheError", "SpecError", "load", "__version__"]

@@ -22,7 +22,9 @@ plan when it is made (`ir.plan.typecheck_plan`).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import py_compile
 import tempfile
 import time
 from pathlib import Path
@@ -108,6 +110,22 @@ def write_atomic(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_module(path: Path, text: str) -> None:
+    """Write a generated module so that Python and Numba can never serve an older one.
+
+    Python trusts a `.pyc` whose source has the same size and whole-second mtime, so a
+    same-size edit written within a second of the last import would run the old code:
+    the old bytecode and Numba's cache files for the module go, and the new bytecode is
+    checked against the source's hash at every import (PEP 552), whoever rewrites it."""
+    write_atomic(path, text)
+    cache = path.parent / "__pycache__"
+    for old in [*cache.glob(f"{path.stem}.*.pyc"), *cache.glob(f"{path.stem}.*.nbi"),
+                *cache.glob(f"{path.stem}.*.nbc")]:
+        old.unlink(missing_ok=True)
+    py_compile.compile(str(path), cfile=importlib.util.cache_from_source(str(path)),
+                       doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
 
 
 def stale_files(outdir: Path, expected: dict[str, str], pattern: str) -> list[str]:

@@ -8,8 +8,11 @@ bug in cellc, not in the spec.
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 import unicodedata
-from pathlib import Path
+
+MAX_SPEC_BYTES = 256 * 1024     # a cell spec is a few dozen lines
 
 
 def printable(text: str) -> str:
@@ -54,6 +57,10 @@ class SpecError(ValueError):
         return text
 
 
+class CacheError(OSError):
+    """cellc's cache directory cannot be used; the message names CELLC_CACHE_DIR."""
+
+
 def did_you_mean(name: str, candidates) -> str:
     """A ' Did you mean `x`?' hint, or '' when nothing is close."""
     close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
@@ -61,10 +68,33 @@ def did_you_mean(name: str, candidates) -> str:
 
 
 def read_spec_bytes(path) -> bytes:
-    """The bytes of a spec file, or a SpecError saying why it cannot be read. (Here,
-    not in spec.py, so that a cache hit in `cellc.load` never imports SymPy.)"""
+    """The bytes of a spec file, or a SpecError saying why it cannot be read. Only a
+    regular file is read (a FIFO would block, `/dev/zero` never ends), opened without
+    blocking, and never more than MAX_SPEC_BYTES + 1 bytes of it. (Here, not in
+    spec.py, so that a cache hit in `cellc.load` never imports SymPy.)"""
+    def refuse(why, fix="check the path"):
+        raise SpecError(f"cannot read spec: {why}", path=str(path), fix=fix)
+
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError) as err:      # ValueError: a NUL in the path
+        refuse(getattr(err, "strerror", None) or str(err))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(info.st_mode) else "a pipe (FIFO)"
+                    if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(
+                        info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a regular file")
+            refuse(f"it is {kind}", fix="give the path of a .toml spec file")
+        chunks, size = [], 0
+        while size <= MAX_SPEC_BYTES:
+            chunk = os.read(fd, MAX_SPEC_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except OSError as err:
-        raise SpecError(f"cannot read spec: {err.strerror}", path=str(path),
-                        fix="check the path") from None
+        refuse(err.strerror)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

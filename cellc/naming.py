@@ -194,6 +194,12 @@ def temporary(k: int) -> str:
     return make(TEMP, str(k))
 
 
+def held_adjoint(k: int) -> str:
+    """`t__d__3`: a temporary that derive binds an adjoint to; renumbered as a plain
+    temporary before the derivation leaves the pass."""
+    return make(TEMP, ADJOINT, str(k))
+
+
 TEMP_PREFIX = TEMP + SEP     # for sympy.numbered_symbols
 
 

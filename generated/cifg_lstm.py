@@ -131,9 +131,16 @@ def _gemm_in_numba(a, b, c, accumulate):
     def blas(a, b, c, accumulate):
         m, k = a.shape
         n = c.shape[1]
-        size = a.itemsize
-        gemm(101, 111, 111, m, n, k, one, a.ctypes, a.strides[0] // size, b.ctypes,
-             b.strides[0] // size, one if accumulate else zero, c.ctypes, c.strides[0] // size)
+        if m == 0 or n == 0:
+            return
+        if k == 0:                        # an empty sum
+            if not accumulate:
+                c[:, :] = zero
+            return
+        size = a.itemsize     # a leading dimension of one row may be anything: BLAS wants >= cols
+        gemm(101, 111, 111, m, n, k, one, a.ctypes, max(a.strides[0] // size, k), b.ctypes,
+             max(b.strides[0] // size, n), one if accumulate else zero, c.ctypes,
+             max(c.strides[0] // size, n))
     return blas
 
 
@@ -412,19 +419,38 @@ def _check_array(what, a, ndim, dtype=None):
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {a.shape}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{what} is not C-contiguous; pass np.ascontiguousarray({what.split()[0]})")
+    if not _compact(a):     # contiguous to numpy, yet a row stride of 0 or of any size where
+        a = a.copy()        # a dimension has size 1: BLAS and the kernels get what they assume
     return a
 
 
+def _compact(a):
+    """Whether `a` has exactly a C array's strides (an empty one: any)."""
+    strides, step = [], a.itemsize
+    for n in reversed(a.shape):
+        strides.append(step)
+        step *= n
+    return a.size == 0 or a.strides == tuple(reversed(strides))
+
+
+def _is_size(n):
+    return isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
+
+
 def _bind(sizes, dim, n, what):
+    if n == 0:
+        raise ValueError(f"{what}: size {dim} is 0; sizes of a cell's vectors are at least 1")
     if sizes.setdefault(dim, n) != n:
         raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
 
 
-def _validate(params, inputs, states, contract):
+def _validate(params, inputs, states, need_grad, contract):
     """Check everything before any kernel runs. `contract` is the module's
     (PARAMS, INPUTS, STATES, DIMS). Returns (inputs, states, sizes, dtype, T, B) with
     omitted states as zeros."""
     PARAMS, INPUTS, STATES, DIMS = contract
+    if not isinstance(need_grad, (bool, np.bool_)):
+        raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
     if not isinstance(params, dict):
         raise ValueError("params must be a dict of arrays keyed as in the spec")
     missing = [p for p in PARAMS if p not in params]
@@ -442,7 +468,7 @@ def _validate(params, inputs, states, contract):
         if len(INPUTS) != 1:
             raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
         inputs = {next(iter(INPUTS)): inputs}
-    if sorted(inputs) != sorted(INPUTS):
+    if set(inputs) != set(INPUTS):
         raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
     T = B = None
     for name, dim in INPUTS.items():
@@ -452,6 +478,9 @@ def _validate(params, inputs, states, contract):
         if a.shape[:2] != (T, B):
             raise ValueError(f"inputs[{name!r}] has shape {a.shape}; all inputs need the same T and B")
         _bind(sizes, dim, a.shape[2], f"inputs[{name!r}] of shape {a.shape} (time-major [T, B, {dim}])")
+    if states is not None and not isinstance(states, dict):
+        raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None for zeros), not {type(states).__name__}")
     states = dict(states or {})
     extra = [s for s in states if s not in STATES]
     if extra:
@@ -471,6 +500,62 @@ def _validate(params, inputs, states, contract):
     return inputs, states, sizes, dtype, T, B
 
 
+def _kept(arrays):
+    """Copies of the arguments backward reads, made by forward (need_grad=True): editing
+    an array after forward never changes the gradients backward returns."""
+    return {k: _contiguous(v) for k, v in arrays.items()}
+
+
+_CACHE_KEYS = ("sizes", "dtype", "T", "B", "params", "inputs", "saved", "order", "active")
+
+
+def _check_cache(cache, contract):
+    """A cache from forward, whole and consistent with its own sizes, before backward's
+    kernels (which do no bounds checking) read it. The saved arrays' shapes are checked
+    by `_check_saved`, once the sizes are known good."""
+    PARAMS, INPUTS, _, DIMS = contract
+    if not isinstance(cache, dict) or sorted(cache) != sorted(_CACHE_KEYS):
+        raise ValueError("cache is not what forward returned; pass forward's third result "
+                         "to backward unchanged")
+    sizes, dtype, T, B = cache["sizes"], cache["dtype"], cache["T"], cache["B"]
+    if (not isinstance(sizes, dict) or sorted(sizes) != sorted(DIMS)
+            or not all(_is_size(n) and n > 0 for n in sizes.values())):
+        raise ValueError("cache['sizes'] was changed; pass forward's cache unchanged")
+    if dtype not in (np.float32, np.float64) or not (_is_size(T) and _is_size(B)
+                                                      and T >= 0 and B >= 0):
+        raise ValueError("cache['dtype'], ['T'] or ['B'] was changed; pass forward's cache unchanged")
+    for group, names, shape_of in (("params", PARAMS, lambda n: tuple(sizes[d] for d in PARAMS[n])),
+                                   ("inputs", INPUTS, lambda n: (T, B, sizes[INPUTS[n]]))):
+        arrays = cache[group]
+        if not isinstance(arrays, dict) or sorted(arrays) != sorted(names):
+            raise ValueError(f"cache[{group!r}] was changed; pass forward's cache unchanged")
+        for n in names:
+            _check_kept(f"cache[{group!r}][{n!r}]", arrays[n], shape_of(n), dtype)
+    order, active = cache["order"], cache["active"]
+    if not (isinstance(active, np.ndarray) and active.dtype == np.int64 and active.shape == (T + 1,)
+            and (order is None or (isinstance(order, np.ndarray) and order.shape == (B,)
+                                   and order.dtype.kind == "i"))):
+        raise ValueError("cache['order'] or ['active'] was changed; pass forward's cache unchanged")
+    if (active.max() > B or active.min() < 0 or active[T] != 0
+            or (order is not None and not np.array_equal(np.sort(order), np.arange(B)))):
+        raise ValueError("cache['order'] or ['active'] was changed; pass forward's cache unchanged")
+
+
+def _check_kept(what, a, shape, dtype):
+    if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype
+            and a.flags.c_contiguous and _compact(a)):
+        raise ValueError(f"{what} is not the array forward saved (shape {shape}, {np.dtype(dtype)}); "
+                         "pass forward's cache unchanged")
+
+
+def _check_saved(saved, shapes, dtype):
+    """forward's saved arrays against the shapes the cache's sizes give them."""
+    if not isinstance(saved, dict) or sorted(saved) != sorted(shapes):
+        raise ValueError("cache['saved'] was changed; pass forward's cache unchanged")
+    for n, shape in shapes.items():
+        _check_kept(f"cache['saved'][{n!r}]", saved[n], shape, dtype)
+
+
 def _check_upstream(what, a, shape, dtype):
     if a is None:
         return None
@@ -482,6 +567,9 @@ def _check_upstream(what, a, shape, dtype):
 
 def _upstream_states(d_states, B, sizes, dtype, order, STATES):
     """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    if d_states is not None and not isinstance(d_states, dict):
+        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None), not {type(d_states).__name__}")
     d_states = dict(d_states or {})
     if [s for s in d_states if s not in STATES]:
         raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
@@ -551,9 +639,17 @@ def _init_params(contract, init, hidden, dtype, seed, sizes):
     unknown = [d for d in sizes if d not in DIMS]
     if missing or unknown:
         raise ValueError(f"init_params needs sizes for {list(DIMS)}; missing {missing}, unknown {unknown}")
-    dtype = np.dtype(dtype)
+    for d, n in sizes.items():
+        if not _is_size(n) or n < 1:
+            raise ValueError(f"init_params: size {d} must be a positive integer, not {n!r}")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        dtype = None
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, not {dtype}")
+    if seed is not None and (not _is_size(seed) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, not {seed!r}")
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(max([sizes[d] for d in hidden] + [1]))
     params = {}
@@ -816,13 +912,17 @@ def forward(params, inputs, states=None, lengths=None, need_grad=True):
     returned cache is None.
     Returns (outputs [T, B, H], final states dict, cache for `backward`).
     """
-    inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, _CONTRACT)
+    inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, need_grad, _CONTRACT)
     _workspace.start_call()
     order__, active__ = _batch_order(lengths, T, B)
     if order__ is not None:      # longest first, padding zeroed: step t runs rows :active__[t]
         inputs = {k: _sorted_padded(v, order__, active__) for k, v in inputs.items()}
         states = {k: v[order__] for k, v in states.items()}
-    if not need_grad:
+    elif need_grad:
+        inputs = _kept(inputs)
+    if need_grad:                   # the cache holds copies of what backward reads
+        params = _kept(params)
+    else:
         return _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, active__)
     H = sizes['H']
     I = sizes['I']
@@ -903,12 +1003,14 @@ def backward(cache, d_outputs=None, d_states=None):
     if cache is None:
         raise ValueError("this cache came from forward(..., need_grad=False), which saves "
                          "nothing for backward; run forward with need_grad=True")
+    _check_cache(cache, _CONTRACT)
     sizes, dtype, T, B = cache["sizes"], cache["dtype"], cache["T"], cache["B"]
     _workspace.start_call()
     params, inputs, saved__ = cache["params"], cache["inputs"], cache["saved"]
     order__, active__ = cache["order"], cache["active"]
     H = sizes['H']
     I = sizes['I']
+    _check_saved(saved__, {'_c': (T + 1, B, H), '_g': (T, B, H), '_h': (T + 1, B, H), '_i': (T, B, H), '_o': (T, B, H), '_w__h': (H, 3*H), '_w__x': (I, 3*H)}, dtype)
     _c = saved__['_c']
     _g = saved__['_g']
     _h = saved__['_h']

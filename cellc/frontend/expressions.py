@@ -18,11 +18,12 @@ import sympy
 
 from .. import naming
 from ..errors import did_you_mean
-from ..ir.cell import ONE, Affine, RowMean, RowSum, symbol
+from ..ir.cell import CONSTANTS_RULE, FLOAT32_MAX, ONE, Affine, RowMean, RowSum, representable, symbol
 from ..ir.functions import FUNCTIONS
 from .dims import DimConflict
 
 MAX_DEPTH = 64
+MAX_POWER_LOG = 2 * math.log(FLOAT32_MAX)   # |e * ln|b||: b ** e is computed below it
 # Reductions over a vector's units, each one number per row (see ir.RowSum). Variance is
 # the two-pass mean((v - mean(v))**2): no cancellation, unlike mean(v**2) - mean(v)**2.
 REDUCTIONS = {
@@ -72,9 +73,11 @@ class ExpressionConverter:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self.fail(f"unsupported constant {value!r}", line=self.line,
                           fix="constants are plain numbers such as 1, 0.5 or 1e-3")
-            if not math.isfinite(value) or abs(value) > 1e300:
-                self.fail(f"constant {value!r} is not a finite number", line=self.line,
-                          fix="use a finite number")
+            if not representable(value):
+                shown = self.where(tree)
+                shown = shown if len(shown) <= 24 else shown[:20] + "..."
+                self.fail(f"constant `{shown}` is out of range", line=self.line,
+                          fix=CONSTANTS_RULE)
             return (sympy.Integer(value) if isinstance(value, int) else sympy.Float(value)), None
         if isinstance(tree, ast.Name):
             return self.name(tree.id, tree)
@@ -90,6 +93,10 @@ class ExpressionConverter:
                 self.fail(f"exponent in `{self.where(tree)}` must be a number", line=self.line,
                           fix="write a constant power such as h**2; use exp(b * log(a)) "
                               "for a variable exponent")
+            if base.is_Number and not (base.is_zero or abs(base) == 1) and abs(
+                    float(exponent) * math.log(abs(float(base)))) > MAX_POWER_LOG:
+                self.fail(f"`{self.where(tree)}` is out of range", line=self.line,
+                          fix=CONSTANTS_RULE)      # refused before SymPy computes it
             return self.finite(base ** exponent, tree), dim
         if isinstance(tree, ast.BinOp) and isinstance(tree.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
             a, da = self.expr(tree.left, depth)
@@ -112,17 +119,12 @@ class ExpressionConverter:
                                      "functions " + ", ".join(sorted(FUNCTIONS))))
 
     def finite(self, expr, tree):
-        """`expr`, unless a constant in it is not a finite real number that a float64
-        kernel can hold (`0 ** -1`, `(-1) ** 0.5`, `1e300 * 1e300`, `10 ** 400`)."""
-        bad = expr.has(sympy.I, sympy.zoo, sympy.oo, sympy.nan)
-        for number in expr.atoms(sympy.Number):
-            try:
-                bad = bad or not math.isfinite(float(number))
-            except (OverflowError, TypeError):
-                bad = True
-        if bad:
-            self.fail(f"`{self.where(tree)}` is not a finite real number", line=self.line,
-                      fix="constants must be finite real numbers of at most about 1.8e308")
+        """`expr`, unless a constant in it is not a real number a float32 kernel can
+        hold (`0 ** -1`, `(-1) ** 0.5`, `1e30 * 1e30`, `10 ** 40`)."""
+        if expr.has(sympy.I, sympy.zoo, sympy.oo, sympy.nan) or not all(
+                representable(n) for n in expr.atoms(sympy.Number)):
+            self.fail(f"`{self.where(tree)}` is not a finite real number in range",
+                      line=self.line, fix=CONSTANTS_RULE)
         return expr
 
     def name(self, ident, tree):

@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import math
 import re
 import tomllib
 import warnings
 from pathlib import Path
 
 from .. import naming
-from ..errors import SpecError, did_you_mean, read_spec_bytes
-from ..ir.cell import Cell, Init, Node, Param, Var, live_names, typecheck
+from ..errors import MAX_SPEC_BYTES, SpecError, did_you_mean, read_spec_bytes
+from ..ir.cell import CONSTANTS_RULE, Cell, Init, Node, Param, Var, live_names, representable, typecheck
 from .dims import Dims
 from .expressions import MAX_DEPTH, ExpressionConverter
 from .stabilize import stabilize
 from .torchmap import parse_torch_table
 
-MAX_SPEC_BYTES = 256 * 1024
+# A bound on the work a spec can ask for: derive and Numba's compile grow with the cell's
+# size (near 2 s and 40 s at the bound, on a 2-core Xeon), so every spec compiles in
+# bounded time. 8x the largest shipped cell.
+MAX_EQUATIONS = 200
+MAX_TERMS = 4000
 FIELDS = {"name": str, "summary": str, "reference": str, "inputs": (list, dict),
           "states": (list, dict), "parameters": list, "equations": str, "output": str,
           "shapes": dict, "init": dict, "torch": dict}
@@ -58,7 +61,7 @@ class _Frontend(ExpressionConverter):
     def __init__(self, raw: bytes, path: str):
         self.path = path
         if len(raw) > MAX_SPEC_BYTES:
-            self.fail(f"spec is {len(raw)} bytes; the limit is {MAX_SPEC_BYTES}",
+            self.fail(f"spec is larger than the limit of {MAX_SPEC_BYTES} bytes",
                       fix="a cell spec is a few dozen lines; check that this is the right file")
         try:
             self.text = raw.decode("utf-8")
@@ -70,10 +73,12 @@ class _Frontend(ExpressionConverter):
             self.fail("spec is empty", fix="start from `cellc new NAME`, or see README.md")
         try:
             self.data = tomllib.loads(self.text)
-        except tomllib.TOMLDecodeError as err:
+        except (tomllib.TOMLDecodeError, ValueError) as err:   # ValueError: a huge integer
             m = re.search(r"\(at line (\d+), column (\d+)\)", str(err))
             line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
-            msg = re.sub(r"\s*\(at line.*\)", "", str(err))
+            if m is None and (long := re.search(r"\d{1000,}", self.text)):
+                line = self.text.count("\n", 0, long.start()) + 1
+            msg = re.sub(r"\s*\(at line.*\)", "", str(err)).split(";")[0]
             self.fail(f"not valid TOML: {msg}", line=line, col=col,
                       fix="a spec is TOML: `key = \"value\"`, lists in [...], "
                           "equations in a \"\"\"...\"\"\" string")
@@ -131,7 +136,8 @@ class _Frontend(ExpressionConverter):
             self.fail(f"{what} must be a string name, not {type(name).__name__}", line=line)
         problem = name_problem(name)
         if problem:
-            self.fail(f"{what} {name!r} {problem}", line=line, symbol=name,
+            shown = repr(name) if len(name) <= 60 else repr(name[:40]) + "..."
+            self.fail(f"{what} {shown} {problem}", line=line, symbol=name,
                       fix="rename it, e.g. `h`, `W_xi`, `b_f`")
         return name
 
@@ -214,7 +220,7 @@ class _Frontend(ExpressionConverter):
             if depth > MAX_DEPTH:
                 self.fail(f"equations are nested more than {MAX_DEPTH} parentheses deep",
                           line=key_line, fix="split the expression into named intermediate equations")
-        equations = []
+        equations, size = [], 0
         for offset, raw_line in enumerate(text.split("\n")):
             line = first + offset
             code = raw_line.split("#", 1)[0]
@@ -248,6 +254,13 @@ class _Frontend(ExpressionConverter):
                 self.fail("expected an equation `name = expression`", line=line,
                           fix="one equation per line, e.g. `i = sigmoid(x @ W_xi + h @ W_hi + b_i)`")
             equations.append((body[0].targets[0].id, body[0].value, line, code.strip()))
+            size += sum(1 for _ in ast.walk(body[0].value))
+            if len(equations) > MAX_EQUATIONS or size > MAX_TERMS:
+                what = (f"more than {MAX_EQUATIONS} equations" if len(equations) > MAX_EQUATIONS
+                        else f"more than {MAX_TERMS} terms (names, numbers, operators, calls)")
+                self.fail(f"the cell has {what}; the compile time grows with its size",
+                          line=line, fix="the largest shipped cell (ln_lstm) has 21 equations "
+                          "and 527 terms; a larger model is several layers of smaller cells")
         if not equations:
             self.fail("`equations` holds no equation", line=key_line,
                       fix="add one equation per line, e.g. h' = tanh(x @ W_x + h @ W_h + b)")
@@ -397,7 +410,7 @@ class _Frontend(ExpressionConverter):
         for pname in self.param_names:
             kind = self.param_kind[pname]
             shape = tuple(self.resolve(v, pname, self.key_line("parameters")) for v in kind[1:])
-            params.append(Param(pname, shape, self.init(pname, inits.get(pname))))
+            params.append(Param(pname, shape, self.init(pname, inits.get(pname), len(shape))))
         for pname in inits:
             if pname not in self.param_names:
                 self.fail(f"[init] names `{pname}`, which is not a parameter."
@@ -406,19 +419,36 @@ class _Frontend(ExpressionConverter):
                           symbol=pname, fix="list it in `parameters` or remove it from [init]")
         return tuple(params)
 
-    def init(self, pname, value) -> Init:
+    def init(self, pname, value, rank) -> Init:
+        """The `[init]` of one parameter, checked here, so that `init_params` cannot fail
+        or write a number that is not one."""
         line = self.key_line(pname) or self.key_line("init")
+
+        def refuse(why, fix="use a number, or one of: default, zeros, ones, orthogonal, "
+                            "uniform(a, b), normal(mean, std)"):
+            self.fail(f"init of `{pname}`: {why}", line=line, symbol=pname, fix=fix)
+
         if value is None:
             return Init()
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                self.fail(f"init of `{pname}` is not finite", line=line, symbol=pname,
-                          fix="use a finite number")
+            if not representable(value):
+                refuse("the number is out of range", fix=CONSTANTS_RULE)
             return Init("constant", (float(value),))
         m = _INIT.match(value) if isinstance(value, str) else None
         if not m or m.group(1) not in INIT_KINDS or (m.group(2) is None) != (INIT_KINDS[m.group(1)] == 0):
-            self.fail(f"bad init {value!r} for `{pname}`", line=line, symbol=pname,
-                      fix="use a number, or one of: default, zeros, ones, orthogonal, "
-                          "uniform(a, b), normal(mean, std)")
+            shown = repr(value) if isinstance(value, str) else f"a {type(value).__name__}"
+            refuse(f"cannot read {shown[:60]}")
+        kind = m.group(1)
         args = () if m.group(2) is None else (float(m.group(2)), float(m.group(3)))
-        return Init(m.group(1), args)
+        if not all(representable(a) for a in args):
+            refuse(f"an argument of {value!r} is out of range", fix=CONSTANTS_RULE)
+        if kind == "normal" and args[1] < 0:
+            refuse(f"{value!r} has a negative standard deviation",
+                   fix="write normal(mean, std) with std >= 0")
+        if kind == "uniform" and args[0] > args[1]:
+            refuse(f"{value!r} has its bounds the wrong way round",
+                   fix=f"write uniform({m.group(3)}, {m.group(2)}): the lower bound first")
+        if kind == "orthogonal" and rank != 2:
+            refuse("orthogonal applies to a matrix, and this parameter is a vector",
+                   fix="use default, zeros, ones, a number, uniform(a, b) or normal(mean, std)")
+        return Init(kind, args)

@@ -43,14 +43,15 @@ def parse_torch_table(table: dict, params: dict[str, int], fail, line_of) -> Tor
     line=, symbol=, fix=)` raises the spec error, `line_of(key)` finds a key's line."""
     table = dict(table)
     module = table.pop("module", None)
-    if module not in GATES:
+    if not isinstance(module, str) or module not in GATES:
         fail(f"[torch] needs `module` = one of {', '.join(map(repr, GATES))}, not {module!r}",
              line=line_of("module") or line_of("torch"), symbol="module",
              fix='e.g. module = "LSTM"')
     options = []
     nonlinearity = table.pop("nonlinearity", None)
     if nonlinearity is not None:
-        if module != "RNN" or nonlinearity not in ("tanh", "relu"):
+        if module != "RNN" or not isinstance(nonlinearity, str) or nonlinearity not in (
+                "tanh", "relu"):
             fail(f"[torch] nonlinearity = {nonlinearity!r} is not a torch.nn.{module} option",
                  line=line_of("nonlinearity"), symbol="nonlinearity",
                  fix='only module = "RNN" takes nonlinearity = "tanh" or "relu"')

@@ -24,6 +24,8 @@ passes (interpreter and kernels alike).
 """
 from __future__ import annotations
 
+import fractions
+import math
 from typing import NamedTuple
 
 import sympy
@@ -72,6 +74,29 @@ class RowMean(sympy.Function):
 
     def _sympystr(self, printer):
         return f"mean({printer._print(self.args[0])})"
+
+
+# Every module has float32 kernels: a constant must be a real number they can hold.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38      # the smallest normal float32
+CONSTANTS_RULE = ("constants must be finite real numbers, 0 or between 1.2e-38 and 3.4e38 "
+                  "in magnitude: every module has float32 kernels")
+
+
+def representable(x) -> bool:
+    """Whether constant `x` (a Python or SymPy number) is a real number that float32
+    kernels hold: finite, at most FLOAT32_MAX in magnitude, and 0 or at least
+    FLOAT32_TINY (a smaller one would silently become 0 there). Exact for integers and
+    rationals of any size."""
+    if isinstance(x, sympy.Rational):
+        x = fractions.Fraction(int(x.p), int(x.q))
+    elif isinstance(x, sympy.Float):
+        x = float(x) if float(x) != 0 or x.is_zero else math.nan
+    elif isinstance(x, sympy.Basic):
+        return False                                # nan, oo, zoo, I, ...
+    if isinstance(x, float) and not math.isfinite(x):
+        return False
+    return x == 0 or FLOAT32_TINY <= abs(x) <= FLOAT32_MAX
 
 
 def symbol(name: str) -> sympy.Symbol:

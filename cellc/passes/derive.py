@@ -21,9 +21,12 @@ from __future__ import annotations
 import sympy
 
 from .. import naming
-from ..ir.cell import ONE, is_size, symbol
+from ..errors import SpecError
+from ..ir.cell import CONSTANTS_RULE, ONE, is_size, representable, symbol
 from ..ir.derivation import BackwardLoop, Derivation, RegionGrad
 from ..ir.plan import Plan, Region
+
+INLINE_OPS = 32     # see `bind`
 
 
 def derive(plan: Plan) -> Derivation:
@@ -35,7 +38,7 @@ def derive(plan: Plan) -> Derivation:
     grads = {}
     saved = {g.operand for _, g in plan.gemms()}
     for _, region in plan.regions():
-        grads[region.name] = region_grad(region, reuse, dim_of, order, constants)
+        grads[region.name] = region_grad(region, reuse, dim_of, order, constants, cell.path)
         saved.update(grads[region.name].reads)
     return Derivation(plan, grads, frozenset(saved))
 
@@ -50,10 +53,17 @@ def levels(region: Region) -> dict[str, int]:
 
 
 def region_grad(region: Region, reuse: dict, dim_of: dict, order: dict,
-                constants: frozenset = frozenset()) -> RegionGrad:
+                constants: frozenset = frozenset(), path: str = "<spec>") -> RegionGrad:
     """The backward loops of one region; `constants` are inputs that get no adjoint."""
     def partial(node, wrt: str):
-        return sympy.diff(node.expr, symbol(wrt)).xreplace(reuse)
+        expr = sympy.diff(node.expr, symbol(wrt)).xreplace(reuse)
+        bad = sorted(str(n) for n in expr.atoms(sympy.Number) if not representable(n))
+        if bad or expr.has(sympy.nan, sympy.zoo, sympy.oo, sympy.I):
+            raise SpecError(f"the derivative of `{naming.display_spec(node.name)}` in "
+                            f"`{naming.display_spec(wrt)}` has the constant "
+                            f"{(bad or ['nan'])[0][:24]}, out of range", path=path,
+                            line=node.line, fix=CONSTANTS_RULE)
+        return expr
 
     def d(name):
         return symbol(naming.adjoint(name))
@@ -85,9 +95,13 @@ def region_grad(region: Region, reuse: dict, dim_of: dict, order: dict,
             return [coefficient(r) * partial(r, name) for r in readers.get(name, [])]
 
         vectors = [n for n in at_level.get(p, []) if not is_scalar[n.name]]
+        bound: dict = {}        # a temporary -> the adjoint it holds
         for node in reversed(vectors):
             seed = [d(node.name)] if node.name in region.outputs else []
             adj[node.name] = sympy.Add(*seed, *incoming(node.name))
+            if not adj[node.name].is_Atom:      # see `bind`
+                held = symbol(naming.held_adjoint(len(bound)))
+                bound[held], adj[node.name] = adj[node.name], held
         scratch = [(n.name, adj[n.name]) for n in vectors
                    if any(level.get(r, 0) < p and not is_scalar.get(r, False)
                           for r in n.reads())]
@@ -103,8 +117,11 @@ def region_grad(region: Region, reuse: dict, dim_of: dict, order: dict,
         if p == 0:
             unit_grads = [(u, sympy.Add(*incoming(u))) for u in region.inputs
                           if not is_scalar[u] and u not in constants]
-        exprs = [e for _, e in scratch + sums + unit_grads]
-        temps, reduced = sympy.cse(exprs, symbols=temporaries, order="canonical")
+        bound, exprs = bind(bound, [e for _, e in scratch + sums + unit_grads])
+        temps, reduced = sympy.cse([*bound.values(), *exprs], symbols=temporaries,
+                                   order="canonical")
+        temps = in_order([*temps, *zip(bound, reduced[:len(bound)])])
+        reduced = reduced[len(bound):]
         k, m = len(scratch), len(scratch) + len(sums)
         scratch = list(zip([n for n, _ in scratch], reduced[:k]))
         sums = list(zip([n for n, _ in sums], reduced[k:m]))
@@ -124,6 +141,7 @@ def region_grad(region: Region, reuse: dict, dim_of: dict, order: dict,
         loops.append(BackwardLoop(p, tuple((t.name, e) for t, e in temps), tuple(scratch),
                                   tuple(sums), tuple(scalars)))
     grads += [(u, d(u)) for u in region.inputs if is_scalar[u] and u not in constants]
+    loops, grads = renumber(loops, grads)
     grads.sort(key=lambda g: order[g[0]])
     used, local = set(), {naming.adjoint(n) for n in [*level, *region.inputs]}
     for loop in loops:
@@ -135,3 +153,54 @@ def region_grad(region: Region, reuse: dict, dim_of: dict, order: dict,
                    key=order.get)
     return RegionGrad(region, tuple(loops), tuple(grads), tuple(reads),
                       tuple(region.outputs), level)
+
+
+def bind(bound: dict, exprs: list) -> tuple[dict, list]:
+    """Each vector's adjoint is built as a temporary (`bound`), so that an adjoint read
+    by several others is one symbol in each, not a copy of its whole expression: with
+    copies, a chain of values that each read the two before it gives expressions
+    exponential in the chain's length, which SymPy's CSE walks as trees. A temporary read
+    only once, or one of at most INLINE_OPS operations, is put back in its place here
+    (copies of small expressions cannot compound); CSE finds the rest."""
+    uses: dict = {t: 0 for t in bound}
+    for e in [*bound.values(), *exprs]:
+        for s in e.free_symbols & uses.keys():
+            uses[s] += 1
+    once = {}
+    for t in bound:       # readers were bound first: a chain inlines in one pass
+        expr = bound[t].xreplace(once)
+        if uses[t] <= 1 or sympy.count_ops(expr) <= INLINE_OPS:
+            once[t] = expr
+    kept = {t: e.xreplace(once) for t, e in bound.items() if t not in once}
+    return kept, [e.xreplace(once) for e in exprs]
+
+
+def in_order(assignments: list) -> list:
+    """`assignments` with each after the ones it reads (first come first otherwise):
+    CSE's temporaries may read a bound adjoint, and a bound adjoint CSE's temporaries."""
+    local = {t for t, _ in assignments}
+    done, order, pending = set(), [], list(assignments)
+    while pending:
+        for i, (t, e) in enumerate(pending):
+            if not (e.free_symbols & local) - done:
+                order.append(pending.pop(i))
+                done.add(t)
+                break
+        else:
+            raise AssertionError("cyclic temporaries")  # cannot happen: see bind
+    return order
+
+
+def renumber(loops: list, grads: list) -> tuple[list, list]:
+    """Temporaries numbered 0, 1, 2, ... in the order the kernel computes them (`bind`
+    drops some numbers), so that generated code reads in sequence."""
+    old = [t for loop in loops for t, _ in loop.temps]
+    new = {symbol(t): symbol(naming.temporary(k)) for k, t in enumerate(old)}
+
+    def rename(pairs):
+        return tuple((new[symbol(n)].name if n in old else n, e.xreplace(new))
+                     for n, e in pairs)
+
+    loops = [BackwardLoop(loop.level, rename(loop.temps), rename(loop.scratch),
+                          rename(loop.sums), rename(loop.scalars)) for loop in loops]
+    return loops, list(rename(grads))

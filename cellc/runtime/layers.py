@@ -59,12 +59,13 @@ class Layer:
         if len(cell.INPUTS) != 1:
             raise ValueError(f"a layer feeds one input per step; {cell.NAME} has inputs "
                              f"{list(cell.INPUTS)}")
-        if not (isinstance(num_layers, int) and num_layers >= 1):
+        if not (isinstance(num_layers, int) and not isinstance(num_layers, bool)
+                and num_layers >= 1):
             raise ValueError(f"num_layers must be a positive integer, not {num_layers!r}")
-        if merge not in ("concat", "sum"):
+        if not isinstance(merge, str) or merge not in ("concat", "sum"):
             raise ValueError(f"merge must be 'concat' or 'sum', not {merge!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), not {dropout!r}")
+        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+            raise ValueError(f"dropout must be a number in [0, 1), not {dropout!r}")
         self.cell, self.num_layers = cell, num_layers
         self.directions = 2 if bidirectional else 1
         self.merge, self.dropout, self.batch_first = merge, float(dropout), batch_first
@@ -113,15 +114,13 @@ class Layer:
         when omitted); `lengths` [B] gives each sequence's length in a padded batch.
         In training, all masks (dropout, zoneout, recurrent dropout) come from
         `np.random.default_rng(seed)`: the same seed gives the same masks."""
+        self._check(params, x, states)
         if self.batch_first:
             x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
         T, B = x.shape[:2]
         if lengths is not None:      # checked by the cell's forward (layer 0 runs first)
             lengths = np.asarray(lengths)
         states = dict(states or {})
-        unknown = [k for k in states if k not in self.cell.STATES]
-        if unknown:
-            raise ValueError(f"unknown states {unknown}; this cell's are {list(self.cell.STATES)}")
         random = self.dropout or self.rates.variant
         rng = np.random.default_rng(seed) if training and random else None
         # evaluation without zoneout runs the cell as written (no masks to multiply)
@@ -154,6 +153,30 @@ class Layer:
         y = np.ascontiguousarray(np.swapaxes(x, 0, 1)) if self.batch_first else x
         return y, finals, {"caches": caches, "masks": masks, "lengths": lengths, "B": B}
 
+    def _check(self, params, x, states):
+        """What the layer itself reads, checked before any cell runs (the cell's own
+        forward checks the rest): ValueError, never a TypeError or KeyError from inside."""
+        if not isinstance(params, dict):
+            raise ValueError("params must be a dict of arrays, as init_params returns")
+        names = [n for layer in range(self.num_layers) for direction in range(self.directions)
+                 for n in self.names(layer, direction).values()]
+        missing, extra = [n for n in names if n not in params], [n for n in params if n not in names]
+        if missing or extra:
+            raise ValueError(f"params: missing {missing}, unexpected {extra}")
+        if not isinstance(x, np.ndarray) or x.ndim != 3:
+            raise ValueError(f"x must be a 3-D numpy array ([T, B, {self.input_dim}]"
+                             f"{', batch first' if self.batch_first else ''}), not "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        if states is not None and not isinstance(states, dict):
+            raise ValueError(f"states must be a dict keyed {list(self.cell.STATES)} (or None), "
+                             f"not {type(states).__name__}")
+        unknown = [k for k in states or {} if k not in self.cell.STATES]
+        if unknown:
+            raise ValueError(f"unknown states {unknown}; this cell's are {list(self.cell.STATES)}")
+        for k, v in (states or {}).items():
+            if not isinstance(v, np.ndarray):
+                raise ValueError(f"states[{k!r}] must be a numpy array, not {type(v).__name__}")
+
     def _widths(self, params: dict, x: np.ndarray, states: dict) -> dict[str, int]:
         """Each state's size, as the module will bind it: from the parameters' shapes,
         the input and the initial states (for the masks, drawn before the module runs)."""
@@ -179,11 +202,27 @@ class Layer:
         """Gradients for every parameter (layer names), the input and the initial states
         (stacked like the states), given the upstream gradients of the outputs and of
         the final states (either may be omitted)."""
+        if (not isinstance(cache, dict) or sorted(cache) != ["B", "caches", "lengths", "masks"]
+                or not isinstance(cache["caches"], list)
+                or len(cache["caches"]) != self.num_layers * self.directions):
+            raise ValueError("cache is not what this layer's forward returned; pass it unchanged")
         lengths, caches, masks = cache["lengths"], cache["caches"], cache["masks"]
         dy = d_outputs
-        if dy is not None and self.batch_first:
-            dy = np.swapaxes(dy, 0, 1)
+        if dy is not None:
+            if not isinstance(dy, np.ndarray) or dy.ndim != 3:
+                raise ValueError(f"d_outputs must be a 3-D numpy array, not "
+                                 f"{getattr(dy, 'shape', type(dy).__name__)}")
+            if self.batch_first:
+                dy = np.swapaxes(dy, 0, 1)
+        if d_states is not None and not isinstance(d_states, dict):
+            raise ValueError(f"d_states must be a dict keyed {list(self.cell.STATES)} (or None), "
+                             f"not {type(d_states).__name__}")
         d_states = dict(d_states or {})
+        for k, v in d_states.items():
+            if k not in self.cell.STATES or not isinstance(v, np.ndarray) or v.ndim != 3 \
+                    or v.shape[0] != self.num_layers * self.directions:
+                raise ValueError(f"d_states[{k!r}] must be a state of this cell, stacked "
+                                 f"[{self.num_layers * self.directions}, B, size]")
         grads, d0 = {}, {k: [None] * len(caches) for k in self.cell.STATES}
         for layer in reversed(range(self.num_layers)):
             dx = None

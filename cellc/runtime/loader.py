@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import __version__
-from ..errors import read_spec_bytes
+from ..errors import CacheError, read_spec_bytes
 from .regularizers import Regularizers
 
 
@@ -65,19 +65,40 @@ def _load(raw: bytes, path: str, regularizers: Regularizers):
     if key in _LOADED:
         return _LOADED[key]
     directory = cache_dir()
-    existing = sorted(directory.glob(f"*_{key}.py")) if directory.exists() else []
-    if existing:
-        path = existing[0]
-    else:
-        from ..driver import compile_bytes, write_atomic  # SymPy is only needed on a miss
-        compiled = compile_bytes(raw, path, regularizers)
-        tag = regularizers.tag()[:40]          # the key tells variants apart; the name reads
-        stem = "_".join(p for p in (compiled.cell.name, tag, key) if p)
-        path = directory / f"{stem.replace('-', '_')}.py"
-        write_atomic(path, compiled.source)
-    module = import_file(path, f"cellc_cache.{path.stem}")
+    try:
+        existing = sorted(directory.glob(f"*_{key}.py")) if directory.exists() else []
+        found = next((f for f in existing if intact(f)), None)
+        if found is None:       # not cached, or cut short, emptied or edited: build it again
+            from ..driver import compile_bytes, write_module  # SymPy only on a miss
+            compiled = compile_bytes(raw, path, regularizers)
+            tag = regularizers.tag()[:40]      # the key tells variants apart; the name reads
+            stem = "_".join(p for p in (compiled.cell.name, tag, key) if p)
+            found = directory / f"{stem.replace('-', '_')}.py"
+            write_module(found, sealed(compiled.source))
+    except OSError as err:
+        raise CacheError(f"cellc's cache directory {directory} is not usable: "
+                         f"{err.strerror or err}. Set CELLC_CACHE_DIR to a writable "
+                         "directory (or XDG_CACHE_HOME)") from err
+    module = import_file(found, f"cellc_cache.{found.stem}")
     _LOADED[key] = module
     return module
+
+
+_SEAL = b"# cellc cache: sha256 "
+
+
+def sealed(source: str) -> str:
+    """A module for the cache, with a last line that hashes everything above it."""
+    source = source if source.endswith("\n") else source + "\n"
+    return source + _SEAL.decode() + hashlib.sha256(source.encode()).hexdigest() + "\n"
+
+
+def intact(path: Path) -> bool:
+    """Whether the cached module at `path` is whole, as written (see `sealed`)."""
+    data = path.read_bytes()
+    body, _, seal = data[:-1].rpartition(b"\n")
+    return (data.endswith(b"\n") and seal.startswith(_SEAL)
+            and seal[len(_SEAL):] == hashlib.sha256(body + b"\n").hexdigest().encode())
 
 
 def import_file(path: Path, module_name: str):

@@ -125,7 +125,7 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "forward": printer.statements(program.forward),
         "infer": printer.statements(program.infer),
         "backward": printer.statements(program.backward),
-        "saved": [a.name for a in program.saved],
+        "saved": [(a.name, printer.shape(a.shape)) for a in program.saved],
         "output": _output(program.output),
         "infer_output": _output(program.infer_output),
         "finals": _finals(program.final_states, False),

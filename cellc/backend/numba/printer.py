@@ -11,6 +11,8 @@ printer never guesses.
 """
 from __future__ import annotations
 
+import math
+
 import sympy
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
@@ -88,6 +90,8 @@ class _RealPrinter(StrPrinter):
     _print_Half = _print_Rational
 
     def _print_Float(self, expr):
+        if not math.isfinite(float(expr)):      # the front end refuses these: a bug here
+            raise TypeError(f"the constant {expr} cannot be printed as a finite float")
         return f"{naming.REAL}({float(expr)!r})"
 
     def _print_Pow(self, expr, rational=False):
