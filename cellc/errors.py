@@ -42,19 +42,27 @@ class SpecError(ValueError):
     def _format(self) -> str:
         """One paragraph; the spec's own text in it (its file name, a line, a name) is
         `printable`, so a spec cannot send a terminal escape sequences through an error."""
-        where = printable(self.path or "<spec>")
+        where = _cut(printable(self.path or "<spec>"))
         if self.line is not None:
             where += f":{self.line}"
             if self.col is not None:
                 where += f":{self.col}"
-        text = f"{where}: error: {printable(self.message)}"
+        text = f"{where}: error: {_cut(printable(self.message))}"
         if self.source_line is not None:
-            text += f"\n    {printable(self.source_line.rstrip())}"
-            if self.col is not None:
+            shown = printable(self.source_line.rstrip())
+            text += f"\n    {_cut(shown)}"
+            if self.col is not None and self.col <= _SHOWN and len(shown) <= _SHOWN:
                 text += "\n    " + " " * max(self.col - 1, 0) + "^"
         if self.fix:
-            text += f"\n  fix: {printable(self.fix)}"
+            text += f"\n  fix: {_cut(printable(self.fix))}"
         return text
+
+
+_SHOWN = 240        # characters of one part of a message: a spec's text in it can be long
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[:_SHOWN - 30] + f"... ({len(text)} characters)"
 
 
 class CacheError(OSError):

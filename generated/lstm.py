@@ -426,7 +426,10 @@ def _check_array(what, a, ndim, dtype=None):
 
 
 def _compact(a):
-    """Whether `a` has exactly a C array's strides (an empty one: any)."""
+    """Whether `a` has exactly a C array's strides (an empty one: any). Only a dimension
+    of size 1 lets a C-contiguous array have other strides."""
+    if 1 not in a.shape:
+        return a.flags.c_contiguous
     strides, step = [], a.itemsize
     for n in reversed(a.shape):
         strides.append(step)
@@ -447,8 +450,8 @@ def _bind(sizes, dim, n, what):
 
 def _validate(params, inputs, states, need_grad, contract):
     """Check everything before any kernel runs. `contract` is the module's
-    (PARAMS, INPUTS, STATES, DIMS). Returns (inputs, states, sizes, dtype, T, B) with
-    omitted states as zeros."""
+    (PARAMS, INPUTS, STATES, DIMS). Returns (params, inputs, states, sizes, dtype, T, B):
+    new dicts of the checked arrays, omitted states as zeros."""
     PARAMS, INPUTS, STATES, DIMS = contract
     if not isinstance(need_grad, (bool, np.bool_)):
         raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
@@ -460,8 +463,9 @@ def _validate(params, inputs, states, need_grad, contract):
         raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
     dtype = None
     sizes = {}
+    params = dict(params)           # the checked arrays (compact copies of odd ones) from here
     for name, shape in PARAMS.items():
-        a = _check_array(f"params[{name!r}]", params[name], len(shape), dtype)
+        a = params[name] = _check_array(f"params[{name!r}]", params[name], len(shape), dtype)
         dtype = a.dtype
         for d, n in zip(shape, a.shape):
             _bind(sizes, d, n, f"params[{name!r}] of shape {a.shape}")
@@ -471,9 +475,10 @@ def _validate(params, inputs, states, need_grad, contract):
         inputs = {next(iter(INPUTS)): inputs}
     if set(inputs) != set(INPUTS):
         raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
+    inputs = dict(inputs)
     T = B = None
     for name, dim in INPUTS.items():
-        a = _check_array(f"{name} (inputs[{name!r}])", inputs[name], 3, dtype)
+        a = inputs[name] = _check_array(f"{name} (inputs[{name!r}])", inputs[name], 3, dtype)
         if T is None:
             T, B = a.shape[:2]
         if a.shape[:2] != (T, B):
@@ -488,7 +493,7 @@ def _validate(params, inputs, states, need_grad, contract):
         raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
     for name, dim in STATES.items():
         if states.get(name) is not None:
-            a = _check_array(f"states[{name!r}]", states[name], 2, dtype)
+            a = states[name] = _check_array(f"states[{name!r}]", states[name], 2, dtype)
             if a.shape[0] != B:
                 raise ValueError(f"states[{name!r}] has shape {a.shape}; expected batch size {B}")
             _bind(sizes, dim, a.shape[1], f"states[{name!r}] of shape {a.shape}")
@@ -498,19 +503,26 @@ def _validate(params, inputs, states, need_grad, contract):
     for name, dim in STATES.items():
         if states.get(name) is None:
             states[name] = np.zeros((B, sizes[dim]), dtype)
-    return inputs, states, sizes, dtype, T, B
+    return params, inputs, states, sizes, dtype, T, B
 
 
-def _kept(arrays):
-    """Copies of the arguments backward reads, made by forward (need_grad=True): editing
-    an array after forward never changes the gradients backward returns."""
-    return {k: _contiguous(v) for k, v in arrays.items()}
+def _kept(arrays, names=None):
+    """Copies of the arguments backward reads (`names`, or all), made by forward
+    (need_grad=True): editing an array after forward never changes the gradients."""
+    return {k: _contiguous(arrays[k]) for k in (arrays if names is None else names)}
+
+
+def _owned(saved, params):
+    """forward's saved arrays, a copy where one is a caller's parameter itself (a weight
+    that no other shares its GEMM with is used as it is)."""
+    theirs = {id(v) for v in params.values()}
+    return {k: _contiguous(v) if id(v) in theirs else v for k, v in saved.items()}
 
 
 _CACHE_KEYS = ("sizes", "dtype", "T", "B", "params", "inputs", "saved", "order", "active")
 
 
-def _check_cache(cache, contract):
+def _check_cache(cache, contract, backward_params):
     """A cache from forward, whole and consistent with its own sizes, before backward's
     kernels (which do no bounds checking) read it. The saved arrays' shapes are checked
     by `_check_saved`, once the sizes are known good."""
@@ -525,7 +537,8 @@ def _check_cache(cache, contract):
     if dtype not in (np.float32, np.float64) or not (_is_size(T) and _is_size(B)
                                                       and T >= 0 and B >= 0):
         raise ValueError("cache['dtype'], ['T'] or ['B'] was changed; pass forward's cache unchanged")
-    for group, names, shape_of in (("params", PARAMS, lambda n: tuple(sizes[d] for d in PARAMS[n])),
+    for group, names, shape_of in (("params", backward_params,
+                                    lambda n: tuple(sizes[d] for d in PARAMS[n])),
                                    ("inputs", INPUTS, lambda n: (T, B, sizes[INPUTS[n]]))):
         arrays = cache[group]
         if not isinstance(arrays, dict) or sorted(arrays) != sorted(names):
@@ -748,6 +761,8 @@ SPEC_SOURCE = "\n".join([
     '',
 ])
 _CONTRACT = (PARAMS, INPUTS, STATES, DIMS)
+# The parameters backward reads as they are (the weights it reads are saved, fused)
+BACKWARD_PARAMS = ('b_i', 'b_f', 'b_g', 'b_o')
 
 
 def init_params(dtype=np.float32, seed=0, **sizes):
@@ -956,17 +971,15 @@ def forward(params, inputs, states=None, lengths=None, need_grad=True):
     returned cache is None.
     Returns (outputs [T, B, H], final states dict, cache for `backward`).
     """
-    inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, need_grad, _CONTRACT)
+    params, inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, need_grad, _CONTRACT)
     _workspace.start_call()
     order__, active__ = _batch_order(lengths, T, B)
     if order__ is not None:      # longest first, padding zeroed: step t runs rows :active__[t]
         inputs = {k: _sorted_padded(v, order__, active__) for k, v in inputs.items()}
         states = {k: v[order__] for k, v in states.items()}
-    elif need_grad:
+    elif need_grad:                 # the cache holds copies of what backward reads
         inputs = _kept(inputs)
-    if need_grad:                   # the cache holds copies of what backward reads
-        params = _kept(params)
-    else:
+    if not need_grad:
         return _forward_without_grad(params, inputs, states, sizes, dtype, T, B, order__, active__)
     H = sizes['H']
     I = sizes['I']
@@ -997,8 +1010,9 @@ def forward(params, inputs, states=None, lengths=None, need_grad=True):
     _mm__h = _empty((B, 4*H), dtype)
     _gemm(_x.reshape(B*T, I), _w__x, _mm__x.reshape(B*T, 4*H), False)
     _steps__fwd(B, T, H, active__, (_b_f, _b_g, _b_i, _b_o), (_c, _f, _g, _h, _i, _mm__x, _o), (_mm__h, _w__h))
-    cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "params": params, "inputs": inputs,
-             "saved": {'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_o': _o, '_w__h': _w__h, '_w__x': _w__x},
+    cache = {"sizes": sizes, "dtype": dtype, "T": T, "B": B, "inputs": inputs,
+             "params": _kept(params, BACKWARD_PARAMS),
+             "saved": _owned({'_c': _c, '_f': _f, '_g': _g, '_h': _h, '_i': _i, '_o': _o, '_w__h': _w__h, '_w__x': _w__x}, params),
              "order": order__, "active": active__}
     if order__ is None:
         return _h[1:], {'h': _h[T], 'c': _c[T]}, cache
@@ -1054,7 +1068,7 @@ def backward(cache, d_outputs=None, d_states=None):
     if cache is None:
         raise ValueError("this cache came from forward(..., need_grad=False), which saves "
                          "nothing for backward; run forward with need_grad=True")
-    _check_cache(cache, _CONTRACT)
+    _check_cache(cache, _CONTRACT, BACKWARD_PARAMS)
     sizes, dtype, T, B = cache["sizes"], cache["dtype"], cache["T"], cache["B"]
     _workspace.start_call()
     params, inputs, saved__ = cache["params"], cache["inputs"], cache["saved"]

@@ -125,11 +125,20 @@ CATALOGUE = [
      10, ["not a torch.nn.RNN option"]),
     ("long-name", spec(GOOD, header=HEADER.replace('"cell"', '"' + "a" * 240 + '"')), 1,
      ["240 characters long; names have at most 40"]),
+    ("toml-nested-too-deeply", spec(GOOD, "summary = " + "[" * 100000 + "]" * 100000 + "\n"),
+     None, ["nested too deeply"]),
+    ("toml-table-nested-too-deeply", spec(GOOD, "[init]\nW = " + "{a = " * 5000 + "1"
+                                          + "}" * 5000 + "\n"), None, ["nested too deeply"]),
+    ("torch-huge-block", spec(GOOD, '[torch]\nmodule = "RNN"\nW = "weight_ih[' + "9" * 5000
+                              + '].T"\n'), 10, ["cannot read"]),
+    ("init-a-date", spec(GOOD, '[init]\nW = 1979-05-27\n'), 9, ["cannot read a date"]),
+    ("init-nan", spec(GOOD, '[init]\nW = nan\n'), 9, ["out of range"]),
+    ("shape-of-ints", spec(GOOD, '[shapes]\nW = [1, 2]\n'), 8, ["must be a string name"]),
     # bounded work
-    ("too-many-equations", spec("\n".join(f"a{k} = tanh(h @ U) * {k}" for k in range(201))
-                                + "\nh' = a0 + x @ W + b"), 206, ["more than 200 equations"]),
-    ("too-many-terms", spec("h' = tanh(x @ W + h @ U + b) + " + " + ".join(["h * h"] * 1500)),
-     6, ["more than 4000 terms"]),
+    ("too-many-equations", spec("\n".join(f"a{k} = tanh(h @ U) * {k}" for k in range(101))
+                                + "\nh' = a0 + x @ W + b"), 106, ["more than 100 equations"]),
+    ("too-many-terms", spec("h' = tanh(x @ W + h @ U + b) + " + " + ".join(["h * h"] * 800)),
+     6, ["more than 2000 terms"]),
     # reductions (mean, var, sum over a vector's units)
     ("mean-of-constant", spec("m = mean(2)\nh' = tanh(x @ W + h @ U + b) * m"), 6,
      ["argument of `mean` is a constant", "reduces a vector"]),
@@ -164,3 +173,13 @@ def test_malformed_spec_gives_clear_error(case):
 
 def test_catalogue_is_large():
     assert len(CATALOGUE) >= 30
+
+
+def test_messages_are_bounded_whatever_the_spec_holds():
+    """A 200,000-character name or number is cut in the message, not printed whole."""
+    for raw in (spec(GOOD, "[init]\n" + "a" * 200000 + " = 1\n"),
+                spec(GOOD, '[init]\nW = "normal(0, ' + "9" * 5000 + ')"\n'),
+                spec("h' = tanh(x @ W + h @ U + b) * " + "9" * 4000)):
+        with pytest.raises(SpecError) as info:
+            compile_bytes(raw, "specs/cell.toml")
+        assert len(str(info.value)) < 1200, str(info.value)[:2000]

@@ -30,7 +30,11 @@ TOKENS = [b"(", b")", b"[", b"]", b"{", b"}", b"@", b"'", b'"', b'"""', b"=", b"
           b"h'", b"c'", b"h", b"x", b"W", b"b", b"H", b"I", b"0", b"1", b"-1", b"1e309",
           b"1e-400", b"0.5", b"2**64", b"nan", b"inf", b"lambda", b"import os", b"__class__",
           b"[init]", b"[shapes]", b"[torch]", b"output = ", b"states = ", b"name = ",
-          b'parameters = ["W"]', b"\xff", b"\x00", "ｈ".encode(), "\u202e".encode()]
+          b'parameters = ["W"]', b"\xff", b"\x00", "ｈ".encode(), "\u202e".encode(),
+          # numbers and nesting that once hung or escaped as other exceptions (issue 14)
+          b"2 ** 2 ** 2 ** 2 ** 2 ** 2", b"10 ** 10 ** 8", b"0 ** -1", b"(-1) ** 0.5",
+          b"9" * 400, b"1e-50", b"[" * 3000, b"{a = " * 500, b'"normal(0, 1e400)"',
+          b'"orthogonal"', b'[init]\nb = ', b'module = ["LSTM"]', b"1979-05-27"]
 
 
 def front_end(raw: bytes) -> None:

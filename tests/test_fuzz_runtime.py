@@ -17,7 +17,7 @@ from datetime import timedelta
 import numpy as np
 from cellcheck import all_sizes, generated
 from conftest import ROOT
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cellc.layers import Layer
@@ -91,7 +91,7 @@ def runtime_call(draw):
             args["params"] = dict(args["params"], **{key: broken(draw, params[key])})
         elif target == "x":
             args["inputs"] = broken(draw, x)
-        elif target == "state" and states:
+        elif target == "state" and states and isinstance(args["states"], dict):
             key = draw(st.sampled_from(sorted(states)))
             args["states"] = dict(args["states"], **{key: broken(draw, states[key])})
         elif target == "states":
@@ -154,6 +154,7 @@ def test_random_runtime_arguments(call):
     try:
         y, final, cache = module.forward(**args)
     except ValueError:
+        event("forward refused")
         return
     want, want_final, _ = module.forward(**clean(args))
     np.testing.assert_array_equal(y, want)
@@ -170,7 +171,9 @@ def test_random_runtime_arguments(call):
         grads = module.backward(cache, dy)
     except ValueError as err:
         assert spoiled or upstream in ("wrong-shape", "wrong-dtype", "list"), err
+        event("backward refused")
         return
+    event("forward and backward ran")
     assert not spoiled, f"backward took a cache with {cache_edit} edited"
     assert upstream in ("ones", "none"), f"backward took a {upstream} upstream gradient"
     for k, v in args["params"].items():
@@ -215,13 +218,16 @@ def test_random_layer_arguments(call):
     try:
         y, final, cache = layer.forward(**args)
     except ValueError:
+        event("forward refused")
         return
     dy = {"ones": np.ones_like(y), "none": None, "list": y.tolist(),
           "wrong-shape": np.ones(y.shape[:2] + (y.shape[2] + 1,), y.dtype)}[d_out]
     try:
         grads = layer.backward(cache, dy, d_states)
     except ValueError:
+        event("backward refused")
         return
+    event("forward and backward ran")
     assert d_out in ("ones", "none") and d_states is None
     assert set(grads.params) == set(args["params"])
 

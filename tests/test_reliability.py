@@ -83,13 +83,15 @@ def balanced_sum(terms):
 
 LARGEST = {   # near the bounds on equations and terms, each a different shape of work
     "wide": "a = tanh(x @ W + h @ U + b)\nh' = " + balanced_sum(
-        [f"sigmoid(a * h + {j}.5) * tanh(a - {j})" for j in range(160)]),
+        [f"sigmoid(a * h + {j}.5) * tanh(a - {j})" for j in range(80)]),
     "chain": "\n".join(["a0 = tanh(x @ W + h @ U + b)"] + [
         f"a{k + 1} = sigmoid(a{k} * h + 0.5) * tanh(a{max(k - 1, 0)}) + a{k}"
-        for k in range(170)] + ["h' = a170"]),
+        for k in range(85)] + ["h' = a85"]),
+    "read-twice": "\n".join(["a0 = tanh(x @ W + h @ U + b)"] + [
+        f"a{k + 1} = tanh(a{k}) + sigmoid(a{k}) * h" for k in range(95)] + ["h' = a95"]),
     "reductions": "\n".join(["a0 = tanh(x @ W + h @ U + b)"] + [
         f"a{k + 1} = (a{k} - mean(a{k})) / (var(a{k}) + 0.001) ** 0.5 * h"
-        for k in range(100)] + ["h' = a100"]),
+        for k in range(75)] + ["h' = a75"]),
 }
 
 

@@ -81,7 +81,7 @@ CONTRACT = ({"W": ("I", "H"), "b": ("H",)}, {"x": "I"}, {"h": "H"}, ("H", "I"))
 def test_validate_fills_omitted_states_and_refuses_bad_arguments():
     params = {"W": np.zeros((3, 4)), "b": np.zeros(4)}
     x = np.zeros((5, 2, 3))
-    inputs, states, sizes, dtype, T, B = runtime._validate(params, x, None, True, CONTRACT)
+    params, inputs, states, sizes, dtype, T, B = runtime._validate(params, x, None, True, CONTRACT)
     assert (sizes, dtype, T, B) == ({"I": 3, "H": 4}, np.float64, 5, 2)
     assert states["h"].shape == (2, 4) and not states["h"].any()
     for bad, message in [({**params, "b": np.zeros(5)}, "size H is 5"),

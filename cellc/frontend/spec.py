@@ -26,10 +26,10 @@ from .stabilize import stabilize
 from .torchmap import parse_torch_table
 
 # A bound on the work a spec can ask for: derive and Numba's compile grow with the cell's
-# size (near 2 s and 40 s at the bound, on a 2-core Xeon), so every spec compiles in
-# bounded time. 8x the largest shipped cell.
-MAX_EQUATIONS = 200
-MAX_TERMS = 4000
+# size, so every spec compiles in bounded time (README, "Bounded work", has the figures).
+# About 5x the largest shipped cell (ln_lstm: 21 equations, 527 terms).
+MAX_EQUATIONS = 100
+MAX_TERMS = 2000
 FIELDS = {"name": str, "summary": str, "reference": str, "inputs": (list, dict),
           "states": (list, dict), "parameters": list, "equations": str, "output": str,
           "shapes": dict, "init": dict, "torch": dict}
@@ -73,6 +73,9 @@ class _Frontend(ExpressionConverter):
             self.fail("spec is empty", fix="start from `cellc new NAME`, or see README.md")
         try:
             self.data = tomllib.loads(self.text)
+        except RecursionError:
+            self.fail("not valid TOML: arrays or tables nested too deeply",
+                      fix="a spec's values are strings, lists of names and flat tables")
         except (tomllib.TOMLDecodeError, ValueError) as err:   # ValueError: a huge integer
             m = re.search(r"\(at line (\d+), column (\d+)\)", str(err))
             line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
@@ -133,7 +136,8 @@ class _Frontend(ExpressionConverter):
     def identifier(self, name, what: str, key: str) -> str:
         line = self.key_line(key)
         if not isinstance(name, str):
-            self.fail(f"{what} must be a string name, not {type(name).__name__}", line=line)
+            self.fail(f"{what} must be a string name, not {type(name).__name__}", line=line,
+                      fix='write each name as a TOML string, e.g. "h" or "H"')
         problem = name_problem(name)
         if problem:
             shown = repr(name) if len(name) <= 60 else repr(name[:40]) + "..."

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-_TERM = re.compile(r"\s*(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)\s*\[\s*(\d+)\s*\]"
+_TERM = re.compile(r"\s*(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)\s*\[\s*(\d{1,3})\s*\]"
                    r"\s*(\.\s*T)?\s*\Z")
 
 

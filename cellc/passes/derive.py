@@ -165,7 +165,7 @@ def bind(bound: dict, exprs: list) -> tuple[dict, list]:
     uses: dict = {t: 0 for t in bound}
     for e in [*bound.values(), *exprs]:
         for s in e.free_symbols & uses.keys():
-            uses[s] += 1
+            uses[s] += e.count(s)           # twice in one expression is two copies
     once = {}
     for t in bound:       # readers were bound first: a chain inlines in one pass
         expr = bound[t].xreplace(once)

@@ -151,7 +151,8 @@ class Layer:
                 np.concatenate(outs, axis=2) if self.merge == "concat" else outs[0] + outs[1])
         finals = {k: np.stack(v) for k, v in finals.items()}
         y = np.ascontiguousarray(np.swapaxes(x, 0, 1)) if self.batch_first else x
-        return y, finals, {"caches": caches, "masks": masks, "lengths": lengths, "B": B}
+        return y, finals, {"caches": caches, "masks": masks, "lengths": lengths, "B": B,
+                           "shape": y.shape}
 
     def _check(self, params, x, states):
         """What the layer itself reads, checked before any cell runs (the cell's own
@@ -202,16 +203,17 @@ class Layer:
         """Gradients for every parameter (layer names), the input and the initial states
         (stacked like the states), given the upstream gradients of the outputs and of
         the final states (either may be omitted)."""
-        if (not isinstance(cache, dict) or sorted(cache) != ["B", "caches", "lengths", "masks"]
+        if (not isinstance(cache, dict)
+                or sorted(cache) != ["B", "caches", "lengths", "masks", "shape"]
                 or not isinstance(cache["caches"], list)
                 or len(cache["caches"]) != self.num_layers * self.directions):
             raise ValueError("cache is not what this layer's forward returned; pass it unchanged")
         lengths, caches, masks = cache["lengths"], cache["caches"], cache["masks"]
         dy = d_outputs
         if dy is not None:
-            if not isinstance(dy, np.ndarray) or dy.ndim != 3:
-                raise ValueError(f"d_outputs must be a 3-D numpy array, not "
-                                 f"{getattr(dy, 'shape', type(dy).__name__)}")
+            if not isinstance(dy, np.ndarray) or dy.shape != cache["shape"]:
+                raise ValueError(f"d_outputs must be a numpy array of the outputs' shape "
+                                 f"{cache['shape']}, not {getattr(dy, 'shape', type(dy).__name__)}")
             if self.batch_first:
                 dy = np.swapaxes(dy, 0, 1)
         if d_states is not None and not isinstance(d_states, dict):

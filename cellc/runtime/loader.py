@@ -95,6 +95,8 @@ def sealed(source: str) -> str:
 
 def intact(path: Path) -> bool:
     """Whether the cached module at `path` is whole, as written (see `sealed`)."""
+    if not path.is_file():          # a FIFO or a directory in its place is not ours
+        return False
     data = path.read_bytes()
     body, _, seal = data[:-1].rpartition(b"\n")
     return (data.endswith(b"\n") and seal.startswith(_SEAL)

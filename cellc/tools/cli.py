@@ -116,8 +116,12 @@ def cmd_compile(args) -> int:
 def generated_modules(outdir: Path) -> set[str]:
     """The modules cellc generated earlier in `outdir` (compiling one spec there keeps
     the others in its `__init__.py`)."""
-    return {f.stem for f in outdir.glob("*.py") if f.name != "__init__.py"
-            and f.read_bytes().startswith(GENERATED_MARK)}
+    def generated(f: Path) -> bool:
+        if f.name == "__init__.py" or not f.is_file():
+            return False
+        with open(f, "rb") as stream:
+            return stream.read(len(GENERATED_MARK)) == GENERATED_MARK
+    return {f.stem for f in outdir.glob("*.py") if generated(f)}
 
 
 def cmd_check(args) -> int:

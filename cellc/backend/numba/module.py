@@ -126,6 +126,8 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "infer": printer.statements(program.infer),
         "backward": printer.statements(program.backward),
         "saved": [(a.name, printer.shape(a.shape)) for a in program.saved],
+        "backward_params": tuple(s.key for s in program.backward
+                                 if isinstance(s, tree.Argument) and s.source == "params"),
         "output": _output(program.output),
         "infer_output": _output(program.infer_output),
         "finals": _finals(program.final_states, False),

@@ -414,7 +414,10 @@ def _check_array(what, a, ndim, dtype=None):
 
 
 def _compact(a):
-    """Whether `a` has exactly a C array's strides (an empty one: any)."""
+    """Whether `a` has exactly a C array's strides (an empty one: any). Only a dimension
+    of size 1 lets a C-contiguous array have other strides."""
+    if 1 not in a.shape:
+        return a.flags.c_contiguous
     strides, step = [], a.itemsize
     for n in reversed(a.shape):
         strides.append(step)
@@ -435,8 +438,8 @@ def _bind(sizes, dim, n, what):
 
 def _validate(params, inputs, states, need_grad, contract):
     """Check everything before any kernel runs. `contract` is the module's
-    (PARAMS, INPUTS, STATES, DIMS). Returns (inputs, states, sizes, dtype, T, B) with
-    omitted states as zeros."""
+    (PARAMS, INPUTS, STATES, DIMS). Returns (params, inputs, states, sizes, dtype, T, B):
+    new dicts of the checked arrays, omitted states as zeros."""
     PARAMS, INPUTS, STATES, DIMS = contract
     if not isinstance(need_grad, (bool, np.bool_)):
         raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
@@ -448,8 +451,9 @@ def _validate(params, inputs, states, need_grad, contract):
         raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
     dtype = None
     sizes = {}
+    params = dict(params)           # the checked arrays (compact copies of odd ones) from here
     for name, shape in PARAMS.items():
-        a = _check_array(f"params[{name!r}]", params[name], len(shape), dtype)
+        a = params[name] = _check_array(f"params[{name!r}]", params[name], len(shape), dtype)
         dtype = a.dtype
         for d, n in zip(shape, a.shape):
             _bind(sizes, d, n, f"params[{name!r}] of shape {a.shape}")
@@ -459,9 +463,10 @@ def _validate(params, inputs, states, need_grad, contract):
         inputs = {next(iter(INPUTS)): inputs}
     if set(inputs) != set(INPUTS):
         raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
+    inputs = dict(inputs)
     T = B = None
     for name, dim in INPUTS.items():
-        a = _check_array(f"{name} (inputs[{name!r}])", inputs[name], 3, dtype)
+        a = inputs[name] = _check_array(f"{name} (inputs[{name!r}])", inputs[name], 3, dtype)
         if T is None:
             T, B = a.shape[:2]
         if a.shape[:2] != (T, B):
@@ -476,7 +481,7 @@ def _validate(params, inputs, states, need_grad, contract):
         raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
     for name, dim in STATES.items():
         if states.get(name) is not None:
-            a = _check_array(f"states[{name!r}]", states[name], 2, dtype)
+            a = states[name] = _check_array(f"states[{name!r}]", states[name], 2, dtype)
             if a.shape[0] != B:
                 raise ValueError(f"states[{name!r}] has shape {a.shape}; expected batch size {B}")
             _bind(sizes, dim, a.shape[1], f"states[{name!r}] of shape {a.shape}")
@@ -486,19 +491,26 @@ def _validate(params, inputs, states, need_grad, contract):
     for name, dim in STATES.items():
         if states.get(name) is None:
             states[name] = np.zeros((B, sizes[dim]), dtype)
-    return inputs, states, sizes, dtype, T, B
+    return params, inputs, states, sizes, dtype, T, B
 
 
-def _kept(arrays):
-    """Copies of the arguments backward reads, made by forward (need_grad=True): editing
-    an array after forward never changes the gradients backward returns."""
-    return {k: _contiguous(v) for k, v in arrays.items()}
+def _kept(arrays, names=None):
+    """Copies of the arguments backward reads (`names`, or all), made by forward
+    (need_grad=True): editing an array after forward never changes the gradients."""
+    return {k: _contiguous(arrays[k]) for k in (arrays if names is None else names)}
+
+
+def _owned(saved, params):
+    """forward's saved arrays, a copy where one is a caller's parameter itself (a weight
+    that no other shares its GEMM with is used as it is)."""
+    theirs = {id(v) for v in params.values()}
+    return {k: _contiguous(v) if id(v) in theirs else v for k, v in saved.items()}
 
 
 _CACHE_KEYS = ("sizes", "dtype", "T", "B", "params", "inputs", "saved", "order", "active")
 
 
-def _check_cache(cache, contract):
+def _check_cache(cache, contract, backward_params):
     """A cache from forward, whole and consistent with its own sizes, before backward's
     kernels (which do no bounds checking) read it. The saved arrays' shapes are checked
     by `_check_saved`, once the sizes are known good."""
@@ -513,7 +525,8 @@ def _check_cache(cache, contract):
     if dtype not in (np.float32, np.float64) or not (_is_size(T) and _is_size(B)
                                                       and T >= 0 and B >= 0):
         raise ValueError("cache['dtype'], ['T'] or ['B'] was changed; pass forward's cache unchanged")
-    for group, names, shape_of in (("params", PARAMS, lambda n: tuple(sizes[d] for d in PARAMS[n])),
+    for group, names, shape_of in (("params", backward_params,
+                                    lambda n: tuple(sizes[d] for d in PARAMS[n])),
                                    ("inputs", INPUTS, lambda n: (T, B, sizes[INPUTS[n]]))):
         arrays = cache[group]
         if not isinstance(arrays, dict) or sorted(arrays) != sorted(names):
