@@ -116,7 +116,7 @@ class ExpressionConverter:
                 "Compare": "comparisons are not supported; use step(a - b) or max/min"}
         self.fail(f"unsupported syntax ({kind}) in `{self.where(tree)}`", line=self.line,
                   fix=hint.get(kind, "equations use + - * / ** @, numbers, names and the "
-                                     "functions " + ", ".join(sorted(FUNCTIONS))))
+                                     "functions " + ", ".join(sorted([*FUNCTIONS, *REDUCTIONS]))))
 
     def finite(self, expr, tree):
         """`expr`, unless a constant in it is not a real number a float32 kernel can

@@ -38,6 +38,9 @@ INIT_KINDS = {"default": 0, "zeros": 0, "ones": 0, "orthogonal": 0, "uniform": 2
 
 
 RESERVED = naming.reserved()
+# two operands side by side: a name, number or `)` then a name, number or `(`
+_JUXTAPOSED = re.compile(r"([A-Za-z_][\w']*|\d[\d.]*|\))\s+(?!(?:if|else|and|or|not|in|is|for)\b)"
+                         r"([A-Za-z_][\w']*|\d[\d.]*|\()")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _INIT = re.compile(rf"\s*([a-z]+)\s*(?:\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\))?\s*\Z")
 
@@ -246,7 +249,17 @@ class _Frontend(ExpressionConverter):
                     warnings.simplefilter("ignore", SyntaxWarning)
                     tree = ast.parse(prepared, mode="exec")
             except SyntaxError as err:
-                self.fail(f"cannot parse equation: {err.msg}", line=line,
+                start = code.find("=") + 1
+                side = _JUXTAPOSED.search(code, start)
+                if side:                # `x W`, as papers write a product
+                    a, b = side.group(1), side.group(2)
+                    fix = ("join them with an operator: `@` for a matrix product, `*` "
+                           "elementwise" if ")" in a or "(" in b else
+                           f"write the product: `{a} @ {b}` for a matrix product, "
+                           f"`{a} * {b}` elementwise")
+                    self.fail(f"cannot parse equation: `{a} {b}` puts two values side by side",
+                              line=line, col=side.start() + 1, fix=fix)
+                self.fail(f"cannot parse equation: {err.msg.split('. Perhaps')[0]}", line=line,
                           fix="write one equation per line as `name = expression`; "
                               "use `h'` for the new value of state h")
             except (RecursionError, MemoryError, ValueError):
