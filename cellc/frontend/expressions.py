@@ -130,6 +130,9 @@ class ExpressionConverter:
     def name(self, ident, tree):
         shown = naming.display_spec(ident)
         col = self.col_of(self.line, ident)
+        if ident in self.constants:                     # named constants fold in place
+            self.constants_used.add(ident)
+            return self.constants[ident][0], None
         if ident in self.var_dim:
             return symbol(ident), self.var_dim[ident]
         if ident in self.node_dim:

@@ -287,6 +287,8 @@ class _Frontend(ExpressionConverter):
     def convert(self, equations) -> list[Node]:
         states = {s.name for s in self.states}
         self.defined: dict[str, int] = {}
+        self.constants: dict[str, tuple] = {}      # name -> (value, line), see `name`
+        self.constants_used: set[str] = set()
         for lhs, _, line, _ in equations:
             self.check_lhs(lhs, line, states)
             self.defined[lhs] = line
@@ -296,9 +298,12 @@ class _Frontend(ExpressionConverter):
         for lhs, tree, line, text in self.dependency_order(equations):
             self.line, self.source = line, naming.spec_text(text)
             expr, dim = self.expr(tree, 0)
+            if dim is None and naming.state_of(lhs) is None:   # a named constant, `dt = 0.076`:
+                self.constants[lhs] = (expr, line)              # folded where it is used
+                continue
             if dim is None:
-                self.fail(f"`{naming.display_spec(lhs)}` is a constant: an equation needs a vector "
-                          "operand", line=line, symbol=naming.display_spec(lhs),
+                self.fail(f"`{naming.display_spec(lhs)}` is a constant: a state's new value needs "
+                          "a vector operand", line=line, symbol=naming.display_spec(lhs),
                           fix="multiply by a state or input, or use a parameter")
             self.unify(self.node_dim[lhs], dim, naming.display_spec(lhs), tree)
             nodes.append(Node(lhs, "", expr=expr, line=line, text=text))
@@ -385,6 +390,9 @@ class _Frontend(ExpressionConverter):
         ident = naming.spec_text(out.strip())
         if ident in {s.name for s in self.states}:
             ident = naming.new(ident)
+        if ident in self.constants:
+            self.fail(f"output `{out}` is a constant", line=self.key_line("output"), symbol=out,
+                      fix="the output is a vector: name an equation that reads a state or input")
         if ident not in {n.name for n in nodes}:
             self.fail(f"output `{out}` is not defined by an equation."
                       f"{did_you_mean(out, [naming.display_spec(n.name) for n in nodes])}",
@@ -399,6 +407,11 @@ class _Frontend(ExpressionConverter):
                           col=self.col_of(self.key_line("states"), s.name), symbol=s.name,
                           fix=f"add an equation `{s.name}' = ...` (use `{s.name}' = {s.name}` "
                               "to keep it constant)")
+        for name, (_, line) in self.constants.items():
+            if name not in self.constants_used:
+                self.fail(f"`{name}` is computed but never used", line=line,
+                          col=self.col_of(line, name), symbol=name,
+                          fix="use it in an equation, or remove it")
         live = live_names(nodes, [naming.new(s.name) for s in self.states] + [output])
         for n in nodes:
             if n.name not in live:
