@@ -552,7 +552,7 @@ def _check_cache(cache, contract, backward_params):
 
 def _check_kept(what, a, shape, dtype):
     if not (isinstance(a, np.ndarray) and a.shape == shape and a.dtype == dtype
-            and a.flags.c_contiguous and _compact(a)):
+            and _compact(a)):
         raise ValueError(f"{what} is not the array forward saved (shape {shape}, {np.dtype(dtype)}); "
                          "pass forward's cache unchanged")
 
@@ -652,11 +652,12 @@ def _init_params(contract, init, hidden, dtype, seed, sizes):
         if not _is_size(n) or n < 1:
             raise ValueError(f"init_params: size {d} must be a positive integer, not {n!r}")
     try:
-        dtype = np.dtype(dtype)
+        checked = np.dtype(dtype)
     except TypeError:
-        dtype = None
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, not {dtype}")
+        checked = None
+    if checked not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, not {dtype!r}")
+    dtype = checked
     if seed is not None and (not _is_size(seed) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, not {seed!r}")
     rng = np.random.default_rng(seed)

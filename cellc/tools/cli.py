@@ -103,12 +103,11 @@ def cmd_compile(args) -> int:
     from ..driver import write_atomic, write_module
     outdir = Path(args.output)
     files = render_all(args.specs)
-    init = files.pop("__init__.py")
+    files.pop("__init__.py")        # rewritten below, with the modules compiled earlier
     for name, source in files.items():
         write_module(outdir / name, source)
-    others = generated_modules(outdir) - {n[:-3] for n in files}
-    write_atomic(outdir / "__init__.py", package_init([*others, *(n[:-3] for n in files)])
-                 if others else init)
+    write_atomic(outdir / "__init__.py",
+                 package_init(sorted(generated_modules(outdir) | {n[:-3] for n in files})))
     say(f"compiled {len(files)} spec(s) into {outdir}/")
     return 0
 
@@ -147,14 +146,18 @@ def _sizes(text: str) -> dict[str, int]:
     sizes = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
-        if not value.strip().isdigit() or int(value) < 1:
+        if not _is_positive(value):
             raise argparse.ArgumentTypeError(f"bad size {part!r}: write DIM=N, e.g. H=64")
         sizes[name.strip()] = int(value)
     return sizes
 
 
+def _is_positive(text: str) -> bool:
+    return text.strip().isdigit() and int(text) >= 1
+
+
 def _positive(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
+    if not _is_positive(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return int(text)
 
