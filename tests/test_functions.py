@@ -14,10 +14,15 @@ X = np.concatenate([np.linspace(-30, 30, 200_001), [-1e4, -100, -20, 0.0, 20, 10
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_derivative_matches_finite_differences(name):
     fn = FUNCTIONS[name]
-    args = [symbol("a"), symbol("b")][: fn.spec.arity]
+    args = [symbol("a"), symbol("b"), symbol("c")][: fn.spec.arity]
     expr = fn(*args)
     rng = np.random.default_rng(0)
-    env = {"a": rng.uniform(0.1, 2.0, 50), "b": rng.uniform(-2.0, 2.0, 50)}
+    env = {"a": rng.uniform(0.1, 2.0, 50), "b": rng.uniform(-2.0, 2.0, 50),
+           "c": rng.uniform(-2.0, 2.0, 50)}
+    if name == "where":         # a condition of both signs, branches that differ
+        env["a"] = rng.choice([-1.0, 0.0, 1.0], 50)
+    if name == "mod":           # away from b = 0, where a / b jumps between integers
+        env["b"] = rng.choice([-1.0, 1.0], 50) * rng.uniform(0.5, 2.0, 50)
     for k, a in enumerate(args):
         partial = evaluate(sympy.diff(expr, a), env)
         up, down = dict(env), dict(env)

@@ -3,7 +3,7 @@ same way: the front end gives the IR one would write by hand, and the module com
 from its bytes matches the interpreter in float64 and float32."""
 import numpy as np
 import pytest
-from cellcheck import build, compare
+from cellcheck import build, compare, directional_derivative, problem
 
 from cellc.driver import compile_bytes
 
@@ -31,3 +31,62 @@ def test_named_constants_in_kernels_match_the_interpreter(dtype, bound):
     module, cell = build(spec(NAMED))
     errors = compare(module, cell, T=5, B=3, sizes={"I": 2, "H": 4}, dtype=dtype, seed=1)
     assert max(errors.values()) < bound, errors
+
+
+# ---- gap 5: comparisons, the conditional, piecewise and periodic functions ----------
+PIECEWISE = """a = x @ W + h @ U + b
+g = a + 0.5 if a >= 0 else sigmoid(a)
+k = where(a < 0.3 and a > -0.3, silu(a), logsigmoid(a)) + sin(a) * cos(h)
+m = floor(a * 3) + a % 0.7 + a // 0.4 + mod(h, 1.3)
+h' = 0.5 * h + 0.1 * g + 0.1 * tanh(k) + 0.01 * m + 0.1 * where(not a == 0, a, h) + 0.1 * (a != h)"""
+
+
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_piecewise_and_periodic_functions_match_the_interpreter(dtype, bound):
+    module, cell = build(spec(PIECEWISE))
+    errors = compare(module, cell, T=5, B=3, sizes={"I": 2, "H": 4}, dtype=dtype, seed=1)
+    assert max(errors.values()) < bound, errors
+
+
+def test_piecewise_gradients_are_directional_derivatives():
+    """Away from the jumps (floor, mod, the comparisons), the derivative is the exact one;
+    the random problem stays away from them at this step size."""
+    module, _ = build(spec(PIECEWISE))
+    params, inputs, states = problem(module, T=4, B=3, sizes={"I": 2, "H": 4},
+                                     dtype=np.float64, seed=3)
+    rng = np.random.default_rng(4)
+    y, final, _ = module.forward(params, inputs["x"], states)
+    dy = rng.normal(size=y.shape)
+    ds = {k: rng.normal(size=v.shape) for k, v in final.items()}
+    numeric, analytic = directional_derivative(module, params, inputs, states, dy, ds, rng, 1e-7)
+    assert abs(numeric - analytic) <= 1e-5 * max(1.0, abs(analytic)), (numeric, analytic)
+
+
+def test_conditional_is_read_as_where_with_the_boundary_in_the_true_branch():
+    ifexp = compile_bytes(spec("h' = h + 0.5 if h >= 0 else sigmoid(h) + x @ W + h @ U + b").encode())
+    written = compile_bytes(spec("h' = where(h >= 0, h + 0.5, sigmoid(h) + x @ W + h @ U + b)").encode())
+    assert [n.expr for n in ifexp.cell.nodes] == [n.expr for n in written.cell.nodes]
+    module, cell = build(spec("h' = where(x @ W >= 0, x @ W + h @ U, sigmoid(h @ U + b))"))
+    zero = {"W": np.zeros((1, 1)), "U": np.full((1, 1), 2.0), "b": np.zeros(1)}
+    x, h0 = np.zeros((1, 1, 1)), {"h": np.full((1, 1), 3.0)}
+    y, _, cache = module.forward(zero, x, h0)
+    assert y[0, 0, 0] == 6.0                       # x @ W = 0 selects the first branch
+    grads = module.backward(cache, np.ones_like(y))
+    assert grads.states["h"][0, 0] == 2.0          # ... and its derivative, d(h @ U)/dh
+
+
+@pytest.mark.parametrize("fn, x, value, slope", [
+    ("logsigmoid", -1e4, -1e4, 1.0), ("logsigmoid", 1e4, 0.0, 0.0),
+    ("silu", -1e4, 0.0, 0.0), ("silu", 1e4, 1e4, 1.0),
+    ("sin", 1e4, np.sin(1e4), np.cos(1e4)), ("cos", 0.0, 1.0, 0.0)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_new_functions_saturate_to_their_limits(fn, x, value, slope, dtype):
+    """Far out, values and derivatives are the limits, finite, in both dtypes."""
+    module, _ = build(spec(f"h' = {fn}(x @ W + h @ U + b)"))
+    params = {"W": np.ones((1, 1), dtype), "U": np.zeros((1, 1), dtype), "b": np.zeros(1, dtype)}
+    y, _, cache = module.forward(params, np.full((1, 1, 1), x, dtype))
+    grads = module.backward(cache, np.ones_like(y))
+    tol = 1e-3 if dtype == np.float32 else 1e-9
+    assert np.isfinite(y).all() and np.isfinite(grads.inputs["x"]).all()
+    assert abs(y[0, 0, 0] - value) <= tol * max(1, abs(value))
+    assert abs(grads.inputs["x"][0, 0, 0] - slope) <= tol

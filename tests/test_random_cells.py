@@ -26,7 +26,10 @@ from cellc.reference import interpreter
 EXAMPLES = int(os.environ.get("CELLC_RANDOM_CELLS", "15"))
 SIZES = {"I": 3, "H": 4, "U": 2, "M": 5, "P": 3, "Q": 6}
 
-UNARY = ["sigmoid({})", "tanh({})", "softplus({})", "exp(-softplus({}))", "relu({})", "abs({})"]
+UNARY = ["sigmoid({0})", "tanh({0})", "softplus({0})", "exp(-softplus({0}))", "relu({0})",
+         "abs({0})", "silu({0})", "logsigmoid({0})", "sin({0})", "cos({0})",
+         "({0} + 0.5 if {0} >= 0 else sigmoid({0}))",                 # minGRU's g
+         "where({0} < -1 or {0} > 1, tanh({0}), {0} - {0} ** 3 / 3)"]
 UPDATES = [
     "{a} * {s} + (1 - {a}) * {b}",
     "{s} + 0.5 * {a}",
@@ -36,6 +39,7 @@ UPDATES = [
     "{a} ** 2 - {s} * {b} / 2",
     "log(1 + {a} * {a}) + sqrt(1 + {s} * {s}) * {b}",
     "{a} * tanh({s}) - {b} ** 3 / 3",
+    "{s} + dt * ({a} - {s})",                 # dt: a named constant
 ]
 
 
@@ -79,6 +83,8 @@ def cells(draw):
         if not any(re.search(rf"\b{g}\b", u) for u in updates):
             updates[-1] += f" + 0.1 * {g}"
     equations += updates
+    if any("dt" in u for u in updates):
+        equations.insert(0, f"dt = {draw(st.sampled_from(['0.25', '1 / 8', '2 ** -3']))}")
     output = ""
     if draw(st.booleans()):
         with_bias = draw(st.booleans())      # without a bias the output is itself a GEMM
@@ -150,6 +156,8 @@ def wide_cells(draw):
             if draw(st.booleans()):                       # or the state is never read
                 update += f" + 0.5 * {s}"
         equations.append(f"{s}' = {update}")
+    if any("dt" in e for e in equations):
+        equations.insert(0, "dt = 0.25")
     output = ""
     if draw(st.booleans()):
         output = f'output = "{draw(st.sampled_from(gates))}"\n'

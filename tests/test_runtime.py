@@ -21,11 +21,16 @@ def kernel_of(name: str, arity: int):
         def apply(a, b, out):
             for i in range(a.shape[0]):
                 out[i] = helper(a[i])
-    else:
+    elif arity == 2:
         @nb.njit
         def apply(a, b, out):
             for i in range(a.shape[0]):
                 out[i] = helper(a[i], b[i])
+    else:                       # where(c, a, b): the condition, then two branches
+        @nb.njit
+        def apply(a, b, out):
+            for i in range(a.shape[0]):
+                out[i] = helper(a[i] - a[i] * (i % 3 == 0), a[i], b[i])
     return apply
 
 
@@ -45,7 +50,10 @@ def test_every_function_has_its_kernel_helper(name, dtype):
     out = np.empty_like(a)
     kernel_of(name, spec.arity)(a, b, out)
     assert out.dtype == dtype
-    want = spec.numpy(*(v.astype(np.float64) for v in (a, b)[: spec.arity]))
+    args = [v.astype(np.float64) for v in (a, b)]
+    if spec.arity == 3:
+        args = [np.where(np.arange(a.size) % 3 == 0, 0.0, args[0])] + args
+    want = spec.numpy(*args[: spec.arity])
     tol = 1e-6 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
 

@@ -19,7 +19,7 @@ import sympy
 from .. import naming
 from ..errors import did_you_mean
 from ..ir.cell import CONSTANTS_RULE, FLOAT32_MAX, ONE, Affine, RowMean, RowSum, representable, symbol
-from ..ir.functions import FUNCTIONS
+from ..ir.functions import CALLABLE, floor, ge, gt, maximum, mod, where
 from .dims import DimConflict
 
 MAX_DEPTH = 64
@@ -34,7 +34,24 @@ REDUCTIONS = {
 }
 
 
+def _any(conditions):
+    return conditions[0] if len(conditions) == 1 else maximum(conditions[0], _any(conditions[1:]))
+
+
+_ARITHMETIC = {ast.Add: sympy.Add, ast.Sub: lambda p, q: p - q, ast.Mult: sympy.Mul,
+               ast.Div: lambda p, q: p / q, ast.Mod: mod, ast.FloorDiv: lambda p, q: floor(p / q)}
+# Each comparison as the registered ones (`a < b` is `b > a`), each 1 where it holds
+_COMPARISONS = {ast.Gt: gt, ast.GtE: ge, ast.Lt: lambda a, b: gt(b, a),
+                ast.LtE: lambda a, b: ge(b, a), ast.Eq: lambda a, b: ge(a, b) * ge(b, a),
+                ast.NotEq: lambda a, b: 1 - ge(a, b) * ge(b, a)}
+
+
+_ARGUMENTS = {1: "x", 2: "a, b", 3: "c, a, b"}
+
+
 class ExpressionConverter:
+    conditions: set          # the expressions that are comparisons, for `and`/`or`/`not`
+
     def where(self, tree) -> str:
         return naming.spec_form(ast.get_source_segment(self.source, tree) or "")
 
@@ -98,25 +115,70 @@ class ExpressionConverter:
                 self.fail(f"`{self.where(tree)}` is out of range", line=self.line,
                           fix=CONSTANTS_RULE)      # refused before SymPy computes it
             return self.finite(base ** exponent, tree), dim
-        if isinstance(tree, ast.BinOp) and isinstance(tree.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+        if isinstance(tree, ast.BinOp) and type(tree.op) in _ARITHMETIC:
             a, da = self.expr(tree.left, depth)
             b, db = self.expr(tree.right, depth)
             dim = self.broadcast(da, db, tree)
-            if isinstance(tree.op, ast.Div) and b.is_Number and b.is_zero:
+            if isinstance(tree.op, (ast.Div, ast.Mod, ast.FloorDiv)) and b.is_Number and b.is_zero:
                 self.fail(f"division by zero in `{self.where(tree)}`", line=self.line,
                           fix="divide by a non-zero constant or by an expression")
-            op = {ast.Add: sympy.Add, ast.Sub: lambda p, q: p - q, ast.Mult: sympy.Mul,
-                  ast.Div: lambda p, q: p / q}[type(tree.op)]
-            return self.finite(op(a, b), tree), dim
+            return self.finite(_ARITHMETIC[type(tree.op)](a, b), tree), dim
         if isinstance(tree, ast.Call):
             return self.call(tree, depth)
+        if isinstance(tree, ast.Compare):
+            return self.compare(tree, depth)
+        if isinstance(tree, ast.BoolOp) or (isinstance(tree, ast.UnaryOp) and isinstance(tree.op, ast.Not)):
+            return self.logic(tree, depth)
+        if isinstance(tree, ast.IfExp):          # `a if c else b` is where(c, a, b)
+            parts = [self.expr(t, depth) for t in (tree.test, tree.body, tree.orelse)]
+            return where(*(e for e, _ in parts)), self.broadcast_all(parts, tree)
         kind = type(tree).__name__
+        if isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.BitXor):
+            self.fail(f"`^` in `{self.where(tree)}` is not a power", line=self.line,
+                      fix="write a power as `a ** b`")
         hint = {"Attribute": "attributes (a.b) are not part of the language",
-                "Subscript": "indexing is not part of the language; every value is a vector",
-                "Compare": "comparisons are not supported; use step(a - b) or max/min"}
+                "Subscript": "indexing is not part of the language; every value is a vector"}
         self.fail(f"unsupported syntax ({kind}) in `{self.where(tree)}`", line=self.line,
-                  fix=hint.get(kind, "equations use + - * / ** @, numbers, names and the "
-                                     "functions " + ", ".join(sorted([*FUNCTIONS, *REDUCTIONS]))))
+                  fix=hint.get(kind, "equations use + - * / % // ** @, comparisons, "
+                                     "`a if c else b`, numbers, names and the functions "
+                                     + ", ".join(sorted([*CALLABLE, *REDUCTIONS]))))
+
+    def broadcast_all(self, parts, tree):
+        """The dimension of an elementwise operation on all of `parts` (expr, dim)."""
+        dim = None
+        for _, d in parts:
+            dim = self.broadcast(dim, d, tree)
+        return dim
+
+    def compare(self, tree, depth):
+        """`a > b`, `a <= b < c` (each pair, all must hold): 1 where it holds, else 0."""
+        operands = [self.expr(t, depth) for t in (tree.left, *tree.comparators)]
+        dim = self.broadcast_all(operands, tree)
+        result = sympy.S.One
+        for op, (a, _), (b, _) in zip(tree.ops, operands, operands[1:]):
+            if type(op) not in _COMPARISONS:
+                self.fail(f"`{self.where(tree)}`: `{type(op).__name__}` is not a comparison "
+                          "of numbers", line=self.line, fix="compare with < <= > >= == !=")
+            result = result * _COMPARISONS[type(op)](a, b)
+        self.conditions.add(result)
+        return result, dim
+
+    def logic(self, tree, depth):
+        """`and`, `or`, `not` over comparisons (each 1 or 0)."""
+        operands = [tree.operand] if isinstance(tree, ast.UnaryOp) else tree.values
+        parts = [self.expr(t, depth) for t in operands]
+        for t, (e, _) in zip(operands, parts):
+            if e not in self.conditions:
+                self.fail(f"`{self.where(t)}` is not a comparison", line=self.line,
+                          fix="`and`, `or` and `not` combine comparisons, e.g. "
+                              "`where(a > 0 and b > 0, a, b)`")
+        dim = self.broadcast_all(parts, tree)
+        exprs = [e for e, _ in parts]
+        result = (1 - exprs[0] if isinstance(tree, ast.UnaryOp)
+                  else sympy.Mul(*exprs) if isinstance(tree.op, ast.And)
+                  else maximum(*exprs[:2]) if len(exprs) == 2 else _any(exprs))
+        self.conditions.add(result)
+        return result, dim
 
     def finite(self, expr, tree):
         """`expr`, unless a constant in it is not a real number a float32 kernel can
@@ -151,7 +213,7 @@ class ExpressionConverter:
                           symbol=shown, fix=f"add an equation `{shown} = ...`")
             self.fail(f"`{shown}`: only states have a new value", line=self.line, col=col,
                       symbol=shown, fix="declare it in `states`, or drop the prime")
-        if ident in FUNCTIONS:
+        if ident in CALLABLE or ident in REDUCTIONS:
             self.fail(f"function `{ident}` used as a value", line=self.line, col=col,
                       symbol=ident, fix=f"call it: {ident}(...)")
         known = set(self.var_dim) | set(self.node_dim) | set(self.param_names)
@@ -187,23 +249,20 @@ class ExpressionConverter:
         fname = tree.func.id if isinstance(tree.func, ast.Name) else None
         if fname in REDUCTIONS:
             return self.reduction(fname, tree, depth)
-        if fname not in FUNCTIONS:
+        if fname not in CALLABLE:
             shown = fname or self.where(tree.func)
-            self.fail(f"unknown function `{shown}`.{did_you_mean(shown, FUNCTIONS)}",
+            self.fail(f"unknown function `{shown}`.{did_you_mean(shown, CALLABLE)}",
                       line=self.line, col=self.col_of(self.line, shown), symbol=shown,
-                      fix="available: " + ", ".join(sorted([*FUNCTIONS, *REDUCTIONS])) +
-                          "; add a new one with define() in cellc/functions.py")
-        fn = FUNCTIONS[fname]
+                      fix="available: " + ", ".join(sorted([*CALLABLE, *REDUCTIONS])) +
+                          "; add a new one with define() in cellc/ir/functions.py")
+        fn = CALLABLE[fname]
         if tree.keywords or len(tree.args) != fn.spec.arity or any(
                 isinstance(a, ast.Starred) for a in tree.args):
             self.fail(f"`{fname}` takes {fn.spec.arity} argument(s), given "
                       f"`{self.where(tree)}`", line=self.line, symbol=fname,
-                      fix=f"call it as {fname}(" + ", ".join("ab"[: fn.spec.arity]) + ")")
+                      fix=f"call it as {fname}({_ARGUMENTS[fn.spec.arity]})")
         args = [self.expr(a, depth) for a in tree.args]
-        dim = None
-        for _, d in args:
-            dim = self.broadcast(dim, d, tree)
-        return fn(*(a for a, _ in args)), dim
+        return fn(*(a for a, _ in args)), self.broadcast_all(args, tree)
 
     def reduction(self, fname, tree, depth):
         if tree.keywords or len(tree.args) != 1 or isinstance(tree.args[0], ast.Starred):

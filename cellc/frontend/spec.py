@@ -289,6 +289,7 @@ class _Frontend(ExpressionConverter):
         self.defined: dict[str, int] = {}
         self.constants: dict[str, tuple] = {}      # name -> (value, line), see `name`
         self.constants_used: set[str] = set()
+        self.conditions = set()
         for lhs, _, line, _ in equations:
             self.check_lhs(lhs, line, states)
             self.defined[lhs] = line

@@ -27,8 +27,15 @@ tanh is set to exactly ±1 from |x| = 9 on (where float32 tanh rounds to ±1), s
 saturate to their exact limits (±1, 0, 1), with derivatives exactly 0; both propagate NaN.
 
 Subgradients (documented, and matching PyTorch): relu'(0) = 0, abs'(0) = sign(0) = 0,
-step'(x) = sign'(x) = 0; at a tie max(a, b) and min(a, b) send half the gradient to
-each argument.
+step'(x) = sign'(x) = floor'(x) = 0, and comparisons have derivative 0; at a tie max(a, b)
+and min(a, b) send half the gradient to each argument. The conditional `where(c, a, b)`
+is a selection: its derivative is that of the branch selected, so at the boundary of
+`where(x >= 0, f(x), g(x))` (x = 0) it is f'(0), the branch the condition picks there.
+`mod(a, b)` = a - b * floor(a / b) (the sign of b, as Python's `%`) has derivatives
+1 and -floor(a / b); at its jumps, those of the piece it lands on.
+
+Conditions are numbers: a comparison is 1 where it holds and 0 where it does not (NaN
+compares false), and `where` selects `a` where its condition is not 0.
 """
 from __future__ import annotations
 
@@ -48,6 +55,7 @@ class FunctionSpec:
     grad: Callable
     doc: str
     fast32: str | None = None
+    operator: str | None = None   # written as an operator only (`a > b`), never called
 
 
 class CellFunction(sympy.Function):
@@ -59,15 +67,20 @@ class CellFunction(sympy.Function):
         return self.spec.grad(self, *self.args)[argindex - 1]
 
 
-FUNCTIONS: dict[str, type[CellFunction]] = {}
+FUNCTIONS: dict[str, type[CellFunction]] = {}     # every function the IR may hold
+CALLABLE: dict[str, type[CellFunction]] = {}      # ... those a spec calls by name
 
 
 def define(name: str, *, numpy: Callable, kernel: str, grad: Callable, doc: str,
-           arity: int = 1, fast32: str | None = None) -> type[CellFunction]:
-    """Register an elementwise function: its value (NumPy and Numba) and its derivative."""
-    spec = FunctionSpec(name, arity, numpy, kernel, grad, doc, fast32)
+           arity: int = 1, fast32: str | None = None,
+           operator: str | None = None) -> type[CellFunction]:
+    """Register an elementwise function: its value (NumPy and Numba) and its derivative.
+    With `operator`, a spec writes it as that operator (`a > b`) and cannot call it."""
+    spec = FunctionSpec(name, arity, numpy, kernel, grad, doc, fast32, operator)
     cls = type(name, (CellFunction,), {"nargs": arity, "spec": spec, "__doc__": doc})
     FUNCTIONS[name] = cls
+    if operator is None:
+        CALLABLE[name] = cls
     return cls
 
 
@@ -141,3 +154,51 @@ minimum = define(
     grad=lambda y, a, b: [(step(b - a) + 1 - step(a - b)) / 2,
                           (step(a - b) + 1 - step(b - a)) / 2],
     doc="Elementwise minimum; at a tie each argument gets half the gradient.")
+
+gt = define(
+    "gt", arity=2, operator=">", numpy=lambda a, b: np.where(a > b, 1.0, 0.0),
+    kernel="T({0} > {1})",
+    grad=lambda y, a, b: [sympy.S.Zero, sympy.S.Zero],
+    doc="a > b: 1 where it holds, else 0 (NaN compares false).")
+ge = define(
+    "ge", arity=2, operator=">=", numpy=lambda a, b: np.where(a >= b, 1.0, 0.0),
+    kernel="T({0} >= {1})",
+    grad=lambda y, a, b: [sympy.S.Zero, sympy.S.Zero],
+    doc="a >= b: 1 where it holds, else 0 (NaN compares false).")
+where = define(
+    "where", arity=3, numpy=lambda c, a, b: np.where(c != 0, a, b),
+    kernel="({1} if {0} != T(0) else {2})",
+    grad=lambda y, c, a, b: [sympy.S.Zero, where(c, sympy.S.One, sympy.S.Zero),
+                             where(c, sympy.S.Zero, sympy.S.One)],
+    doc="a where c is not 0, else b; the derivative is the selected branch's.")
+floor = define(
+    "floor", numpy=np.floor,
+    kernel="np.floor({0})",
+    grad=lambda y, x: [sympy.S.Zero],
+    doc="The largest integer <= x; floor'(x) = 0.")
+mod = define(
+    "mod", arity=2, numpy=lambda a, b: a - b * np.floor(a / b),
+    kernel="{0} - {1} * np.floor({0} / {1})",
+    grad=lambda y, a, b: [sympy.S.One, -floor(a / b)],
+    doc="a - b * floor(a / b): the remainder with the sign of b, as Python's a % b.")
+sin = define(
+    "sin", numpy=np.sin,
+    kernel="np.sin({0})",
+    grad=lambda y, x: [cos(x)],
+    doc="Sine.")
+cos = define(
+    "cos", numpy=np.cos,
+    kernel="np.cos({0})",
+    grad=lambda y, x: [-sin(x)],
+    doc="Cosine.")
+logsigmoid = define(
+    "logsigmoid", numpy=lambda x: -np.logaddexp(0.0, -x),
+    kernel="np.minimum({0}, T(0)) - np.log1p(np.exp(-np.abs({0})))",
+    grad=lambda y, x: [sigmoid(-x)],
+    doc="log(sigmoid(x)) = -softplus(-x), computed without overflow.")
+silu = define(
+    "silu", numpy=lambda x: x * _np_sigmoid(x),
+    kernel="{0} * sigmoid({0})",
+    fast32="return x * (T(0.5) + T(0.5) * _tanh_f32(T(0.5) * x))",
+    grad=lambda y, x: [sigmoid(x) * (1 + x * (1 - sigmoid(x)))],
+    doc="x * sigmoid(x) (swish).")

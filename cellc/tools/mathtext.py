@@ -16,6 +16,9 @@ from ..ir.functions import CellFunction
 
 _SUP = {2: "²", 3: "³", 4: "⁴"}
 _SYMBOLS = {"sigmoid": "σ", "sqrt": "√"}
+# A comparison prints as Iverson's bracket, [a ≥ b]: 1 where it holds, else 0
+_UNICODE_OPS = {">": ">", ">=": "≥"}
+_LATEX_OPS = {">": ">", ">=": r"\geq"}
 unicode_name = naming.display
 latex_name = naming.latex
 
@@ -41,6 +44,9 @@ class UnicodePrinter(StrPrinter):
 
     def _print_Function(self, expr):
         args = ", ".join(self._print(a) for a in expr.args)
+        if isinstance(expr, CellFunction) and expr.spec.operator:     # a comparison
+            a, b = (self.parenthesize(a, 40, strict=True) for a in expr.args)
+            return f"[{a} {_UNICODE_OPS[expr.spec.operator]} {b}]"
         if isinstance(expr, CellFunction):
             return f"{_SYMBOLS.get(expr.spec.name, expr.spec.name)}({args})"
         return super()._print_Function(expr)
@@ -63,6 +69,9 @@ class MathLatexPrinter(LatexPrinter):
         return latex_name(expr.name)
 
     def _print_Function(self, expr, exp=None):
+        if isinstance(expr, CellFunction) and expr.spec.operator:
+            a, b = (self._print(a) for a in expr.args)
+            return rf"\left[{a} {_LATEX_OPS[expr.spec.operator]} {b}\right]"
         if isinstance(expr, CellFunction):
             name = {"sigmoid": r"\sigma", "tanh": r"\tanh", "exp": r"\exp", "log": r"\log",
                     "sqrt": r"\sqrt", "max": r"\max", "min": r"\min"}.get(

@@ -323,6 +323,111 @@ def _min_for(a, b):
     return lambda a, b: np.minimum(a, b)
 
 
+def _gt(a, b):
+    """a > b as 1 or 0 (NaN compares false)."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_gt, inline="always")
+def _gt_for(a, b):
+    real = _real(a)
+    return lambda a, b: real(a > b)
+
+
+def _ge(a, b):
+    """a >= b as 1 or 0 (NaN compares false)."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_ge, inline="always")
+def _ge_for(a, b):
+    real = _real(a)
+    return lambda a, b: real(a >= b)
+
+
+def _where(c, a, b):
+    """a where c is not 0, else b."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+# Not inline="always": Numba's IR inliner warns on a branch (NumbaIRAssumptionWarning);
+# compiled on its own, LLVM still inlines it and makes the branch a vector select.
+@overload(_where)
+def _where_for(c, a, b):
+    zero = _real(c)(0)
+    return lambda c, a, b: a if c != zero else b
+
+
+def _floor(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_floor, inline="always")
+def _floor_for(x):
+    return lambda x: np.floor(x)
+
+
+def _mod(a, b):
+    """a - b * floor(a / b): the sign of b, as Python's %."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_mod, inline="always")
+def _mod_for(a, b):
+    return lambda a, b: a - b * np.floor(a / b)
+
+
+def _sin(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_sin, inline="always")
+def _sin_for(x):
+    return lambda x: np.sin(x)
+
+
+def _cos(x):
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_cos, inline="always")
+def _cos_for(x):
+    return lambda x: np.cos(x)
+
+
+def _logsigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x), without overflow."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_logsigmoid, inline="always")
+def _logsigmoid_for(x):
+    zero = _real(x)(0)
+
+    def logsigmoid(x):
+        return np.minimum(x, zero) - np.log1p(np.exp(-np.abs(x)))
+    return logsigmoid
+
+
+def _silu(x):
+    """x * sigmoid(x); float32 through _tanh_f32."""
+    raise TypeError(_KERNEL_ONLY)
+
+
+@overload(_silu, inline="always")
+def _silu_for(x):
+    real = _real(x)
+    half, one = real(0.5), real(1)
+    if real is np.float32:
+        def fast(x):
+            return x * (half + half * _tanh_f32(half * x))
+        return fast
+
+    def exact(x):
+        return x / (one + np.exp(-x))
+    return exact
+
+
 # ---- the workspace: memory reused between calls ------------------------------------------
 class _Workspace:
     """Hands out the arrays of earlier calls again once nothing else refers to them.
