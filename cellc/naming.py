@@ -58,10 +58,11 @@ FORWARD = "fwd"        # fwd__step1: a forward kernel
 BACKWARD = "bwd"       # bwd__step1: a backward kernel
 INFER = "inf"          # inf__step1: a kernel of the forward that saves nothing
 STEPS = "steps"        # steps__forward: a time loop
+USER = "user"          # user__range: a spec name the generated code uses for its own (see `code`)
 
 KINDS = (NEW, AT, IN, ARG, SUM, LEN, ZONEOUT, DROPOUT, DROPPED, UPDATE, ADJOINT, ACC, TEMP,
          GEMM, WEIGHTS, WEIGHTS_T, TERMS, ROW, BLOCK, UPSTREAM, COLSUM, FORWARD, BACKWARD,
-         INFER, STEPS)
+         INFER, STEPS, USER)
 
 # Fixed locals of the generated code (`{kind}__` with nothing after the kind).
 ROWS = "rows__"        # a kernel's row count
@@ -206,7 +207,15 @@ TEMP_PREFIX = TEMP + SEP     # for sympy.numbered_symbols
 # ---- storage and code ----------------------------------------------------------------
 def array(name: str) -> str:
     """The array holding value `name` (or a buffer) in the generated code."""
-    return "_" + name
+    return "_" + code(name)
+
+
+def code(name: str) -> str:
+    """How the generated code spells a name: a spec name the module also uses for its own
+    (`T`, `range`, `np`, `real`, `empty` beside the runtime's `_empty`) as `user__T`,
+    every other name as it is. So every name is free in a spec, and the kernels still
+    read `h`, `W_xi` and `c` as the paper writes them."""
+    return make(USER, name) if name in code_names() else name
 
 
 def gemm(operand_name: str) -> str:
@@ -354,11 +363,44 @@ MODULE_NAMES = {"NAME", "CELLC_VERSION", "SPEC_SHA256", "INPUTS", "STATES", "OUT
                 "saved", "final", "outputs", "T", "B", TIME, REAL}
 
 
+_CODE_NAMES: frozenset[str] | None = None
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")       # the drivers' names, read from their template
+_NOT_CODE = re.compile(r'"""[\s\S]*?"""|\{\{[\s\S]*?\}\}|\{%[\s\S]*?%\}|#[^\n]*|"[^"\n]*"|\'[^\'\n]*\'')
+# Modules a cell's file name must not shadow, beside the standard library's
+_IMPORTED = {"numpy", "numba", "llvmlite", "cellc", "generated", "torch", "jax", "sympy",
+             "jinja2", "pytest", "hypothesis"}
+
+
+def code_names() -> frozenset[str]:
+    """Every bare name the generated module uses or may meet: Python's builtins, the
+    module's own names, every word of the drivers' template (their locals among them),
+    and the runtime's top level (without its leading `_`: a value `v` lives in an array
+    `_v`). Read from the sources, so a new helper or local is covered the day it is
+    written."""
+    global _CODE_NAMES
+    if _CODE_NAMES is None:
+        template = (_RUNTIME.parent / "templates" / "module.py.j2").read_text(encoding="utf-8")
+        code_only = _NOT_CODE.sub(" ", template)
+        _CODE_NAMES = frozenset(set(dir(builtins)) | set(keyword.softkwlist) | MODULE_NAMES
+                                | _runtime_names() | set(_WORD.findall(code_only)))
+    return _CODE_NAMES
+
+
 def reserved() -> frozenset[str]:
-    from .ir.functions import FUNCTIONS  # the functions a spec may call
-    return frozenset(set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
-                     | set(FUNCTIONS) | {"sum", "mean", "var"} | MODULE_NAMES
-                     | _runtime_names())
+    """The names a spec may not use: Python's keywords (an equation is read as Python)
+    and the language's own functions. Every other name is free (see `code`)."""
+    from .frontend.expressions import REDUCTIONS
+    from .ir.functions import CALLABLE  # the functions a spec may call
+    return frozenset(set(keyword.kwlist) | set(CALLABLE) | set(REDUCTIONS))
+
+
+def cell_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a cell, or None: a cell's name is also its module's file
+    name, which must not shadow a module Python would import instead."""
+    import sys
+    if name in sys.stdlib_module_names or name in _IMPORTED or name in builtins.__dict__:
+        return "is the name of a Python module or builtin, which the cell's module file would shadow"
+    return None
 
 
 _IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -373,5 +415,5 @@ def name_problem(name: str, reserved_names: frozenset[str]) -> str | None:
     if SEP in name:
         return "contains `__`, which cellc reserves for its own names"
     if name in reserved_names:
-        return "is reserved (a Python keyword or builtin, a function, or a module name)"
+        return "is reserved: a Python keyword or one of the language's functions"
     return None

@@ -90,3 +90,40 @@ def test_new_functions_saturate_to_their_limits(fn, x, value, slope, dtype):
     assert np.isfinite(y).all() and np.isfinite(grads.inputs["x"]).all()
     assert abs(y[0, 0, 0] - value) <= tol * max(1, abs(value))
     assert abs(grads.inputs["x"][0, 0, 0] - slope) <= tol
+
+
+# ---- gap 6: every name free -----------------------------------------------------------
+FREE = """name = "freecell"
+inputs = {t = "I", np = "I"}
+states = {h = "T", range = "N"}
+parameters = ["B", "W", "U", "real", "empty", "params", "dtype", "len", "V"]
+equations = \"\"\"
+a = t @ W + h @ U + real * h + np @ W
+dt = 0.5
+range' = tanh(h @ V + empty * range + params)
+h' = dtype * tanh(a) + dt * h + len + range' @ B
+\"\"\"
+[shapes]
+V = ["T", "N"]
+B = ["N", "T"]
+"""
+
+
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_names_the_generated_code_uses_are_free_in_a_spec(dtype, bound):
+    """A time stamp `t`, SCRN's `B`, a dimension `T`, and names of Python's builtins, of
+    numpy's alias and of the runtime's helpers: the module spells them otherwise."""
+    module, cell = build(FREE)
+    errors = compare(module, cell, T=4, B=3, sizes={"I": 2, "T": 4, "N": 3}, dtype=dtype, seed=1)
+    assert max(errors.values()) < bound, errors
+    assert module.PARAMS["B"] == ("N", "T") and module.STATES == {"h": "T", "range": "N"}
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("lambda", "a Python keyword"), ("None", "a Python keyword"), ("tanh", "functions"),
+    ("mean", "functions"), ("where", "functions"), ("h~", "ASCII letters")])
+def test_only_keywords_and_the_language_functions_are_reserved(name, problem):
+    from cellc.frontend.spec import name_problem
+    assert problem in name_problem(name)
+    for free in ("t", "T", "B", "np", "range", "real", "params", "sizes", "empty", "gemm"):
+        assert name_problem(free) is None, free

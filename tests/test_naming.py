@@ -77,7 +77,7 @@ def test_every_generated_name_is_a_spec_name_or_made():
             | {n.name for n in irs.spec.nodes} | set(cell.dims))
     fixed = {getattr(naming, k) for k in dir(naming) if k.isupper()
              and isinstance(getattr(naming, k), str)} | set(naming.GROUPS.values())
-    module_level = naming.reserved()
+    module_level = naming.code_names()
     body = ast.parse(irs.source[irs.source.index("# ---- this cell"):])
     scoped = {n.id for c in ast.walk(body) if isinstance(c, ast.comprehension)
               for n in ast.walk(c.target) if isinstance(n, ast.Name)}   # cannot meet others

@@ -82,8 +82,7 @@ PAYLOADS = [
     "\uff48",           # fullwidth h: Python would read it as `h` (NFKC)
     "\u202eh",          # right-to-left override
     "h\x00",
-    "lambda", "match", "print", "open",
-    "empty", "STATES", "forward",       # the generated module's own names
+    "lambda", "None",                   # keywords (the module's own names are free: below)
     "a__b",
 ]
 
@@ -222,6 +221,7 @@ def run_against_interpreter(fields: dict, tmp_path, sizes) -> float:
 def test_module_identifiers_as_values_and_parameters(tmp_path):
     names = module_identifiers()
     assert len(names) > 60       # the harvest found the modules' names
+    names = names[:: len(names) // 150 + 1]       # within the bound on equations
     nodes, vectors = names[0::2], names[1::2]
     equations, previous = ["n0 = x @ W + h @ U"], "n0"
     for k, name in enumerate(nodes):

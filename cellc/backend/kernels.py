@@ -115,7 +115,7 @@ class _Kernel:
     def function(self, dim: str, body: list, doc: str, rows) -> tuple[Function, tuple]:
         """The kernel, and the arguments a call passes it (rows first): the sizes of the
         dimensions it loops over, indexes by or computes with (`mean` divides by |D|)."""
-        used = {naming.parse(s.name).parts[0] for a in walk(body) if isinstance(a, Assign)
+        used = {naming.code(naming.parse(s.name).parts[0]) for a in walk(body) if isinstance(a, Assign)
                 for s in a.value.free_symbols if is_size(s.name)}
         sizes = sorted({s.name for s in self.sizes | size(dim).free_symbols} | used)
         params = [Param(naming.ROWS, "scalar")] + [Param(s, "size") for s in sizes]

@@ -45,7 +45,7 @@ SPAN = sympy.Symbol(naming.SPAN, integer=True, positive=True)
 
 def size(dim: str) -> sympy.Expr:
     """The number of units of dimension `dim` (1 for a per-row scalar)."""
-    return sympy.S.One if dim == ONE else sympy.Symbol(dim, integer=True, positive=True)
+    return sympy.S.One if dim == ONE else sympy.Symbol(naming.code(dim), integer=True, positive=True)
 
 
 class Place(NamedTuple):

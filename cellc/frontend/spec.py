@@ -161,6 +161,9 @@ class _Frontend(ExpressionConverter):
     def cell(self) -> Cell:
         self.check_fields()
         name = self.identifier(self.field("name"), "cell name", "name")
+        if naming.cell_name_problem(name):
+            self.fail(f"cell name {name!r} {naming.cell_name_problem(name)}",
+                      line=self.key_line("name"), symbol=name, fix=f"e.g. `{name}_cell`")
         self.inputs = self.vars("inputs", "I")
         self.states = self.vars("states", "H")
         self.param_names = [self.identifier(p, "parameter", "parameters")
@@ -239,6 +242,17 @@ class _Frontend(ExpressionConverter):
                 self.fail(f"non-ASCII character {ch!r} (U+{ord(ch):04X}) in an equation",
                           line=line, col=foreign + 1, symbol=ch,
                           fix="write names and operators in ASCII; comments may use any text")
+            stray = re.search(r"[^A-Za-z0-9_\s+\-*/%@()<>=!.,'\[\]^]", code)
+            if stray:                   # `h~`, `x$`: not a character of the language
+                ch, at = stray.group(), stray.start()
+                named = at > 0 and (code[at - 1].isalnum() or code[at - 1] == "_")
+                self.fail(f"`{ch}` is not part of the language"
+                          + (" and cannot be part of a name" if named else ""), line=line,
+                          col=at + 1, symbol=ch,
+                          fix="names are ASCII letters, digits and _, starting with a letter "
+                              "(write h~ as h_tilde)" if named else
+                              "equations use names, numbers, + - * / % // ** @, comparisons "
+                              "and parentheses")
             if naming.SEP in code:
                 self.fail("`__` in an equation: cellc reserves names with `__` for its own",
                           line=line, col=code.index(naming.SEP) + 1, symbol=naming.SEP,

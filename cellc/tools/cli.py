@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, naming
 from ..errors import SpecError, printable
 
 EPILOG_COMPILE = """examples:
@@ -213,7 +213,7 @@ def cmd_new(args) -> int:
     import jinja2
 
     from ..frontend.spec import name_problem
-    problem = name_problem(args.name)
+    problem = name_problem(args.name) or naming.cell_name_problem(args.name)
     if problem:
         raise SpecError(f"cell name {args.name!r} {problem}", path="cellc new",
                         fix="e.g. `cellc new my_cell`")

@@ -30,6 +30,7 @@ _ENV = jinja2.Environment(loader=jinja2.PackageLoader("cellc", "backend/numba/te
                           undefined=jinja2.StrictUndefined, trim_blocks=True,
                           lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
 _ENV.filters["py"] = repr   # Python literals in the generated module
+_ENV.filters["code"] = naming.code     # a spec name as the generated code spells it
 _TEMPLATE = "module.py.j2"
 _RUNTIME = Path(__file__).with_name("runtime.py")
 _MARKER = "# ---- placed verbatim in every generated module from here on ----\n"

@@ -72,8 +72,8 @@ class _RealPrinter(StrPrinter):
 
     def _print_Symbol(self, expr):
         if is_size(expr.name):              # the size of a dimension, an int argument
-            return f"{naming.REAL}({naming.parse(expr.name).parts[0]})"
-        return expr.name
+            return f"{naming.REAL}({naming.code(naming.parse(expr.name).parts[0])})"
+        return naming.code(expr.name)       # a value of the spec, or a kernel's own local
 
     def _print_Element(self, expr):
         return _element(expr, _INDEX)
@@ -247,7 +247,7 @@ def statements(body, depth: int = 0) -> list[str]:
 
 def _statement(s) -> list[str]:
     if isinstance(s, tree.Assign):
-        target = real(s.target) if isinstance(s.target, tree.Element) else s.target.name
+        target = real(s.target) if isinstance(s.target, tree.Element) else naming.code(s.target.name)
         integer = isinstance(s.target, sympy.Symbol) and s.target.is_integer
         return [f"{target} {'+=' if s.accumulate else '='} "
                 f"{index(s.value) if integer else real(s.value)}"]
