@@ -2,9 +2,11 @@
 """Modules compiled by cellc from specs/; import one, e.g. `from generated import lstm`."""
 
 __all__ = [
+    'cfc',
     'cifg_lstm',
     'elman',
     'elman_relu',
+    'fastgrnn',
     'gru',
     'gru_cho',
     'gru_seed',
@@ -14,7 +16,10 @@ __all__ = [
     'lstmp',
     'mgu',
     'mingru',
+    'mingru_g',
     'naive_linear',
     'peephole_full',
     'peephole_lstm',
+    'phased_lstm',
+    'scrn',
 ]

@@ -61,6 +61,7 @@ def problem(module, *, T, B, sizes, dtype, seed, nonzero_states=True):
     rng = np.random.default_rng(seed)
     sizes = all_sizes(module, sizes)
     params = module.init_params(dtype=dtype, seed=seed, **sizes)
+    sizes = {**sizes, "1": 1}           # a width of one (cellc.ir.cell.ONE)
     inputs = {k: rng.normal(size=(T, B, sizes[d])).astype(dtype) for k, d in module.INPUTS.items()}
     states = ({k: rng.normal(scale=0.5, size=(B, sizes[d])).astype(dtype)
                for k, d in module.STATES.items()} if nonzero_states else None)

@@ -10,6 +10,17 @@ sys.path.insert(0, str(ROOT / "tests"))
 SPECS = sorted((ROOT / "specs").glob("*.toml"))
 
 
+def _one_input(path) -> bool:
+    from cellc.frontend.spec import read_spec
+    return len(read_spec(path).inputs) == 1
+
+
+# The specs of one input, `x`: what a layer runs (cellc.layers.Layer feeds one input
+# per step), and what the contract's tests are written for. Cells with a time stamp
+# beside x are tested as modules everywhere else (kernels, lengths, cell library).
+ONE_INPUT_SPECS = [s for s in SPECS if _one_input(s)]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     """cellc.load() caches under a per-run directory, never the user's ~/.cache."""

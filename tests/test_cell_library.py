@@ -101,3 +101,100 @@ def test_matches_independent_torch_loop(name):
     errors = reference_errors(name)
     worst = max(errors, key=errors.get)
     assert errors[worst] < 1e-10, f"{worst}: {errors[worst]:.3g}"
+
+
+# ---- published cells that need the language of issue 15 ----------------------------------
+# Each `fn(p, xs, s) -> (output, new states)`: xs the inputs at one step, s the states,
+# by name; written from the paper, with torch's own functions.
+def fastgrnn(p, xs, s):       # Kusupati et al. 2018, eqs. 3-4; zeta, nu through a sigmoid
+    a = xs["x"] @ p["W"] + s["h"] @ p["U"]
+    z, u = sig(a + p["b_z"]), tanh(a + p["b_h"])
+    h = (sig(p["zeta"]) * (1 - z) + sig(p["nu"])) * u + z * s["h"]
+    return h, {"h": h}
+
+
+def scrn(p, xs, s, alpha=0.95):   # Mikolov et al. 2015, eqs. 4-6 (before the softmax)
+    ctx = (1 - alpha) * (xs["x"] @ p["B"]) + alpha * s["s"]
+    h = sig(ctx @ p["P"] + xs["x"] @ p["A"] + s["h"] @ p["R"])
+    return h @ p["U"] + ctx @ p["V"], {"h": h, "s": ctx}
+
+
+def phased_lstm(p, xs, s, r_on=0.05, leak=1e-3):   # Neil et al. 2016, eqs. 6-11
+    x, h, c = xs["x"], s["h"], s["c"]
+    phi = torch.remainder(xs["t"] - p["shift"], p["tau"]) / p["tau"]
+    k = torch.where(phi < r_on / 2, 2 * phi / r_on,
+                    torch.where(phi < r_on, 2 - 2 * phi / r_on, leak * phi))
+    i = sig(x @ p["W_xi"] + h @ p["W_hi"] + p["b_i"])
+    f = sig(x @ p["W_xf"] + h @ p["W_hf"] + p["b_f"])
+    o = sig(x @ p["W_xo"] + h @ p["W_ho"] + p["b_o"])
+    c_tilde = f * c + i * tanh(x @ p["W_xc"] + h @ p["W_hc"] + p["b_c"])
+    h_new = k * (o * tanh(c_tilde)) + (1 - k) * h
+    return h_new, {"h": h_new, "c": k * c_tilde + (1 - k) * c}
+
+
+def cfc(p, xs, s):            # Hasani et al. 2022, eq. 10, as ncps' CfCCell (mode "default")
+    z = torch.cat([xs["x"], s["h"]], -1) @ torch.cat([p["W_bx"], p["W_bh"]]) + p["b_bb"]
+    bb = 1.7159 * tanh(0.666 * z)                   # LeCun's tanh
+    f1, f2 = tanh(bb @ p["W_1"] + p["b_1"]), tanh(bb @ p["W_2"] + p["b_2"])
+    gate = sig(-(bb @ p["W_a"] + p["b_a"]) * xs["ts"] + bb @ p["W_b"] + p["b_b"])
+    h = f1 * (1 - gate) + gate * f2
+    return h, {"h": h}
+
+
+def mingru_g(p, xs, s):       # Feng et al. 2024, Section 3.1: g keeps h~ positive
+    z = sig(xs["x"] @ p["W_z"] + p["b_z"])
+    a = xs["x"] @ p["W_h"] + p["b_h"]
+    h = (1 - z) * s["h"] + z * torch.where(a >= 0, a + 0.5, sig(a))
+    return h, {"h": h}
+
+
+PUBLISHED = {"fastgrnn": fastgrnn, "scrn": scrn, "phased_lstm": phased_lstm, "cfc": cfc,
+             "mingru_g": mingru_g}
+
+
+def published_errors(name, seed=0):
+    """Largest relative error of each result, compiled module vs the paper's loop; time
+    stamps (`t`) increase irregularly, elapsed times (`ts`) are positive."""
+    module, _ = generated(ROOT / "specs" / f"{name}.toml")
+    sizes = all_sizes(module, {"I": I, "H": H})
+    widths = {**sizes, "1": 1}
+    rng = np.random.default_rng(seed)
+    params = module.init_params(dtype=np.float64, seed=seed, **sizes)
+    params = {k: v + rng.normal(scale=0.3, size=v.shape) * (k not in ("tau", "shift"))
+              for k, v in params.items()}
+    xs = {k: rng.normal(size=(T, B, widths[d])) for k, d in module.INPUTS.items()}
+    if "t" in xs:
+        xs["t"] = np.cumsum(rng.uniform(0.1, 3.0, size=(T, B, 1)), axis=0)
+    if "ts" in xs:
+        xs["ts"] = rng.uniform(0.1, 2.0, size=(T, B, 1))
+    states = {k: rng.normal(scale=0.5, size=(B, widths[d])) for k, d in module.STATES.items()}
+    dy = rng.normal(size=(T, B, widths[module.OUTPUT_DIM]))
+    ds = {k: rng.normal(size=v.shape) for k, v in states.items()}
+
+    y, final, cache = module.forward(params, xs, states)
+    grads = module.backward(cache, dy, ds)
+
+    pt = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    xt = {k: torch.tensor(v, requires_grad=True) for k, v in xs.items()}
+    current = {k: torch.tensor(v, requires_grad=True) for k, v in states.items()}
+    initial, ys = dict(current), []
+    for t in range(T):
+        out, current = PUBLISHED[name](pt, {k: v[t] for k, v in xt.items()}, current)
+        ys.append(out)
+    yt = torch.stack(ys)
+    loss = (yt * torch.tensor(dy)).sum() + sum((current[k] * torch.tensor(ds[k])).sum()
+                                                for k in states)
+    loss.backward()
+    errors = {"outputs": rel_err(y, yt.detach().numpy())}
+    errors.update({f"d {k}": rel_err(grads.inputs[k], xt[k].grad) for k in xs})
+    errors.update({f"final {k}": rel_err(final[k], current[k].detach().numpy()) for k in states})
+    errors.update({f"d {k}0": rel_err(grads.states[k], initial[k].grad) for k in states})
+    errors.update({f"d {k}": rel_err(grads.params[k], pt[k].grad) for k in params})
+    return errors
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_cell_matches_its_paper_in_torch(name):
+    errors = published_errors(name)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < 1e-10, f"{worst}: {errors[worst]:.3g}"

@@ -22,7 +22,8 @@ def test_show_and_graph_work_for_every_spec(spec, capsys):
     for s in cell.states:                                   # every update is printed
         assert re.search(rf"^  {s.name}′ = ", text, re.M), s.name
     assert "Backward, as derived" in text and "∂" in text
-    total = sum(int(np.prod([{"I": 8, "H": 16}.get(d, 64) for d in p.shape])) for p in cell.params)
+    total = sum(int(np.prod([{"I": 8, "H": 16, "1": 1}.get(d, 64) for d in p.shape]))
+                for p in cell.params)
     assert re.search(rf"^  total\s+{total:,}$", text, re.M)
     assert main(["show", str(spec), "--latex"]) == 0
     tex = capsys.readouterr().out

@@ -11,6 +11,7 @@ from cellc.frontend.spec import read_spec
 def fd_check(cell, sizes, T=3, B=2, seed=0, tol=1e-6):
     rng = np.random.default_rng(seed)
     params = interpreter.init_params(cell, sizes, seed=seed)
+    sizes = {**sizes, "1": 1}              # a width of one
     inputs = {v.name: rng.normal(size=(T, B, sizes[v.dim])) for v in cell.inputs}
     states = {v.name: rng.normal(scale=0.5, size=(B, sizes[v.dim])) for v in cell.states}
     y, final, tape = interpreter.forward(cell, params, inputs, states)

@@ -118,7 +118,7 @@ def test_saturated_gates_give_no_nan(spec, dtype, scale):
     module, _ = generated(spec)
     params, inputs, states = problem(module, T=4, B=3, sizes={"I": 3, "H": 4}, dtype=dtype,
                                      seed=2, nonzero_states=False)
-    x = (np.sign(inputs["x"]) * scale).astype(dtype)
+    x = {k: (np.sign(v) * scale).astype(dtype) for k, v in inputs.items()}
     y, final, cache = module.forward(params, x, states)
     grads = module.backward(cache, np.ones_like(y), {k: np.ones_like(v) for k, v in final.items()})
     for name, value in [("outputs", y), *final.items(), *grads.params.items(),

@@ -127,3 +127,75 @@ def test_only_keywords_and_the_language_functions_are_reserved(name, problem):
     assert problem in name_problem(name)
     for free in ("t", "T", "B", "np", "range", "real", "params", "sizes", "empty", "gemm"):
         assert name_problem(free) is None, free
+
+
+# ---- gaps 2 and 4: scalar parameters, and values of width 1 that broadcast --------------
+SCALARS = """name = "scalars"
+inputs = {x = "I", ts = "1"}
+states = {h = "H", n = "1"}
+parameters = ["W", "U", "b", "zeta", "nu", "w_B", "W_t", "w_n"]
+equations = \"\"\"
+s = x @ w_B
+a = x @ W + h @ U + b + ts @ W_t + nu * n
+k = softplus(zeta) * 2
+n' = 0.9 * n + sigmoid(h @ w_n) * ts + mean(a)
+h' = zeta * tanh(a) * sigmoid(s) + k * h * ts + s + n'
+\"\"\"
+[shapes]
+zeta = []
+nu = ["1"]
+w_B = ["I", "1"]
+"""
+
+
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_scalars_and_width_one_values_match_the_interpreter(dtype, bound):
+    module, cell = build(SCALARS)
+    errors = compare(module, cell, T=4, B=3, sizes={"I": 2, "H": 4}, dtype=dtype, seed=1)
+    assert max(errors.values()) < bound, errors
+
+
+def test_scalar_parameters_are_0d_and_their_gradients_full_sums():
+    module, _ = build(SCALARS)
+    assert module.PARAMS["zeta"] == () and module.PARAMS["nu"] == ()
+    assert module.PARAMS["w_B"] == ("I", "1") and module.INPUTS["ts"] == "1"
+    params, inputs, states = problem(module, T=4, B=3, sizes={"I": 2, "H": 4},
+                                     dtype=np.float64, seed=3)
+    assert params["zeta"].shape == ()
+    rng = np.random.default_rng(5)
+    y, final, cache = module.forward(params, inputs, states)
+    dy = rng.normal(size=y.shape)
+    ds = {k: rng.normal(size=v.shape) for k, v in final.items()}
+    grads = module.backward(cache, dy, ds)
+    assert grads.params["zeta"].shape == () and grads.params["nu"].shape == ()
+    numeric, analytic = directional_derivative(module, params, inputs, states, dy, ds, rng, 1e-6)
+    assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), (numeric, analytic)
+    step = 1e-6                          # and zeta alone: its gradient is the whole sum
+    loss = lambda z: (np.sum(module.forward(dict(params, zeta=np.asarray(z)), inputs, states)[0] * dy)
+                      + sum(np.sum(v * ds[k]) for k, v in
+                            module.forward(dict(params, zeta=np.asarray(z)), inputs, states)[1].items()))
+    numeric = (loss(params["zeta"] + step) - loss(params["zeta"] - step)) / (2 * step)
+    assert abs(numeric - grads.params["zeta"]) <= 1e-6 * max(1.0, abs(numeric))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p, x: (dict(p, zeta=np.ones(1)), x), "must have 0 dimensions"),
+    (lambda p, x: (p, dict(x, ts=np.ones((4, 3, 2)))), "the spec gives this dimension size 1"),
+    (lambda p, x: (dict(p, w_B=np.ones((2, 3))), x), "the spec gives this dimension size 1")])
+def test_width_one_is_checked_at_run_time(change, message):
+    module, _ = build(SCALARS)
+    params, inputs, states = problem(module, T=4, B=3, sizes={"I": 2, "H": 4},
+                                     dtype=np.float64, seed=3)
+    params, inputs = change(params, inputs)
+    with pytest.raises(ValueError, match=message):
+        module.forward(params, inputs, states)
+
+
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_a_per_row_scalar_times_a_weight_row(dtype, bound):
+    """`mean(h) @ U` with U of shape [1, H]: an outer product, as a GEMM of inner size 1."""
+    module, cell = build(spec("h' = tanh(x @ W + mean(h) @ V + (sum(h) * 2 + 1) @ U + b)")
+                         .replace('"b"]', '"b", "V"]'))
+    assert module.PARAMS["V"] == ("1", "H") and module.PARAMS["U"] == ("1", "H")
+    errors = compare(module, cell, T=4, B=3, sizes={"I": 2, "H": 4}, dtype=dtype, seed=1)
+    assert max(errors.values()) < bound, errors

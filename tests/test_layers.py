@@ -4,7 +4,7 @@ batch_first. (Against torch.nn: tests/test_torch_layers.py.)"""
 import numpy as np
 import pytest
 from cellcheck import all_sizes, generated, layer_directional_check, rel_err
-from conftest import SPECS
+from conftest import ONE_INPUT_SPECS as SPECS
 
 from cellc.layers import Layer
 

@@ -19,9 +19,10 @@ def cell(request):
 
 def ragged_problem(module, dtype=np.float64):
     params, inputs, states = problem(module, T=T, B=B, sizes=SIZES, dtype=dtype, seed=3)
-    x = inputs["x"].copy()
+    x = {k: v.copy() for k, v in inputs.items()}      # every input: a time stamp `t` too
     for b, n in enumerate(LENGTHS):
-        x[n:, b] = np.nan                      # padding must never be read
+        for v in x.values():
+            v[n:, b] = np.nan                  # padding must never be read
     rng = np.random.default_rng(4)
     dy = rng.normal(size=(T, B, all_sizes(module, SIZES)[module.OUTPUT_DIM])).astype(dtype)
     ds = {k: rng.normal(size=v.shape).astype(dtype) for k, v in states.items()}
@@ -33,7 +34,8 @@ def one_by_one(module, params, x, states, dy, ds):
     ys, finals, grads = [], [], []
     for b, n in enumerate(LENGTHS):
         s = {k: v[b:b + 1] for k, v in states.items()}
-        y, final, cache = module.forward(params, np.ascontiguousarray(x[:n, b:b + 1]), s)
+        y, final, cache = module.forward(
+            params, {k: np.ascontiguousarray(v[:n, b:b + 1]) for k, v in x.items()}, s)
         g = module.backward(cache, np.ascontiguousarray(dy[:n, b:b + 1]),
                             {k: v[b:b + 1] for k, v in ds.items()})
         ys.append(y), finals.append(final), grads.append(g)
@@ -51,8 +53,9 @@ def test_each_sequence_as_if_alone(cell):
         for k in states:
             assert rel_err(final[k][b], finals[b][k][0]) < 1e-13
             assert rel_err(g.states[k][b], grads[b].states[k][0]) < 1e-13
-        assert rel_err(g.inputs["x"][:n, b], grads[b].inputs["x"][:, 0]) < 1e-13
-        assert np.all(g.inputs["x"][n:, b] == 0)           # no gradient into padding
+        for k in x:
+            assert rel_err(g.inputs[k][:n, b], grads[b].inputs[k][:, 0]) < 1e-13
+            assert np.all(g.inputs[k][n:, b] == 0)         # no gradient into padding
     for k in params:                                       # parameter gradients add up
         assert rel_err(g.params[k], sum(gb.params[k] for gb in grads)) < 1e-12
 

@@ -6,9 +6,10 @@ rather than an LSTM template.
 Two generators: `cells` (gates over inputs and states, GEMMs between elementwise stages,
 diagonal parameters, several states, an output product), and `wide_cells`, whose values
 have several widths: inputs used elementwise as well as through products (of the state's
-width or another), several inputs of different widths, intermediate values of a third
-width M, reductions over values of any width feeding any other, values read through
-several stages, and previous states that nothing reads.
+width or another), several inputs of different widths (one of them perhaps of width 1, a per-row scalar),
+intermediate values of a third width M, scalar parameters (shape []), reductions over
+values of any width feeding any other, values read through several stages, and previous
+states that nothing reads.
 
 CELLC_RANDOM_CELLS=1000 runs that many examples of each (CI runs 15 of each: every example
 compiles its kernels, a few seconds each).
@@ -109,7 +110,7 @@ def wide_cells(draw):
     x_dim = draw(st.sampled_from(["I", "H"]))           # I = H: x used beside H values
     inputs = {"x": x_dim}
     if draw(st.booleans()):
-        inputs["u"] = draw(st.sampled_from(["U", "H", "M"]))
+        inputs["u"] = draw(st.sampled_from(["U", "H", "M", "1"]))     # "1": a per-row scalar
     states = {"s0": "H"}
     if draw(st.booleans()):
         states["s1"] = draw(st.sampled_from(["H", "P"]))
@@ -132,7 +133,11 @@ def wide_cells(draw):
         same = [v for v in names if values[v] == dim]
         for _ in range(draw(st.integers(0, 2)) if same else 0):
             v = draw(st.sampled_from(same))
-            terms.append(v if draw(st.booleans()) else f"{param(dim)} * {v}")
+            kind = draw(st.sampled_from(["plain", "vector", "scalar"]))
+            terms.append(v if kind == "plain" else
+                         f"{param(dim) if kind == 'vector' else param()} * {v}")
+        if values.get("u") == "1" and draw(st.booleans()):
+            terms.append(f"{param()} * u")                  # a scalar times a per-row scalar
         if draw(st.booleans()):                            # a reduction of any width
             v = draw(st.sampled_from(names))
             terms.append(f"0.5 * mean(tanh({v}))" if draw(st.booleans())
@@ -182,10 +187,11 @@ def check(text, seed):
     module, cell = build(text)
     rng = np.random.default_rng(seed)
     sizes = {d: SIZES[d] for d in module.DIMS}
+    widths = {**sizes, "1": 1}
     T, B = 4, 2
     params = module.init_params(dtype=np.float64, seed=seed, **sizes)
-    inputs = {k: rng.normal(size=(T, B, sizes[d])) for k, d in module.INPUTS.items()}
-    states = {k: rng.normal(scale=0.5, size=(B, sizes[d])) for k, d in module.STATES.items()}
+    inputs = {k: rng.normal(size=(T, B, widths[d])) for k, d in module.INPUTS.items()}
+    states = {k: rng.normal(scale=0.5, size=(B, widths[d])) for k, d in module.STATES.items()}
     with poisoned(module):                  # nothing may read memory nobody wrote
         y, final, cache = module.forward(params, inputs, states)
         dy = rng.normal(size=y.shape)

@@ -2,7 +2,7 @@
 bidirectional, packed, batch_first: outputs, final states and every gradient), gradcheck
 for several specs, and the module working for every spec."""
 import pytest
-from conftest import SPECS
+from conftest import ONE_INPUT_SPECS as SPECS
 
 torch = pytest.importorskip("torch")
 ct = pytest.importorskip("cellc.torch")

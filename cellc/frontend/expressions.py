@@ -233,9 +233,8 @@ class ExpressionConverter:
                    else "the right operand of @ must be a weight parameter")
             self.fail(f"`{what}` on the right of @ is not a parameter", line=self.line,
                       col=self.col_of(self.line, what), symbol=what, fix=fix)
-        if dim is None or self.is_row(dim):
-            what = "a constant" if dim is None else "one number per row (a reduction)"
-            self.fail(f"left operand of `{self.where(tree)}` is {what}", line=self.line,
+        if dim is None:             # a per-row scalar is fine: `t @ W_t` with W_t of [1, H]
+            self.fail(f"left operand of `{self.where(tree)}` is a constant", line=self.line,
                       fix="the left operand of @ must be a vector expression")
         kind = self.param_kind.setdefault(right.id, ("matrix", self.dims.fresh(), self.dims.fresh()))
         if kind[0] != "matrix":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import naming
 from ..errors import MAX_SPEC_BYTES, SpecError, did_you_mean, read_spec_bytes
-from ..ir.cell import CONSTANTS_RULE, Cell, Init, Node, Param, Var, live_names, representable, typecheck
+from ..ir.cell import CONSTANTS_RULE, ONE, Cell, Init, Node, Param, Var, live_names, representable, typecheck
 from .dims import Dims
 from .expressions import MAX_DEPTH, ExpressionConverter
 from .stabilize import stabilize
@@ -154,8 +154,14 @@ class _Frontend(ExpressionConverter):
         if not items:
             self.fail(f"`{key}` is empty", line=self.key_line(key),
                       fix=f"declare at least one, e.g. {key} = [\"{default_dim.lower()}\"]")
-        return tuple(Var(self.identifier(n, key[:-1], key), self.identifier(d, "dimension", key))
+        return tuple(Var(self.identifier(n, key[:-1], key), self.dimension(d, key))
                      for n, d in items)
+
+    def dimension(self, name, key: str) -> str:
+        """A dimension's name, or "1": a width of one (a time stamp per row, `x @ w` with
+        w of shape [I, 1]), which broadcasts against any vector as a reduction's result does."""
+        return ONE if name in (ONE, 1) and not isinstance(name, bool) else \
+            self.identifier(name, "dimension", key)
 
     # ---- the cell --------------------------------------------------------------
     def cell(self) -> Cell:
@@ -180,7 +186,7 @@ class _Frontend(ExpressionConverter):
                 declared[n] = key
         self.var_dim = {v.name: self.dims.named(v.dim) for v in self.inputs + self.states}
         self.param_kind: dict[str, tuple] = {}      # name -> ("vector", d) | ("matrix", a, b)
-        self.dim_names = {v.dim for v in self.inputs + self.states}
+        self.dim_names = {v.dim for v in self.inputs + self.states} - {ONE}
         self.declare_shapes()
         for n in sorted(set(declared) & self.dim_names):
             self.fail(f"`{n}` names both a dimension and a value", line=self.key_line(declared[n]),
@@ -202,7 +208,7 @@ class _Frontend(ExpressionConverter):
                     reference=self.field("reference", ""), inputs=self.inputs,
                     states=self.states, params=params, nodes=nodes, output=output,
                     path=self.path, spec_hash=hashlib.sha256(self.text.encode()).hexdigest(),
-                    torch=torch))
+                    torch=torch, constants=tuple((n, v) for n, (v, _) in self.constants.items())))
 
     def declare_shapes(self):
         line = self.key_line("shapes")
@@ -211,11 +217,13 @@ class _Frontend(ExpressionConverter):
                 self.fail(f"[shapes] names `{pname}`, which is not a parameter."
                           f"{did_you_mean(pname, self.param_names)}", line=line, symbol=pname,
                           fix="list it in `parameters` or remove it from [shapes]")
-            if not isinstance(shape, list) or len(shape) not in (1, 2):
-                self.fail(f"shape of `{pname}` must be a list of one or two dimension names",
-                          line=line, symbol=pname, fix=f'e.g. {pname} = ["H", "Q"]')
-            dvars = [self.dims.named(self.identifier(d, "dimension", "shapes")) for d in shape]
-            self.dim_names.update(shape)
+            if not isinstance(shape, list) or len(shape) > 2:
+                self.fail(f"shape of `{pname}` must be a list of at most two dimension names",
+                          line=line, symbol=pname,
+                          fix=f'e.g. {pname} = ["H", "Q"], or {pname} = [] for a scalar')
+            names = [self.dimension(d, "shapes") for d in shape] or [ONE]     # []: a scalar
+            dvars = [self.dims.named(d) for d in names]
+            self.dim_names.update(n for n in names if n != ONE)
             self.param_kind[pname] = ("vector" if len(dvars) == 1 else "matrix", *dvars)
 
     def parse_equations(self) -> list[tuple[str, ast.expr, int, str]]:

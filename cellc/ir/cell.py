@@ -177,6 +177,8 @@ class Cell(NamedTuple):
     spec_hash: str = ""
     torch: object = None             # frontend.torchmap.TorchMap from the spec's [torch]
     regularizers: object = None      # runtime.regularizers.Regularizers applied
+    constants: tuple = ()            # (name, value) of the spec's named constants, folded
+                                     # into the nodes already: for `show` and the docs
 
     @property
     def dims(self) -> tuple[str, ...]:

@@ -50,8 +50,8 @@ def split(cell: Cell) -> Cell:
                 name = fresh(lambda k: naming.reduction_argument(counts["reduce"] + k - 1))
             else:
                 name = fresh(lambda k: naming.operand(weight, k))
-            dim = next(dims[s] for s in sorted(s.name for s in expr.free_symbols)
-                       if not is_size(s) and dims[s] != ONE)
+            dim = next((dims[s] for s in sorted(s.name for s in expr.free_symbols)
+                        if not is_size(s) and dims[s] != ONE), ONE)     # or a per-row scalar
             nodes.append(Node(name, dim, expr=expr, line=node.line, text=node.text))
             dims[name] = dim
             operands[expr] = name

@@ -130,8 +130,8 @@ def backward(cell: Cell, tape, dy=None, dstates=None):
                     contribution = contribution.sum(axis=-1, keepdims=True)
                 add(name, np.broadcast_to(contribution, (B, sizes[dim_of[name]])))
         for name in list(adj):
-            if name in params:
-                dparams[name] += adj[name].sum(axis=0)
+            if name in params:       # a scalar parameter (shape ()): the full sum
+                dparams[name] += adj[name].sum(axis=0).reshape(dparams[name].shape)
             elif name in dinputs:
                 dinputs[name][t] += adj[name]
         carry = {s.name: adj.get(s.name, np.zeros((B, sizes[s.dim]))) for s in cell.states}
@@ -149,6 +149,11 @@ def _sizes(cell: Cell, params, inputs) -> dict[str, int]:
 
 
 def init_params(cell: Cell, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random float64 parameters, uniform in [-0.5, 0.5], for tests."""
+    """Random float64 parameters for tests: uniform in [-0.5, 0.5], or in the spec's own
+    `uniform(a, b)` (Phased LSTM's periods: near 0 its phase would jump at every step)."""
     rng = np.random.default_rng(seed)
-    return {p.name: rng.uniform(-0.5, 0.5, tuple(sizes[d] for d in p.shape)) for p in cell.params}
+    def draw(p):
+        shape = () if p.shape == (ONE,) else tuple(1 if d == ONE else sizes[d] for d in p.shape)
+        low, high = p.init.args if p.init.kind == "uniform" else (-0.5, 0.5)
+        return np.asarray(rng.uniform(low, high, shape))
+    return {p.name: draw(p) for p in cell.params}

@@ -123,7 +123,8 @@ def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
         return None
     if t.device.type != "cpu":
         raise ValueError(f"cellc runs on the CPU; got a tensor on {t.device}")
-    return np.ascontiguousarray(t.detach().numpy())
+    a = t.detach().numpy()
+    return np.ascontiguousarray(a).reshape(a.shape)     # a scalar parameter stays 0-d
 
 
 class _LayerFunction(torch.autograd.Function):

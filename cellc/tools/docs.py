@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import naming
 from ..driver import stale_files
 from ..errors import printable
-from . import graph, show
+from . import graph, mathtext, show
 
 SIZES = {"I": 256, "H": 256, "P": 128}     # the sizes the pages' tables use
 _MARK = re.compile(r"<!-- cellc: laid out from (\S+) sha256 ([0-9a-f]{64}) -->")
@@ -35,7 +35,10 @@ def page(path: Path) -> tuple[str, str, str]:
         lines += [f"**Reference:** {markdown_text(cell.reference)}", ""]
     lines += [f"Inputs: {', '.join(f'`{v.name}` [{v.dim}]' for v in cell.inputs)}. "
               f"States: {', '.join(f'`{v.name}` [{v.dim}]' for v in cell.states)}. "
-              f"Output: `{naming.display_spec(cell.output)}`.", "",
+              f"Output: `{naming.display_spec(cell.output)}`."
+              + ("" if not cell.constants else " Constants (folded into the equations): "
+                 + ", ".join(f"`{n}` = {mathtext.number(v)}" for n, v in cell.constants)
+                 + "."), "",
               f"![dataflow of {cell.name}]({cell.name}.svg)", "",
               "## Forward, one step", "", "$$", r"\begin{aligned}"]
     lines += [_aligned(e) + r" \\" for e in show.forward_equations(r, tex=True)]

@@ -20,6 +20,7 @@ import graphviz
 from .. import naming
 from ..driver import IRs
 from ..errors import SpecError
+from ..ir.cell import ONE
 from . import mathtext
 
 _STYLE = {
@@ -51,7 +52,8 @@ def dataflow(compiled: IRs) -> graphviz.Digraph:
     for s in cell.states:
         g.node(_id(s.name), f"{s.name}  [{s.dim}]  (t-1)", **_STYLE["state"])
     for p in cell.params:
-        g.node(_id(p.name), f"{p.name}  [{' × '.join(p.shape)}]", **_STYLE["param"])
+        shape = "scalar" if p.shape == (ONE,) else " × ".join(p.shape)
+        g.node(_id(p.name), f"{p.name}  [{shape}]", **_STYLE["param"])
     for kind, program in (("before the time loop", d.plan.static), ("each step", d.plan.step)):
         for stage in program:
             for gemm in stage.gemms:

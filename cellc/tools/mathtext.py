@@ -105,6 +105,11 @@ def unicode(expr: sympy.Expr) -> str:
     return _UNICODE.doprint(expr).replace("*", " ⊙ ")
 
 
+def number(value: sympy.Expr) -> str:
+    """A constant as written (0.05, not SymPy's 0.0500000000000000)."""
+    return repr(float(value)) if isinstance(value, sympy.Float) else unicode(value)
+
+
 def latex(expr: sympy.Expr) -> str:
     return _LATEX.doprint(expr)
 

@@ -101,6 +101,9 @@ def parameter_rows(r: Report) -> list[tuple[str, str, str, int]]:
     """(name, shape in dimensions, shape in numbers, count) per parameter."""
     rows = []
     for p in r.compiled.cell.params:
+        if p.shape == (ONE,):                       # shape [] in the spec, 0-d to the user
+            rows.append((p.name, "scalar", "", 1))
+            continue
         rows.append((p.name, " × ".join(p.shape), " × ".join(str(r.sizes[d]) for d in p.shape),
                      _size(p.shape, r.sizes)))
     return rows
@@ -185,7 +188,11 @@ def render(r: Report, tex=False) -> str:
     states = ", ".join(f"{s.name}[{s.dim}]" for s in cell.states)
     s0 = cell.states[0].name
     inputs = ", ".join(f"{v.name}[{v.dim}]" for v in cell.inputs)
-    lines += [f"inputs {inputs}; states {states}; output {naming.display_spec(cell.output)}", "",
+    lines += [f"inputs {inputs}; states {states}; output {naming.display_spec(cell.output)}"]
+    if cell.constants:          # folded into the equations below
+        lines.append("constants " + ", ".join(f"{n} = {mathtext.number(v)}"
+                                              for n, v in cell.constants))
+    lines += ["",
               bar, f"Forward, one step ({s0} is the previous state, {s0}′ the new one)", bar]
     lines += ["  " + e for e in forward_equations(r, tex)]
     named = named_values(r, tex)

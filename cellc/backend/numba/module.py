@@ -20,7 +20,7 @@ import jinja2.meta
 import sympy
 
 from ... import naming
-from ...ir.cell import Cell
+from ...ir.cell import ONE, Cell
 from ...runtime.regularizers import Regularizers
 from .. import tree
 from ..storage import T, size
@@ -93,6 +93,7 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
     """The template's values; `cell` is the split IR, `spec_lines` the spec's text line by
     line, `equations` the step as the spec writes it."""
     regularizers = cell.regularizers or Regularizers()
+    scalars = {p.name for p in cell.params if p.shape == (ONE,)}    # 0-d arrays to the user
     out = cell.dim_of()[cell.output]
     values = {
         "version": version,
@@ -113,11 +114,11 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "output_dim": out,
         "output_width": printer.index(size(out)),
         "input_dim": cell.inputs[0].dim,
-        "params": [(p.name, p.shape) for p in cell.params],
+        "params": [(p.name, () if p.shape == (ONE,) else p.shape) for p in cell.params],
         "inits": [(p.name, (p.init.kind, p.init.args)) for p in cell.params
                   if p.init.kind != "default"],
         "dims": tuple(cell.dims),
-        "hidden": tuple(dict.fromkeys(v.dim for v in cell.states)),
+        "hidden": tuple(dict.fromkeys(v.dim for v in cell.states if v.dim != ONE)),
         "torch": cell.torch.as_dict() if cell.torch else None,
         "no_grad_inputs": tuple(v.name for v in cell.inputs if not v.grad),
         "matmul_states": matmul_states,
@@ -135,7 +136,8 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "ragged_finals": _finals(program.final_states, True),
         "infer_finals": _finals(program.infer_final_states, False),
         "infer_ragged_finals": _finals(program.infer_final_states, True),
-        "grad_params": list(program.gradients[0]),
+        "grad_params": [(k, f"{a}.reshape(())" if k in scalars else a)
+                        for k, a in program.gradients[0]],
         "grad_inputs": list(program.gradients[1]),
         "grad_states": list(program.gradients[2]),
         "order": naming.ORDER,

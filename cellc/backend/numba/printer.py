@@ -214,8 +214,9 @@ def value(x) -> str:
     """A call's argument or a statement's operand: a view, an expression, a tuple."""
     if isinstance(x, tree.View):
         return view(x)
-    if isinstance(x, tree.Argument):
-        return f"{x.source}[{x.key!r}]"
+    if isinstance(x, tree.Argument):         # a scalar parameter is 0-d to the caller
+        scalar = x.array.shape == (sympy.S.One,)
+        return f"{x.source}[{x.key!r}]" + (".reshape(1)" if scalar else "")
     if isinstance(x, tuple):
         items = [value(i) for i in x]
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"

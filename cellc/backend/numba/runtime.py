@@ -503,6 +503,8 @@ def clear_workspace():
 
 # ---- checking the arguments: Numba does no bounds checking --------------------------------
 def _check_array(what, a, ndim, dtype=None):
+    if ndim == 0 and isinstance(a, np.floating):   # a scalar parameter, after numpy arithmetic
+        a = np.asarray(a)
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{what} must be a numpy array, not {type(a).__name__}")
     if a.dtype not in (np.float32, np.float64) or not a.dtype.isnative:
@@ -534,7 +536,18 @@ def _is_size(n):
     return isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
 
 
+_WIDTH_ONE = "1"     # the dimension of a width of one: a per-row scalar, a scalar parameter
+
+
+def _width(sizes, dim):
+    return 1 if dim == _WIDTH_ONE else sizes[dim]
+
+
 def _bind(sizes, dim, n, what):
+    if dim == _WIDTH_ONE:
+        if n != 1:
+            raise ValueError(f"{what}: the spec gives this dimension size 1")
+        return
     if n == 0:
         raise ValueError(f"{what}: size {dim} is 0; sizes of a cell's vectors are at least 1")
     if sizes.setdefault(dim, n) != n:
@@ -595,7 +608,7 @@ def _validate(params, inputs, states, need_grad, contract):
         raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
     for name, dim in STATES.items():
         if states.get(name) is None:
-            states[name] = np.zeros((B, sizes[dim]), dtype)
+            states[name] = np.zeros((B, _width(sizes, dim)), dtype)
     return params, inputs, states, sizes, dtype, T, B
 
 
@@ -631,8 +644,8 @@ def _check_cache(cache, contract, backward_params):
                                                       and T >= 0 and B >= 0):
         raise ValueError("cache['dtype'], ['T'] or ['B'] was changed; pass forward's cache unchanged")
     for group, names, shape_of in (("params", backward_params,
-                                    lambda n: tuple(sizes[d] for d in PARAMS[n])),
-                                   ("inputs", INPUTS, lambda n: (T, B, sizes[INPUTS[n]]))):
+                                    lambda n: tuple(_width(sizes, d) for d in PARAMS[n])),
+                                   ("inputs", INPUTS, lambda n: (T, B, _width(sizes, INPUTS[n])))):
         arrays = cache[group]
         if not isinstance(arrays, dict) or sorted(arrays) != sorted(names):
             raise ValueError(f"cache[{group!r}] was changed; pass forward's cache unchanged")
@@ -682,9 +695,9 @@ def _upstream_states(d_states, B, sizes, dtype, order, STATES):
         raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
     upstream = {}
     for name, dim in STATES.items():
-        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, sizes[dim]), dtype)
+        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, _width(sizes, dim)), dtype)
         if g is None:
-            g = np.zeros((B, sizes[dim]), dtype)
+            g = np.zeros((B, _width(sizes, dim)), dtype)
         upstream[name] = g if order is None else g[order]
     return upstream
 
@@ -759,10 +772,11 @@ def _init_params(contract, init, hidden, dtype, seed, sizes):
     if seed is not None and (not _is_size(seed) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, not {seed!r}")
     rng = np.random.default_rng(seed)
+    sizes = {**sizes, _WIDTH_ONE: 1}
     bound = 1.0 / np.sqrt(max([sizes[d] for d in hidden] + [1]))
     params = {}
     for name, shape in PARAMS.items():
-        shape = tuple(int(sizes[d]) for d in shape)
+        shape = tuple(int(_width(sizes, d)) for d in shape)
         kind, args = init.get(name, ("default", ()))
         if kind == "default":
             value = rng.uniform(-bound, bound, shape)
@@ -776,5 +790,5 @@ def _init_params(contract, init, hidden, dtype, seed, sizes):
             value = q if shape[0] >= shape[1] else q.T
         else:
             value = np.full(shape, {"zeros": 0.0, "ones": 1.0}.get(kind, args[0] if args else 0.0))
-        params[name] = np.ascontiguousarray(value, dtype=dtype)
+        params[name] = np.ascontiguousarray(value, dtype=dtype).reshape(shape)   # 0-d kept
     return params
