@@ -58,11 +58,12 @@ FORWARD = "fwd"        # fwd__step1: a forward kernel
 BACKWARD = "bwd"       # bwd__step1: a backward kernel
 INFER = "inf"          # inf__step1: a kernel of the forward that saves nothing
 STEPS = "steps"        # steps__forward: a time loop
+MATRIX = "mat"         # mat__1: a weight expression, `h @ (W - W.T)` (ir/weights.py)
 USER = "user"          # user__range: a spec name the generated code uses for its own (see `code`)
 
 KINDS = (NEW, AT, IN, ARG, SUM, LEN, ZONEOUT, DROPOUT, DROPPED, UPDATE, ADJOINT, ACC, TEMP,
          GEMM, WEIGHTS, WEIGHTS_T, TERMS, ROW, BLOCK, UPSTREAM, COLSUM, FORWARD, BACKWARD,
-         INFER, STEPS, USER)
+         INFER, STEPS, MATRIX, USER)
 
 # Fixed locals of the generated code (`{kind}__` with nothing after the kind).
 ROWS = "rows__"        # a kernel's row count
@@ -111,8 +112,10 @@ def parse(name: str) -> Name | None:
     kind, rest = name.split(SEP, 1)
     if kind not in KINDS:
         return None
-    if kind == AT:                        # operand (any name) __ weight (a spec name)
+    if kind == AT:            # operand (any name) __ weight (a spec name, or mat__k)
         operand, weight = rest.rsplit(SEP, 1)
+        if weight.isdigit() and operand.endswith(SEP + MATRIX):
+            operand, weight = operand[: -len(SEP + MATRIX)], make(MATRIX, weight)
         return Name(kind, (operand, weight))
     if kind in (IN, TERMS) and SEP in rest:
         return Name(kind, tuple(rest.rsplit(SEP, 1)))
@@ -177,6 +180,11 @@ def dropped(value: str) -> str:
 
 def update(state: str) -> str:
     return make(UPDATE, state)
+
+
+def weight_expression(k: int) -> str:
+    """The k-th weight expression of a spec, as a weight: `mat__1`."""
+    return make(MATRIX, str(k))
 
 
 # ---- the derivation ------------------------------------------------------------------
@@ -279,7 +287,7 @@ def display(name: str) -> str:
     inner = [display(p) for p in parts]
     return {
         NEW: lambda: inner[0] + "′",
-        AT: lambda: f"{inner[0]}·{parts[1]}",
+        AT: lambda: f"{inner[0]}·{display(parts[1])}",
         IN: lambda: f"in[{parts[0]}]" + (parts[1].translate(_SUB) if len(parts) > 1 else ""),
         ARG: lambda: "ρ" + parts[0].translate(_SUB),
         SUM: lambda: "Σ" + inner[0],
@@ -287,6 +295,7 @@ def display(name: str) -> str:
         ADJOINT: lambda: "∂" + inner[0],
         ACC: lambda: "Σ" + inner[0],
         TEMP: lambda: "t" + parts[0].translate(_SUB),
+        MATRIX: lambda: "M" + parts[0].translate(_SUB),
     }.get(kind, lambda: f"{kind}[{inner[0]}]")()
 
 
@@ -319,6 +328,7 @@ def latex(name: str) -> str:
         ADJOINT: lambda: r"\partial " + inner[0],
         ACC: lambda: r"\textstyle\sum_j " + inner[0],
         TEMP: lambda: f"t_{{{parts[0]}}}",
+        MATRIX: lambda: f"M_{{{parts[0]}}}",
     }.get(kind, lambda: rf"\mathrm{{{kind}}}[{inner[0]}]")()
 
 
@@ -391,7 +401,7 @@ def reserved() -> frozenset[str]:
     and the language's own functions. Every other name is free (see `code`)."""
     from .frontend.expressions import REDUCTIONS
     from .ir.functions import CALLABLE  # the functions a spec may call
-    return frozenset(set(keyword.kwlist) | set(CALLABLE) | set(REDUCTIONS))
+    return frozenset(set(keyword.kwlist) | set(CALLABLE) | set(REDUCTIONS) | {"eye"})
 
 
 def cell_name_problem(name: str) -> str | None:

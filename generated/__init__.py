@@ -2,6 +2,7 @@
 """Modules compiled by cellc from specs/; import one, e.g. `from generated import lstm`."""
 
 __all__ = [
+    'antisymmetric',
     'cfc',
     'cifg_lstm',
     'elman',

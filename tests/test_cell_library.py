@@ -148,7 +148,13 @@ def mingru_g(p, xs, s):       # Feng et al. 2024, Section 3.1: g keeps h~ positi
     return h, {"h": h}
 
 
-PUBLISHED = {"fastgrnn": fastgrnn, "scrn": scrn, "phased_lstm": phased_lstm, "cfc": cfc,
+def antisymmetric(p, xs, s, eps=0.01, gamma=0.01):   # Chang et al. 2019, eq. 12, columns
+    A = p["W"] - p["W"].T - gamma * torch.eye(H, dtype=p["W"].dtype)
+    h = s["h"] + eps * tanh((A @ s["h"].T).T + xs["x"] @ p["V"] + p["b"])
+    return h, {"h": h}
+
+
+PUBLISHED = {"antisymmetric": antisymmetric, "fastgrnn": fastgrnn, "scrn": scrn, "phased_lstm": phased_lstm, "cfc": cfc,
              "mingru_g": mingru_g}
 
 

@@ -199,3 +199,59 @@ def test_a_per_row_scalar_times_a_weight_row(dtype, bound):
     assert module.PARAMS["V"] == ("1", "H") and module.PARAMS["U"] == ("1", "H")
     errors = compare(module, cell, T=4, B=3, sizes={"I": 2, "H": 4}, dtype=dtype, seed=1)
     assert max(errors.values()) < bound, errors
+
+
+# ---- gap 1: weight expressions on the right of @ ----------------------------------------
+WEIGHTS = """name = "weights"
+inputs = ["x"]
+states = ["h"]
+parameters = ["V", "W", "b", "gamma", "beta", "M", "A", "C", "K"]
+equations = \"\"\"
+eps = 0.1
+a = x @ V.T + h @ (W - W.T - gamma * eye(H)) + h @ (A @ C) + x @ (M * M) + b
+g = h @ ((1 - beta) * (K + K.T) + beta * (K - K.T) / 2) + x @ V.T
+h' = h + eps * tanh(a) * sigmoid(g)
+\"\"\"
+[shapes]
+gamma = []
+beta = []
+V = ["H", "I"]
+A = ["H", "R"]
+"""
+
+
+@pytest.mark.parametrize("dtype, bound", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_weight_expressions_match_the_interpreter(dtype, bound):
+    module, cell = build(WEIGHTS)
+    assert set(module.PARAMS) == {"V", "W", "b", "gamma", "beta", "M", "A", "C", "K"}
+    errors = compare(module, cell, T=4, B=3, sizes={"I": 2, "H": 4}, dtype=dtype, seed=1)
+    assert max(errors.values()) < bound, errors
+
+
+def test_weight_expression_gradients_are_directional_derivatives():
+    """Through transposes, sums, scalar parameters, eye, products and Hadamard products:
+    each gradient pulled back to the parameters the matrices were made from."""
+    module, _ = build(WEIGHTS)
+    params, inputs, states = problem(module, T=4, B=3, sizes={"I": 2, "H": 4},
+                                     dtype=np.float64, seed=3)
+    rng = np.random.default_rng(6)
+    y, final, _ = module.forward(params, inputs["x"], states)
+    dy = rng.normal(size=y.shape)
+    ds = {k: rng.normal(size=v.shape) for k, v in final.items()}
+    numeric, analytic = directional_derivative(module, params, inputs, states, dy, ds, rng, 1e-6)
+    assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), (numeric, analytic)
+
+
+def test_a_weight_expression_is_the_weight_written_out():
+    """`h @ (W - W.T)` gives what `h @ D` gives with D = W - W.T passed as a parameter,
+    and its gradient in W is dD - dD.T."""
+    module, _ = build(spec("h' = tanh(x @ U + h @ (W - W.T) + b)").replace('"W", "U"', '"U", "W"'))
+    plain, _ = build(spec("h' = tanh(x @ U + h @ W + b)"))
+    params, inputs, states = problem(module, T=5, B=2, sizes={"I": 3, "H": 4},
+                                     dtype=np.float64, seed=2)
+    D = params["W"] - params["W"].T
+    y, _, cache = module.forward(params, inputs["x"], states)
+    y2, _, cache2 = plain.forward(dict(params, W=D), inputs["x"], states)
+    assert np.allclose(y, y2, rtol=0, atol=1e-14)
+    g, g2 = module.backward(cache, np.ones_like(y)), plain.backward(cache2, np.ones_like(y))
+    assert np.allclose(g.params["W"], g2.params["W"] - g2.params["W"].T, rtol=0, atol=1e-13)

@@ -4,7 +4,8 @@ saves nothing matches the training forward. This is what shows the compiler is g
 rather than an LSTM template.
 
 Two generators: `cells` (gates over inputs and states, GEMMs between elementwise stages,
-diagonal parameters, several states, an output product), and `wide_cells`, whose values
+weight expressions such as `s0 @ (W - W.T - 0.5 * eye(H))`, diagonal parameters, several
+states, an output product), and `wide_cells`, whose values
 have several widths: inputs used elementwise as well as through products (of the state's
 width or another), several inputs of different widths (one of them perhaps of width 1, a per-row scalar),
 intermediate values of a third width M, scalar parameters (shape []), reductions over
@@ -59,8 +60,11 @@ def cells(draw):
             params.append(f"W{j}u")
         for s in states:
             if draw(st.booleans()):
-                terms.append(f"{s} @ W{j}{s}")
-                params.append(f"W{j}{s}")
+                w = f"W{j}{s}"
+                weight = draw(st.sampled_from([w, f"({w} - {w}.T - 0.5 * eye(H))",
+                                               f"({w}.T * {w})", f"({w} @ {w}) / 4"]))
+                terms.append(f"{s} @ {weight}")          # a weight expression, or not
+                params.append(w)
         if j > 0 and draw(st.booleans()):
             i, s = draw(st.integers(0, j - 1)), draw(st.sampled_from(states))
             terms.append(f"(g{i} * {s}) @ W{j}r")      # a GEMM between elementwise stages
@@ -84,8 +88,6 @@ def cells(draw):
         if not any(re.search(rf"\b{g}\b", u) for u in updates):
             updates[-1] += f" + 0.1 * {g}"
     equations += updates
-    if any("dt" in u for u in updates):
-        equations.insert(0, f"dt = {draw(st.sampled_from(['0.25', '1 / 8', '2 ** -3']))}")
     output = ""
     if draw(st.booleans()):
         with_bias = draw(st.booleans())      # without a bias the output is itself a GEMM
@@ -97,6 +99,8 @@ def cells(draw):
     if extra_input and not any("@ W" in e and "u @" in e for e in equations):
         equations[0] = equations[0].replace("x @ W0x", "x @ W0x + u @ W0u")
         params.insert(1, "W0u")
+    if any("dt" in u for u in updates):
+        equations.insert(0, f"dt = {draw(st.sampled_from(['0.25', '1 / 8', '2 ** -3']))}")
     text = (f'name = "random_cell"\ninputs = {inputs}\nstates = {states!r}\n'.replace("'", '"')
             + f"parameters = {params!r}\n".replace("'", '"') + output
             + 'equations = """\n' + "\n".join(equations) + '\n"""\n'
@@ -139,7 +143,7 @@ def wide_cells(draw):
         if values.get("u") == "1" and draw(st.booleans()):
             terms.append(f"{param()} * u")                  # a scalar times a per-row scalar
         if draw(st.booleans()):                            # a reduction of any width
-            v = draw(st.sampled_from(names))
+            v = draw(st.sampled_from([n for n in names if values[n] != "1"]))
             terms.append(f"0.5 * mean(tanh({v}))" if draw(st.booleans())
                          else f"0.2 * sum({v} * {param(values[v])})")
         terms.append(param(dim))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sympy
 
 from .. import naming
+from ..ir import weights
 from ..ir.derivation import Derivation
 from .kernels import Writes, backward_kernel, backward_writes, forward_kernel
 from .storage import CHUNK, FIRST, RUNNING, SPAN, STEP, STOP, B, Storage, T, size
@@ -37,6 +38,7 @@ from .tree import (
     Gemm,
     If,
     Loop,
+    MatrixValue,
     Param,
     Program,
     SetView,
@@ -86,7 +88,10 @@ def _forward(d: Derivation, storage: Storage, functions: dict, direction: str) -
     cell = d.plan.cell
     body = [Argument(Array(naming.array(v.name), (T, B, size(v.dim))), "inputs", v.name)
             for v in cell.inputs]
-    body += [Argument(storage.param_array(p.name), "params", p.name) for p in cell.params]
+    body += [Argument(storage.param_array(p.name), "params", p.name) for p in cell.params
+             if p.derived is None]
+    body += [MatrixValue(storage.param_array(p.name), _on_arrays(storage, p.derived))
+             for p in cell.params if p.derived is not None]
     for s in cell.states:
         array = storage.state_array(s.name)
         body += [Alloc(array), SetView(View(array, step=sympy.S.Zero), Argument(
@@ -240,8 +245,11 @@ def _backward(d: Derivation, storage: Storage, writes: Writes, functions: dict):
     cell, plan = d.plan.cell, d.plan
     body = [Argument(Array(naming.array(v.name), (T, B, size(v.dim))), "inputs", v.name)
             for v in cell.inputs]
+    pulled = {s for p in cell.params if p.derived is not None      # what pullbacks read
+              for _, share in weights.pullback(p.derived, weights.Ref(naming.adjoint(p.name)))
+              for s in weights.sources(share)}
     body += [Argument(storage.param_array(p.name), "params", p.name) for p in cell.params
-             if len(p.shape) == 1]
+             if p.derived is None and (len(p.shape) == 1 or p.name in pulled)]
     for name in sorted((set(storage.inputs) | set(storage.static)) - storage.constants):
         if name not in storage.member:
             body.append(Alloc(storage.adjoint_array(name)))
@@ -267,7 +275,8 @@ def _backward(d: Derivation, storage: Storage, writes: Writes, functions: dict):
                 body.append(Alloc(storage.terms(u, region.name, "static").view.array))
     body.append(_backward_steps(d, storage, writes, functions))
     body += _after_loop(d, storage, writes, functions)
-    results = (tuple((p.name, naming.array(naming.adjoint(p.name))) for p in cell.params),
+    results = (tuple((p.name, naming.array(naming.adjoint(p.name))) for p in cell.params
+                     if p.derived is None),
                tuple((v.name, naming.array(naming.adjoint(v.name))) for v in cell.inputs
                      if v.grad),
                tuple((s.name, naming.array(naming.adjoint(naming.new(s.name))))
@@ -380,4 +389,26 @@ def _after_loop(d: Derivation, storage: Storage, writes: Writes, functions: dict
                               View(d_weights, cols=(offset, size(node.dim))),
                               accumulate=node.weight in done))
             done.add(node.weight)
+    done |= {p.name for p in cell.params if len(p.shape) == 1}      # by SumOf above
+    for p in cell.params:               # weight expressions: their gradients pulled back
+        if p.derived is None:
+            continue
+        grad = weights.Ref(naming.adjoint(p.name))
+        for source, share in weights.pullback(p.derived, grad):
+            target = Array(naming.array(naming.adjoint(source)), storage.param_array(source).shape)
+            lines.append(MatrixValue(target, _on_arrays(storage, share), accumulate=source in done))
+            done.add(source)
     return lines
+
+
+def _on_arrays(storage: Storage, m):
+    """Weight expression `m` over the arrays that hold its parameters (and, in a
+    pullback, the gradient `d__mat__k`)."""
+    if isinstance(m, weights.Ref):
+        return weights.Ref(naming.array(m.name))
+    if isinstance(m, weights.Eye):
+        return m
+    if isinstance(m, weights.Scaled):
+        arrays = {s: sympy.Symbol(naming.array(s.name)) for s in m.scale.free_symbols}
+        return weights.Scaled(m.scale.xreplace(arrays), _on_arrays(storage, m.a))
+    return type(m)(*(_on_arrays(storage, part) for part in m))

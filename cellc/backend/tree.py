@@ -110,6 +110,15 @@ class Argument(NamedTuple):
     key: str
 
 
+class MatrixValue(NamedTuple):
+    """`out = value` (or `out += value`), a weight expression of ir/weights.py whose
+    `Ref`s name arrays and whose scalars are SymPy expressions over array names."""
+
+    out: Array
+    value: object
+    accumulate: bool = False
+
+
 class SetView(NamedTuple):
     """`dst[...] = src`."""
 

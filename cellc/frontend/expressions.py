@@ -20,6 +20,7 @@ from .. import naming
 from ..errors import did_you_mean
 from ..ir.cell import CONSTANTS_RULE, FLOAT32_MAX, ONE, Affine, RowMean, RowSum, representable, symbol
 from ..ir.functions import CALLABLE, floor, ge, gt, maximum, mod, where
+from ..ir.weights import Eye, Hadamard, Plus, Product, Ref, Scaled, Transposed
 from .dims import DimConflict
 
 MAX_DEPTH = 64
@@ -47,6 +48,11 @@ _COMPARISONS = {ast.Gt: gt, ast.GtE: ge, ast.Lt: lambda a, b: gt(b, a),
 
 
 _ARGUMENTS = {1: "x", 2: "a, b", 3: "c, a, b"}
+
+
+def negated(m):
+    """-m, folding the sign into a scale: `W - gamma * eye(H)` scales eye by -gamma."""
+    return Scaled(-m.scale, m.a) if isinstance(m, Scaled) else Scaled(sympy.Integer(-1), m)
 
 
 class ExpressionConverter:
@@ -225,6 +231,11 @@ class ExpressionConverter:
     def matmul(self, tree, depth):
         left, dim = self.expr(tree.left, depth)
         right = tree.right
+        if not isinstance(right, ast.Name):         # a weight expression, `h @ (W - W.T)`
+            if dim is None:
+                self.fail(f"left operand of `{self.where(tree)}` is a constant", line=self.line,
+                          fix="the left operand of @ must be a vector expression")
+            return self.derived_product(left, dim, right, tree, depth)
         if not (isinstance(right, ast.Name) and right.id in self.param_names):
             what = self.where(right)
             fix = ("cellc uses row vectors: write `v @ W`, with W of shape (in, out)"
@@ -243,6 +254,109 @@ class ExpressionConverter:
                       symbol=right.id, fix="use a separate parameter for each role")
         self.unify(kind[1], dim, f"rows of {right.id}", tree)
         return Affine(left, symbol(right.id)), kind[2]
+
+    # ---- weight expressions (ir/weights.py) ---------------------------------------------
+    def derived_product(self, left, dim, right, tree, depth):
+        """`left @ (matrix expression)`: the expression becomes a weight of its own."""
+        self.weight_source = self.where(right)        # for messages
+        part = self.matrix(right, depth)
+        if part[0] != "matrix":
+            self.fail(f"`{self.where(right)}` on the right of @ is a number", line=self.line,
+                      fix="the right operand of @ is a weight: a parameter, or an expression "
+                          "of them such as (W - W.T)")
+        _, m, rows, cols = part
+        name = self.derived_by_expr.get(m)
+        if name is None:
+            name = self.derived_by_expr[m] = naming.weight_expression(len(self.derived) + 1)
+            self.derived[name] = m
+            self.param_kind[name] = ("matrix", rows, cols)
+        rows, cols = self.param_kind[name][1:]
+        self.unify(rows, dim, f"rows of `{self.where(right)}`", tree)
+        return Affine(left, symbol(name)), cols
+
+    def matrix(self, tree, depth):
+        """One part of a weight expression: ("matrix", Matrix, rows, cols) or ("scalar",
+        SymPy expression over scalar parameters and numbers)."""
+        if depth > MAX_DEPTH:
+            self.fail("expression nested too deeply", line=self.line,
+                      fix="split it into named intermediate equations")
+        depth += 1
+        shown = self.where(tree)
+        fix = ("a weight expression holds parameters, numbers, named constants, eye(D), .T, "
+               "+ - * / and @")
+        if isinstance(tree, ast.Constant):
+            return "scalar", self.expr(tree, depth)[0]
+        if isinstance(tree, ast.Name):
+            ident = tree.id
+            if ident in self.constants:
+                self.constants_used.add(ident)
+                return "scalar", self.constants[ident][0]
+            if ident not in self.param_names:
+                self.fail(f"`{ident}` in the weight expression `{self.weight_source}` is "
+                          "not a parameter",
+                          line=self.line, col=self.col_of(self.line, ident), symbol=ident, fix=fix)
+            kind = self.param_kind.get(ident)
+            if kind is not None and kind[0] == "vector":
+                if self.is_row(kind[1]):
+                    return "scalar", symbol(ident)
+                self.fail(f"`{ident}` is a vector, used in the weight expression "
+                          f"`{self.weight_source}`",
+                          line=self.line, symbol=ident,
+                          fix="a weight expression holds matrices and scalars ([shapes] "
+                              f"{ident} = [] for a scalar)")
+            kind = self.param_kind.setdefault(ident, ("matrix", self.dims.fresh(), self.dims.fresh()))
+            return "matrix", Ref(ident), kind[1], kind[2]
+        if isinstance(tree, ast.Attribute) and tree.attr == "T":
+            part = self.matrix(tree.value, depth)
+            if part[0] != "matrix":
+                self.fail(f"`{shown}` transposes a number", line=self.line, fix=fix)
+            return "matrix", Transposed(part[1]), part[3], part[2]
+        if (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "eye"):
+            arg = tree.args[0] if len(tree.args) == 1 and not tree.keywords else None
+            if not (isinstance(arg, ast.Name) and arg.id in self.dim_names):
+                self.fail(f"`{shown}`: eye takes one dimension", line=self.line,
+                          fix="write eye(H), with H a dimension of the cell")
+            d = self.dims.named(arg.id)
+            return "matrix", Eye(arg.id), d, d
+        if isinstance(tree, ast.UnaryOp) and isinstance(tree.op, (ast.USub, ast.UAdd)):
+            part = self.matrix(tree.operand, depth)
+            sign = -1 if isinstance(tree.op, ast.USub) else 1
+            if part[0] == "scalar":
+                return "scalar", sign * part[1]
+            return ("matrix", negated(part[1]) if sign < 0 else part[1], *part[2:])
+        if isinstance(tree, ast.BinOp):
+            return self.matrix_binop(tree, depth, fix)
+        self.fail(f"`{shown}` cannot be part of a weight expression", line=self.line, fix=fix)
+
+    def matrix_binop(self, tree, depth, fix):
+        a, b = self.matrix(tree.left, depth), self.matrix(tree.right, depth)
+        op, shown = type(tree.op), self.where(tree)
+        if a[0] == b[0] == "scalar" and op in _ARITHMETIC and op not in (ast.Mod, ast.FloorDiv):
+            return "scalar", self.finite(_ARITHMETIC[op](a[1], b[1]), tree)
+        if a[0] == b[0] == "scalar" and op is ast.Pow and b[1].is_Number:
+            return "scalar", self.finite(a[1] ** b[1], tree)
+        if a[0] == b[0] == "matrix" and op in (ast.Add, ast.Sub, ast.Mult):
+            self.unify(a[2], b[2], f"rows in `{shown}`", tree)
+            self.unify(a[3], b[3], f"columns in `{shown}`", tree)
+            m = (Plus(a[1], b[1]) if op is ast.Add else
+                 Plus(a[1], negated(b[1])) if op is ast.Sub else
+                 Hadamard(a[1], b[1]))
+            return "matrix", m, a[2], a[3]
+        if a[0] == b[0] == "matrix" and op is ast.MatMult:
+            self.unify(a[3], b[2], f"inner size of `{shown}`", tree)
+            return "matrix", Product(a[1], b[1]), a[2], b[3]
+        if {a[0], b[0]} == {"scalar", "matrix"} and op is ast.Mult:
+            s, m = (a, b) if a[0] == "scalar" else (b, a)
+            return "matrix", Scaled(s[1], m[1]), m[2], m[3]
+        if a[0] == "matrix" and b[0] == "scalar" and op is ast.Div:
+            if b[1].is_zero:
+                self.fail(f"division by zero in `{shown}`", line=self.line,
+                          fix="divide by a non-zero constant or by an expression")
+            return "matrix", Scaled(1 / b[1], a[1]), a[2], a[3]
+        what = ("a matrix plus a number: write c * eye(H)" if op in (ast.Add, ast.Sub)
+                else fix)
+        self.fail(f"`{shown}` is not a weight expression cellc can build", line=self.line,
+                  fix=what)
 
     def call(self, tree, depth):
         fname = tree.func.id if isinstance(tree.func, ast.Name) else None

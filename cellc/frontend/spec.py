@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import naming
 from ..errors import MAX_SPEC_BYTES, SpecError, did_you_mean, read_spec_bytes
 from ..ir.cell import CONSTANTS_RULE, ONE, Cell, Init, Node, Param, Var, live_names, representable, typecheck
+from ..ir.weights import sources
 from .dims import Dims
 from .expressions import MAX_DEPTH, ExpressionConverter
 from .stabilize import stabilize
@@ -187,6 +188,8 @@ class _Frontend(ExpressionConverter):
         self.var_dim = {v.name: self.dims.named(v.dim) for v in self.inputs + self.states}
         self.param_kind: dict[str, tuple] = {}      # name -> ("vector", d) | ("matrix", a, b)
         self.dim_names = {v.dim for v in self.inputs + self.states} - {ONE}
+        self.derived: dict[str, object] = {}    # weight expressions, by made name
+        self.derived_by_expr: dict[object, str] = {}
         self.declare_shapes()
         for n in sorted(set(declared) & self.dim_names):
             self.fail(f"`{n}` names both a dimension and a value", line=self.key_line(declared[n]),
@@ -202,7 +205,7 @@ class _Frontend(ExpressionConverter):
                       for n in nodes)
         torch = self.field("torch")
         if torch is not None:
-            ranks = {p.name: len(p.shape) for p in params}
+            ranks = {p.name: len(p.shape) for p in params if p.derived is None}
             torch = parse_torch_table(torch, ranks, self.fail, self.key_line)
         return typecheck(Cell(name=name, summary=self.field("summary", ""),
                     reference=self.field("reference", ""), inputs=self.inputs,
@@ -436,6 +439,9 @@ class _Frontend(ExpressionConverter):
                           col=self.col_of(line, name), symbol=name,
                           fix="use it in an equation, or remove it")
         live = live_names(nodes, [naming.new(s.name) for s in self.states] + [output])
+        for name, m in self.derived.items():            # a weight expression's parameters
+            if name in live:
+                live.update(sources(m))
         for n in nodes:
             if n.name not in live:
                 self.fail(f"`{naming.display_spec(n.name)}` is computed but never used", line=n.line,
@@ -464,6 +470,10 @@ class _Frontend(ExpressionConverter):
             kind = self.param_kind[pname]
             shape = tuple(self.resolve(v, pname, self.key_line("parameters")) for v in kind[1:])
             params.append(Param(pname, shape, self.init(pname, inits.get(pname), len(shape))))
+        for name, m in self.derived.items():
+            kind = self.param_kind[name]
+            shape = tuple(self.resolve(v, name, self.line) for v in kind[1:])
+            params.append(Param(name, shape, derived=m))
         for pname in inits:
             if pname not in self.param_names:
                 self.fail(f"[init] names `{pname}`, which is not a parameter."

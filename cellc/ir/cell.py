@@ -123,6 +123,7 @@ class Param(NamedTuple):
     name: str
     shape: tuple[str, ...]   # (dim,) for a per-unit vector, (in, out) for a matrix
     init: Init = Init()
+    derived: object = None   # a weight expression (ir/weights.py): computed, not passed
 
 
 class Node(NamedTuple):

@@ -15,6 +15,7 @@ import numpy as np
 import sympy
 
 from .. import naming
+from ..ir import weights
 from ..ir.cell import ONE, Cell, RowSum, size_symbol, symbol
 from ..ir.functions import CellFunction
 
@@ -69,6 +70,9 @@ def forward(cell: Cell, params, inputs, states=None):
     T, B = next(iter(inputs.values())).shape[:2]
     params = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     sizes = _sizes(cell, params, inputs)
+    for p in cell.params:               # weight expressions, once, before the steps
+        if p.derived is not None:
+            params[p.name] = matrix_value(p.derived, params, sizes)
     states = {k: np.asarray(v, dtype=np.float64) for k, v in (states or {}).items()}
     current = {s.name: states.get(s.name, np.zeros((B, sizes[s.dim]))) for s in cell.states}
     initial = dict(current)
@@ -135,7 +139,36 @@ def backward(cell: Cell, tape, dy=None, dstates=None):
             elif name in dinputs:
                 dinputs[name][t] += adj[name]
         carry = {s.name: adj.get(s.name, np.zeros((B, sizes[s.dim]))) for s in cell.states}
+    for p in cell.params:               # a weight expression's gradient to its parameters
+        if p.derived is not None:
+            grad = dparams.pop(p.name)
+            for source, share in weights.pullback(p.derived, weights.Ref(p.name)):
+                value = matrix_value(share, {**params, p.name: grad}, sizes)
+                dparams[source] = dparams[source] + np.reshape(value, dparams[source].shape)
     return dparams, dinputs, carry
+
+
+def matrix_value(m, env: dict, sizes: dict):
+    """A weight expression's value (ir/weights.py), with NumPy; scalar parameters are
+    0-d (or 1-element) arrays in `env`."""
+    if isinstance(m, weights.Ref):
+        return env[m.name]
+    if isinstance(m, weights.Eye):
+        return np.eye(sizes[m.dim])
+    if isinstance(m, weights.Transposed):
+        return matrix_value(m.a, env, sizes).T
+    if isinstance(m, weights.Plus):
+        return matrix_value(m.a, env, sizes) + matrix_value(m.b, env, sizes)
+    if isinstance(m, weights.Scaled):
+        scale = evaluate(m.scale, {s.name: np.reshape(env[s.name], ()) for s in m.scale.free_symbols})
+        return scale * matrix_value(m.a, env, sizes)
+    if isinstance(m, weights.Hadamard):
+        return matrix_value(m.a, env, sizes) * matrix_value(m.b, env, sizes)
+    if isinstance(m, weights.Product):
+        return matrix_value(m.a, env, sizes) @ matrix_value(m.b, env, sizes)
+    if isinstance(m, weights.Total):
+        return np.sum(matrix_value(m.a, env, sizes))
+    raise TypeError(f"interpreter cannot evaluate {m!r}")
 
 
 def _sizes(cell: Cell, params, inputs) -> dict[str, int]:
@@ -143,6 +176,8 @@ def _sizes(cell: Cell, params, inputs) -> dict[str, int]:
     for v in cell.inputs:
         sizes[v.dim] = inputs[v.name].shape[-1]
     for p in cell.params:
+        if p.derived is not None:
+            continue
         for d, n in zip(p.shape, params[p.name].shape):
             assert sizes.setdefault(d, n) == n, f"size of {d} is inconsistent"
     return sizes
@@ -156,4 +191,4 @@ def init_params(cell: Cell, sizes: dict[str, int], seed: int = 0) -> dict[str, n
         shape = () if p.shape == (ONE,) else tuple(1 if d == ONE else sizes[d] for d in p.shape)
         low, high = p.init.args if p.init.kind == "uniform" else (-0.5, 0.5)
         return np.asarray(rng.uniform(low, high, shape))
-    return {p.name: draw(p) for p in cell.params}
+    return {p.name: draw(p) for p in cell.params if p.derived is None}

@@ -18,6 +18,7 @@ from .. import naming
 from ..backend.storage import Storage
 from ..driver import IRs, compile_bytes
 from ..errors import read_spec_bytes
+from ..ir import weights
 from ..ir.cell import ONE, Cell, symbol
 from ..ir.derivation import Derivation
 from ..runtime.regularizers import Regularizers
@@ -101,6 +102,8 @@ def parameter_rows(r: Report) -> list[tuple[str, str, str, int]]:
     """(name, shape in dimensions, shape in numbers, count) per parameter."""
     rows = []
     for p in r.compiled.cell.params:
+        if p.derived is not None:                   # computed from the others
+            continue
         if p.shape == (ONE,):                       # shape [] in the spec, 0-d to the user
             rows.append((p.name, "scalar", "", 1))
             continue
@@ -198,11 +201,22 @@ def render(r: Report, tex=False) -> str:
     named = named_values(r, tex)
     if named:
         lines += ["  where the compiler named:"] + ["    " + e for e in named]
+    derived = [p for p in cell.params if p.derived is not None]
+    if derived:
+        lines += ["  weight expressions, computed once per call before the time loop:"]
+        lines += [f"    {naming.display(p.name)} = {weights.text(p.derived)}   "
+                  f"({' × '.join(p.shape)})" for p in derived]
     lines += ["", bar, "Backward, as derived (∂v is the gradient of the loss in v; "
               "tₖ are shared subexpressions)", bar]
     for title, eqs in backward_equations(r, tex):
         lines.append(f"  {title}")
         lines += ["    " + e for e in eqs]
+    if derived:
+        lines.append("  after the loop, each weight expression's gradient to its parameters")
+        for p in derived:
+            grad = weights.Ref(naming.display(naming.adjoint(p.name)))
+            for source, share in weights.pullback(p.derived, grad):
+                lines.append(f"    ∂{source} += {weights.text(share)}")
     sizes = ", ".join(f"{d}={r.sizes[d]}" for d in cell.dims)
     lines += ["", bar, f"Parameters ({sizes})", bar]
     rows = parameter_rows(r)

@@ -114,9 +114,10 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "output_dim": out,
         "output_width": printer.index(size(out)),
         "input_dim": cell.inputs[0].dim,
-        "params": [(p.name, () if p.shape == (ONE,) else p.shape) for p in cell.params],
+        "params": [(p.name, () if p.shape == (ONE,) else p.shape) for p in cell.params
+                   if p.derived is None],
         "inits": [(p.name, (p.init.kind, p.init.args)) for p in cell.params
-                  if p.init.kind != "default"],
+                  if p.init.kind != "default" and p.derived is None],
         "dims": tuple(cell.dims),
         "hidden": tuple(dict.fromkeys(v.dim for v in cell.states if v.dim != ONE)),
         "torch": cell.torch.as_dict() if cell.torch else None,

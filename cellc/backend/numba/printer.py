@@ -18,6 +18,7 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from ... import naming
+from ...ir import weights
 from ...ir.cell import is_size
 from ...ir.functions import CellFunction
 from .. import tree
@@ -223,6 +224,48 @@ def value(x) -> str:
     return index(x)
 
 
+class _ScalarPrinter(StrPrinter):
+    """A weight expression's scalars: numbers as Python writes them, parameters by array."""
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Rational(self, expr):
+        return f"({expr.p} / {expr.q})"
+
+
+def matrix(m) -> str:
+    """A weight expression (ir/weights.py) over arrays, as NumPy."""
+    def operand(part):
+        text = matrix(part)
+        atomic = isinstance(part, (weights.Ref, weights.Eye, weights.Total)) or (
+            isinstance(part, weights.Transposed) and isinstance(part.a, weights.Ref))
+        return text if atomic else f"({text})"
+
+    if isinstance(m, weights.Ref):
+        return m.name
+    if isinstance(m, weights.Eye):
+        return f"np.eye({naming.code(m.dim)}, dtype=dtype)"
+    if isinstance(m, weights.Transposed):
+        return f"{operand(m.a)}.T"
+    if isinstance(m, weights.Plus):
+        if isinstance(m.b, weights.Scaled) and m.b.scale.could_extract_minus_sign():
+            return f"{matrix(m.a)} - {matrix(weights.scaled(-m.b.scale, m.b.a))}"
+        return f"{matrix(m.a)} + {matrix(m.b)}"
+    if isinstance(m, weights.Scaled):
+        if m.scale == -1:
+            return f"-{operand(m.a)}"
+        scale = _ScalarPrinter().doprint(m.scale)
+        return f"{scale if m.scale.is_Atom else f'({scale})'} * {operand(m.a)}"
+    if isinstance(m, weights.Hadamard):
+        return f"{operand(m.a)} * {operand(m.b)}"
+    if isinstance(m, weights.Product):
+        return f"{operand(m.a)} @ {operand(m.b)}"
+    if isinstance(m, weights.Total):
+        return f"np.sum({matrix(m.a)})"
+    raise TypeError(f"cellc's Numba printer cannot print the weight expression {m!r}")
+
+
 def _grouped(pairs) -> list:
     """(param, value) pairs with the values of one group gathered into a tuple, in the
     order the groups first appear: what a call passes."""
@@ -270,6 +313,10 @@ def _statement(s) -> list[str]:
         return [f"{s.name} = {value(s.value)}"]
     if isinstance(s, tree.Argument):
         return [f"{s.array.name} = {value(s)}"]
+    if isinstance(s, tree.MatrixValue):      # a weight expression, or its pullback
+        if s.accumulate:
+            return [f"{s.out.name} += {matrix(s.value)}"]
+        return [f"{s.out.name} = np.array({matrix(s.value)}, dtype, order=\"C\")"]
     if isinstance(s, tree.SetView):
         return [f"{view(s.dst)}[:] = {value(s.src)}"]
     if isinstance(s, tree.Alloc):
