@@ -786,7 +786,6 @@ def _init_params(contract, init, hidden, dtype, seed, sizes):
     if seed is not None and (not _is_size(seed) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, not {seed!r}")
     rng = np.random.default_rng(seed)
-    sizes = {**sizes, _WIDTH_ONE: 1}
     bound = 1.0 / np.sqrt(max([sizes[d] for d in hidden] + [1]))
     params = {}
     for name, shape in PARAMS.items():

@@ -245,7 +245,7 @@ def test_weight_expression_gradients_are_directional_derivatives():
 def test_a_weight_expression_is_the_weight_written_out():
     """`h @ (W - W.T)` gives what `h @ D` gives with D = W - W.T passed as a parameter,
     and its gradient in W is dD - dD.T."""
-    module, _ = build(spec("h' = tanh(x @ U + h @ (W - W.T) + b)").replace('"W", "U"', '"U", "W"'))
+    module, _ = build(spec("h' = tanh(x @ U + h @ (W - W.T) + b)"))
     plain, _ = build(spec("h' = tanh(x @ U + h @ W + b)"))
     params, inputs, states = problem(module, T=5, B=2, sizes={"I": 3, "H": 4},
                                      dtype=np.float64, seed=2)
