@@ -36,7 +36,7 @@ from .backend.program import lower
 from .backend.tree import Program
 from .errors import read_spec_bytes
 from .frontend.spec import parse_spec
-from .ir.cell import Cell, format_equation
+from .ir.cell import Cell, biases, format_equation
 from .ir.derivation import Derivation
 from .ir.plan import Plan
 from .passes import derive, regularize, schedule, split
@@ -87,7 +87,7 @@ def compile_bytes(raw: bytes, path: str = "<spec>",
                             source_name=Path(path).name,
                             spec_lines=raw.decode("utf-8").split("\n"),
                             equations=[format_equation(n) for n in variant.nodes],
-                            matmul_states=matmul_states(spec))
+                            matmul_states=matmul_states(spec), biases=biases(spec))
     source = module.render(values)
     lap("print")
     return IRs(spec, variant, cell, plan, derivation, program, source, timings)

@@ -366,7 +366,8 @@ def _runtime_names() -> set[str]:
 # The generated module's own top-level names and the drivers' bare locals.
 MODULE_NAMES = {"NAME", "CELLC_VERSION", "SPEC_SHA256", "INPUTS", "STATES", "OUTPUT",
                 "OUTPUT_DIM", "PARAMS", "INIT", "DIMS", "HIDDEN", "TORCH", "NO_GRAD_INPUTS",
-                "BACKWARD_PARAMS", "REGULARIZERS", "MATMUL_STATES", "SPEC_SOURCE", "init_params", "forward",
+                "BACKWARD_PARAMS", "REGULARIZERS", "MATMUL_STATES", "BIASES", "SPEC_SOURCE",
+                "init_params", "forward",
                 "backward", "clear_workspace", "forward_without_grad", "CONTRACT", "params",
                 "inputs", "states", "sizes", "dtype", "cache", "grads", "lengths", "d_outputs",
                 "d_states", "need_grad", "seed",

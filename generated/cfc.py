@@ -838,6 +838,8 @@ NO_GRAD_INPUTS = ()
 # The states zoned out and dropped in this variant, and those recurrent dropout can drop
 REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
 MATMUL_STATES = ('h',)
+# The biases: vector parameters that only ever add to a sum (torch.nn's bias=False drops them)
+BIASES = ('b_1', 'b_2', 'b_a', 'b_b')
 # The spec this module was compiled from, so that cellc can build its variants
 SPEC_SOURCE = "\n".join([
     "# CfC: a closed-form continuous-time cell. A shared backbone (LeCun's tanh) reads the",

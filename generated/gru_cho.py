@@ -833,6 +833,8 @@ NO_GRAD_INPUTS = ()
 # The states zoned out and dropped in this variant, and those recurrent dropout can drop
 REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
 MATMUL_STATES = ('s',)
+# The biases: vector parameters that only ever add to a sum (torch.nn's bias=False drops them)
+BIASES = ('b_r', 'b_z', 'b_s')
 # The spec this module was compiled from, so that cellc can build its variants
 SPEC_SOURCE = "\n".join([
     "# GRU in Cho's original form, as seed 004 writes it: the reset gate is applied to the",

@@ -874,6 +874,8 @@ NO_GRAD_INPUTS = ()
 # The states zoned out and dropped in this variant, and those recurrent dropout can drop
 REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
 MATMUL_STATES = ('h',)
+# The biases: vector parameters that only ever add to a sum (torch.nn's bias=False drops them)
+BIASES = ('b_i', 'b_f', 'b_g', 'b_o', 'beta_c')
 # The spec this module was compiled from, so that cellc can build its variants
 SPEC_SOURCE = "\n".join([
     "# Layer-normalized LSTM (Ba et al. 2016, sec. 3.1, as Haste's LayerNormLSTM computes it):",

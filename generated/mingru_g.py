@@ -828,6 +828,8 @@ NO_GRAD_INPUTS = ()
 # The states zoned out and dropped in this variant, and those recurrent dropout can drop
 REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
 MATMUL_STATES = ()
+# The biases: vector parameters that only ever add to a sum (torch.nn's bias=False drops them)
+BIASES = ('b_z', 'b_h')
 # The spec this module was compiled from, so that cellc can build its variants
 SPEC_SOURCE = "\n".join([
     "# minGRU with the paper's g: the candidate passes through g(a) = a + 0.5 for a >= 0 and",

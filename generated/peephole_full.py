@@ -843,6 +843,8 @@ NO_GRAD_INPUTS = ()
 # The states zoned out and dropped in this variant, and those recurrent dropout can drop
 REGULARIZERS = {'zoneout': (), 'recurrent_dropout': ()}
 MATMUL_STATES = ('h', 'c')
+# The biases: vector parameters that only ever add to a sum (torch.nn's bias=False drops them)
+BIASES = ('b_i', 'b_f', 'b_g', 'b_o')
 # The spec this module was compiled from, so that cellc can build its variants
 SPEC_SOURCE = "\n".join([
     "# Seed 004's peephole form with full matrices: every pre-activation also reads",

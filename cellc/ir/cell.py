@@ -207,6 +207,42 @@ class Cell(NamedTuple):
         return {name: k for k, name in enumerate(names)}
 
 
+def biases(cell: Cell) -> tuple[str, ...]:
+    """The cell's biases: the vector parameters that are, wherever they are read, the
+    constant term of an affine map, a term of a sum whose other terms read a weight, a
+    gain or a value computed from them (`x @ W + b`, `r * (h @ W_hn + b_hn)`,
+    `g * n + beta`), so that a zero bias is no bias. A phase shift `t - shift` adds to
+    an input alone and is no bias. These are what torch.nn's `bias=False` drops
+    (`cellc.torch.RNN(bias=False)`)."""
+    params = {symbol(p.name) for p in cell.params} | {symbol(n.name) for n in cell.nodes}
+    found = []
+    for p in cell.params:
+        if len(p.shape) != 1 or p.shape == (ONE,) or p.derived is not None:
+            continue
+        s = symbol(p.name)
+        reading = [n for n in cell.nodes if n.expr is not None and n.expr.has(s)]
+        if reading and all(_constant_term(n.expr, s, params - {s}) for n in reading):
+            found.append(p.name)
+    return tuple(found)
+
+
+def _constant_term(expr, s, weights) -> bool:
+    """Whether every occurrence of `s` in `expr` is a term (`s` or `-s`) of a sum whose
+    other terms read one of `weights` (or hold a matrix product)."""
+    if expr == s:
+        return False
+    for arg in expr.args:
+        if not arg.has(s):
+            continue
+        if expr.is_Add and (arg == s or arg == -s):
+            if not any(t.free_symbols & weights or t.atoms(Affine)
+                       for t in expr.args if not t.has(s)):
+                return False
+        elif not _constant_term(arg, s, weights):
+            return False
+    return True
+
+
 def typecheck(cell: Cell) -> Cell:
     """Check the IR's invariants: single assignment, defined-before-use, shapes, and
     that every state is updated. Raises AssertionError: a failure is a compiler bug

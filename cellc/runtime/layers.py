@@ -16,6 +16,7 @@ direction`.
 """
 from __future__ import annotations
 
+import hashlib
 from collections import namedtuple
 from types import ModuleType
 
@@ -35,6 +36,11 @@ def _reverse(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)     # [T, B] steps
     rows = (source * B + np.arange(B)).ravel()         # whole rows: a fast gather of memcpys
     return np.take(x.reshape(T * B, -1), rows, axis=0).reshape(x.shape)
+
+
+def _rebuild(spec: tuple[str, str], options: dict) -> "Layer":
+    from .loader import from_spec
+    return Layer(from_spec(*spec), **options)
 
 
 class Layer:
@@ -66,6 +72,9 @@ class Layer:
             raise ValueError(f"merge must be 'concat' or 'sum', not {merge!r}")
         if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
             raise ValueError(f"dropout must be a number in [0, 1), not {dropout!r}")
+        self._options = dict(num_layers=num_layers, bidirectional=bidirectional, merge=merge,
+                             dropout=dropout, batch_first=batch_first, zoneout=zoneout,
+                             recurrent_dropout=recurrent_dropout)
         self.cell, self.num_layers = cell, num_layers
         self.directions = 2 if bidirectional else 1
         self.merge, self.dropout, self.batch_first = merge, float(dropout), batch_first
@@ -76,7 +85,24 @@ class Layer:
             from .loader import variant
             self.regularized = variant(cell, self.rates.variant)
 
+    def __reduce__(self):
+        """Pickled as the spec the cell was compiled from and the layer's options, so a
+        copy (deepcopy, torch.save, a spawned process) reloads the compiled cell."""
+        from .loader import spec_of
+        return _rebuild, (spec_of(self.cell), self._options)
+
+    @property
+    def key(self) -> str:
+        """A name for this layer's cell and options, the same in every process."""
+        return hashlib.sha256(repr((self.cell.SPEC_SHA256, sorted(self._options.items())))
+                              .encode()).hexdigest()[:24]
+
     # ---- parameters --------------------------------------------------------------
+    def param_names(self) -> list[str]:
+        """Every layer's and direction's parameter names, layer by layer."""
+        return [n for layer in range(self.num_layers) for direction in range(self.directions)
+                for n in self.names(layer, direction).values()]
+
     def names(self, layer: int, direction: int) -> dict[str, str]:
         """The cell's parameter names -> this layer's and direction's names."""
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
@@ -107,8 +133,11 @@ class Layer:
 
     # ---- running -------------------------------------------------------------------
     def forward(self, params: dict, x: np.ndarray, states: dict | None = None,
-                lengths=None, *, training: bool = False, seed=None):
+                lengths=None, *, training: bool = False, seed=None, need_grad: bool = True):
         """Run all layers. Returns (outputs, final states, cache).
+
+        `need_grad=False` runs every cell's forward that saves nothing (inference):
+        the cache is then None.
 
         `states` maps each state name to `[num_layers * num_directions, B, size]` (zeros
         when omitted); `lengths` [B] gives each sequence's length in a padded batch.
@@ -142,7 +171,8 @@ class Layer:
                     widths = self._widths(p, xin, s)
                     xin = {next(iter(self.cell.INPUTS)): xin,
                            **self.rates.masks(T, B, widths, xin.dtype, rng)}
-                y, final, cache = module.forward(p, xin, s, lengths=lengths)
+                y, final, cache = module.forward(p, xin, s, lengths=lengths,
+                                                 need_grad=need_grad)
                 outs.append(_reverse(y, lengths) if direction else y)
                 caches.append((module, cache))
                 for k in finals:
@@ -151,6 +181,8 @@ class Layer:
                 np.concatenate(outs, axis=2) if self.merge == "concat" else outs[0] + outs[1])
         finals = {k: np.stack(v) for k, v in finals.items()}
         y = np.ascontiguousarray(np.swapaxes(x, 0, 1)) if self.batch_first else x
+        if not need_grad:
+            return y, finals, None
         return y, finals, {"caches": caches, "masks": masks, "lengths": lengths, "B": B,
                            "shape": y.shape}
 
@@ -159,8 +191,7 @@ class Layer:
         forward checks the rest): ValueError, never a TypeError or KeyError from inside."""
         if not isinstance(params, dict):
             raise ValueError("params must be a dict of arrays, as init_params returns")
-        names = [n for layer in range(self.num_layers) for direction in range(self.directions)
-                 for n in self.names(layer, direction).values()]
+        names = self.param_names()
         missing, extra = [n for n in names if n not in params], [n for n in params if n not in names]
         if missing or extra:
             raise ValueError(f"params: missing {missing}, unexpected {extra}")
@@ -181,15 +212,34 @@ class Layer:
     def _widths(self, params: dict, x: np.ndarray, states: dict) -> dict[str, int]:
         """Each state's size, as the module will bind it: from the parameters' shapes,
         the input and the initial states (for the masks, drawn before the module runs)."""
-        sizes = {self.input_dim: x.shape[-1]}
-        for name, shape in self.cell.PARAMS.items():
-            sizes.update(zip(shape, np.shape(params[name])))
-        sizes.update((self.cell.STATES[k], v.shape[-1]) for k, v in states.items())
-        missing = [d for d in self.cell.STATES.values() if d not in sizes]
+        sizes = self._sizes({n: np.shape(params[n]) for n in self.cell.PARAMS}, x.shape[-1],
+                            {k: v.shape[-1] for k, v in states.items()})
+        return {s: sizes[d] for s, d in self.cell.STATES.items()}
+
+    def _sizes(self, shapes: dict, input_width: int, state_widths: dict) -> dict[str, int]:
+        """Every dimension's size the first layer binds, from its parameters' shapes (the
+        cell's names), the input's width and the widths of the initial states given."""
+        sizes = {"1": 1, self.input_dim: input_width}
+        for name, dims in self.cell.PARAMS.items():
+            sizes.update(zip(dims, shapes[name]))
+        sizes.update((self.cell.STATES[k], w) for k, w in state_widths.items())
+        missing = [d for d in (*self.cell.STATES.values(), self.cell.OUTPUT_DIM)
+                   if d not in sizes]
         if missing:
             raise ValueError(f"cannot tell the size of {missing} from the parameters; "
                              "pass initial states")
-        return {s: sizes[d] for s, d in self.cell.STATES.items()}
+        return sizes
+
+    def output_shapes(self, shapes: dict, T: int, B: int, input_width: int,
+                      state_widths: dict | None = None):
+        """The shapes `forward` returns, from the parameters' shapes (layer names) alone,
+        without running anything: (outputs [T, B, width], {state: [L * D, B, size]})."""
+        cell_shapes = {old: shapes[new] for old, new in self.names(0, 0).items()}
+        sizes = self._sizes(cell_shapes, input_width, state_widths or {})
+        width = sizes[self.cell.OUTPUT_DIM] * (self.directions if self.merge == "concat" else 1)
+        stacked = self.num_layers * self.directions
+        return ((T, B, width) if not self.batch_first else (B, T, width),
+                {k: (stacked, B, sizes[d]) for k, d in self.cell.STATES.items()})
 
     def _state(self, v, layer, direction, B):
         k = layer * self.directions + direction

@@ -59,6 +59,25 @@ def variant(module, regularizers: Regularizers):
     return _load(module.SPEC_SOURCE.encode("utf-8"), f"{module.NAME}.toml", regularizers)
 
 
+def spec_of(module) -> tuple:
+    """What rebuilds a compiled cell in another process: its name, the spec it was
+    compiled from, and its regularizers (see `from_spec`)."""
+    regularizers = getattr(module, "REGULARIZERS", {})
+    return module.NAME, module.SPEC_SOURCE, tuple(sorted(regularizers.items()))
+
+
+def from_spec(name: str, source: str, regularizers: tuple = ()):
+    """The compiled cell `spec_of` described: the module already imported in this
+    process if there is one (a copy shares it), else compiled or read from the cache."""
+    wanted = dict(regularizers)
+    for module in list(sys.modules.values()):
+        if (getattr(module, "SPEC_SOURCE", None) == source
+                and getattr(module, "REGULARIZERS", {}) == wanted
+                and callable(getattr(module, "forward", None))):
+            return module
+    return _load(source.encode("utf-8"), f"{name}.toml", Regularizers.of(**wanted))
+
+
 def _load(raw: bytes, path: str, regularizers: Regularizers):
     key = hashlib.sha256(raw + b"\0" + compiler_fingerprint().encode() + b"\0"
                          + regularizers.tag().encode()).hexdigest()[:20]

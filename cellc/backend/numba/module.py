@@ -89,7 +89,8 @@ def _output(v: tree.View) -> str:
 
 
 def context(cell: Cell, program: tree.Program, *, version: str, source_name: str,
-            spec_lines: list, equations: list, matmul_states: tuple) -> dict:
+            spec_lines: list, equations: list, matmul_states: tuple,
+            biases: tuple = ()) -> dict:
     """The template's values; `cell` is the split IR, `spec_lines` the spec's text line by
     line, `equations` the step as the spec writes it."""
     regularizers = cell.regularizers or Regularizers()
@@ -123,6 +124,7 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "torch": cell.torch.as_dict() if cell.torch else None,
         "no_grad_inputs": tuple(v.name for v in cell.inputs if not v.grad),
         "matmul_states": matmul_states,
+        "biases": biases,
         "spec_lines": spec_lines,
         "functions": [printer.function(f) for f in program.functions],
         "forward": printer.statements(program.forward),
