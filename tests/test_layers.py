@@ -83,3 +83,45 @@ def test_bad_arguments_are_refused(cell):
         layer.forward(params, x, {k: v[:1] for k, v in states.items()})
     with pytest.raises(ValueError, match="lengths must be 3 integers"):
         layer.forward(params, x, states, lengths=[1, 2])
+
+
+def _several_input_specs():
+    from conftest import SPECS as ALL
+    return [s for s in ALL if s not in SPECS]
+
+
+@pytest.mark.parametrize("path", _several_input_specs(), ids=lambda p: p.stem)
+def test_a_cell_of_several_inputs_stacks_and_reverses_every_input(path):
+    """A time stamp beside x: every layer and direction reads it (reversed with the
+    sequence); its gradient sums theirs. Directional derivative against finite
+    differences, in every parameter and input at once."""
+    module, _ = generated(path)
+    layer = Layer(module, 2, bidirectional=True, dropout=0.3)
+    assert layer.extra_inputs
+    rng = np.random.default_rng(5)
+    sizes = all_sizes(module, SIZES)
+    params = layer.init_params(np.float64, seed=5, **sizes)
+    inputs = {k: rng.normal(size=(T, B, 1 if d == "1" else sizes[d]))
+              for k, d in module.INPUTS.items()}
+    w = rng.normal(size=(T, B, layer.directions * sizes[module.OUTPUT_DIM]))
+
+    def loss(p, xs):
+        y, _, cache = layer.forward(p, xs, None, LENGTHS, training=True, seed=3)
+        return float((y * w).sum()), cache, y
+
+    value, cache, y = loss(params, inputs)
+    g = layer.backward(cache, w)
+    assert set(g.inputs) == set(module.INPUTS)
+    dp = {k: rng.normal(size=np.shape(v)) for k, v in params.items()}
+    dx = {k: rng.normal(size=v.shape) for k, v in inputs.items()}
+    analytic = sum((g.params[k] * dp[k]).sum() for k in dp) + sum(
+        (g.inputs[k] * dx[k]).sum() for k in dx)
+    eps = 1e-6
+    up = loss({k: v + eps * dp[k] for k, v in params.items()},
+              {k: v + eps * dx[k] for k, v in inputs.items()})[0]
+    down = loss({k: v - eps * dp[k] for k, v in params.items()},
+                {k: v - eps * dx[k] for k, v in inputs.items()})[0]
+    numeric = (up - down) / (2 * eps)
+    assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic))
+    with pytest.raises(ValueError, match="pass a dict"):
+        layer.forward(params, inputs[layer.input])

@@ -40,9 +40,32 @@ def test_opcheck_passes(name):
     rnn = ct.RNN(spec(name), I, H, 2, bidirectional=True, dtype=torch.float64)
     x = torch.randn(T, B, rnn.input_size, dtype=torch.float64, requires_grad=True)
     weights = [w.detach().requires_grad_() for w in rnn._weights()]
-    args = (rnn._key, x, [], weights, None, torch.zeros((), dtype=torch.int64), False, True)
+    args = (rnn._key, x, [], [], weights, None, torch.zeros((), dtype=torch.int64), False, True)
     result = torch.library.opcheck(torch.ops.cellc.layer_forward.default, args)
     assert set(result.values()) == {"SUCCESS"}, result
+
+
+@pytest.mark.parametrize("name", ["phased_lstm", "cfc"])
+def test_a_cell_of_several_inputs_takes_them_by_name(name):
+    torch.manual_seed(9)
+    rnn = ct.RNN(spec(name), 3, H, 2, bidirectional=True, dtype=torch.float64,
+                 sizes={"M": 4} if name == "cfc" else None)
+    stamp = rnn.layer.extra_inputs[0]
+    x = torch.randn(T, B, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.cumsum(torch.rand(T, B, 1, dtype=torch.float64), 0).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, t: rnn(x, **{stamp: t})[0], (x, t))
+    weights = [w.detach().requires_grad_() for w in rnn._weights()]
+    args = (rnn._key, x, [t], [], weights, None, torch.zeros((), dtype=torch.int64), False, True)
+    result = torch.library.opcheck(torch.ops.cellc.layer_forward.default, args)
+    assert set(result.values()) == {"SUCCESS"}, result
+    y1 = rnn(x[:, :1], **{stamp: t[:, :1]})[0]
+    y0 = ct.RNN(spec(name), 3, H, 2, bidirectional=True, dtype=torch.float64, batch_first=True,
+                sizes={"M": 4} if name == "cfc" else None)
+    y0.load_state_dict(rnn.state_dict())
+    torch.testing.assert_close(y0(x.transpose(0, 1)[:1], **{stamp: t.transpose(0, 1)[:1]})[0],
+                               y1.transpose(0, 1))
+    with pytest.raises(ValueError, match=f"{stamp}=... by name"):
+        rnn(x)
 
 
 class CharModel(nn.Module):

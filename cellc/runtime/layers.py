@@ -62,9 +62,6 @@ class Layer:
         if isinstance(cell, str) or hasattr(cell, "__fspath__"):
             from .loader import load
             cell = load(cell)
-        if len(cell.INPUTS) != 1:
-            raise ValueError(f"a layer feeds one input per step; {cell.NAME} has inputs "
-                             f"{list(cell.INPUTS)}")
         if not (isinstance(num_layers, int) and not isinstance(num_layers, bool)
                 and num_layers >= 1):
             raise ValueError(f"num_layers must be a positive integer, not {num_layers!r}")
@@ -78,7 +75,13 @@ class Layer:
         self.cell, self.num_layers = cell, num_layers
         self.directions = 2 if bidirectional else 1
         self.merge, self.dropout, self.batch_first = merge, float(dropout), batch_first
-        self.input_dim = next(iter(cell.INPUTS.values()))
+        self.input, *self.extra_inputs = cell.INPUTS       # the layer below feeds the first
+        self.input_dim = cell.INPUTS[self.input]
+        shared = [k for k in self.extra_inputs if cell.INPUTS[k] == self.input_dim]
+        if shared and num_layers > 1:
+            raise ValueError(f"{cell.NAME}'s inputs {[self.input, *shared]} share the dimension "
+                             f"{self.input_dim}, which the layers above the first resize; "
+                             "give the other inputs their own dimension, or stack one layer")
         self.rates = Rates.resolve(cell, zoneout, recurrent_dropout)
         self.regularized = cell
         if self.rates.variant:
@@ -142,10 +145,16 @@ class Layer:
         `states` maps each state name to `[num_layers * num_directions, B, size]` (zeros
         when omitted); `lengths` [B] gives each sequence's length in a padded batch.
         In training, all masks (dropout, zoneout, recurrent dropout) come from
-        `np.random.default_rng(seed)`: the same seed gives the same masks."""
+        `np.random.default_rng(seed)`: the same seed gives the same masks.
+
+        A cell of several inputs (a time stamp beside x) takes a dict of them: the first
+        is the layer's input, fed by the layer below above the first layer; every layer
+        and direction reads the others as given (reversed with the sequence)."""
+        x, extra = self._inputs(x)
         self._check(params, x, states)
         if self.batch_first:
             x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
+            extra = {k: np.ascontiguousarray(np.swapaxes(v, 0, 1)) for k, v in extra.items()}
         T, B = x.shape[:2]
         if lengths is not None:      # checked by the cell's forward (layer 0 runs first)
             lengths = np.asarray(lengths)
@@ -166,11 +175,12 @@ class Layer:
             for direction in range(self.directions):
                 p = {old: params[new] for old, new in self.names(layer, direction).items()}
                 s = {k: self._state(v, layer, direction, B) for k, v in states.items()}
-                xin = _reverse(x, lengths) if direction else x
+                xin = {self.input: x, **extra}
+                if direction:
+                    xin = {k: _reverse(v, lengths) for k, v in xin.items()}
                 if module is not self.cell:
-                    widths = self._widths(p, xin, s)
-                    xin = {next(iter(self.cell.INPUTS)): xin,
-                           **self.rates.masks(T, B, widths, xin.dtype, rng)}
+                    widths = self._widths(p, xin[self.input], s)
+                    xin.update(self.rates.masks(T, B, widths, x.dtype, rng))
                 y, final, cache = module.forward(p, xin, s, lengths=lengths,
                                                  need_grad=need_grad)
                 outs.append(_reverse(y, lengths) if direction else y)
@@ -185,6 +195,21 @@ class Layer:
             return y, finals, None
         return y, finals, {"caches": caches, "masks": masks, "lengths": lengths, "B": B,
                            "shape": y.shape}
+
+    def _inputs(self, x) -> tuple[np.ndarray, dict]:
+        """The layer's input and the cell's other inputs, from an array or a dict."""
+        if not self.extra_inputs and not isinstance(x, dict):
+            return x, {}
+        names = [self.input, *self.extra_inputs]
+        if not isinstance(x, dict) or sorted(x) != sorted(names):
+            raise ValueError(f"{self.cell.NAME} reads the inputs {names} at each step; pass a "
+                             f"dict of them, each [T, B, size], not "
+                             f"{sorted(x) if isinstance(x, dict) else type(x).__name__}")
+        for k in self.extra_inputs:
+            if not isinstance(x[k], np.ndarray) or x[k].ndim != 3:
+                raise ValueError(f"input {k!r} must be a 3-D numpy array, not "
+                                 f"{getattr(x[k], 'shape', type(x[k]).__name__)}")
+        return x[self.input], {k: x[k] for k in self.extra_inputs}
 
     def _check(self, params, x, states):
         """What the layer itself reads, checked before any cell runs (the cell's own
@@ -276,6 +301,7 @@ class Layer:
                 raise ValueError(f"d_states[{k!r}] must be a state of this cell, stacked "
                                  f"[{self.num_layers * self.directions}, B, size]")
         grads, d0 = {}, {k: [None] * len(caches) for k in self.cell.STATES}
+        d_extra = {}                       # the other inputs: every layer's and direction's
         for layer in reversed(range(self.num_layers)):
             dx = None
             for direction in range(self.directions):
@@ -294,13 +320,17 @@ class Layer:
                               for old, new in self.names(layer, direction).items()})
                 for s in self.cell.STATES:
                     d0[s][k] = g.states[s]
-                gx = next(iter(g.inputs.values()))
+                for k in self.extra_inputs:
+                    if k in g.inputs:
+                        gk = _reverse(g.inputs[k], lengths) if direction else g.inputs[k]
+                        d_extra[k] = gk if k not in d_extra else d_extra[k] + gk
+                gx = g.inputs[self.input]
                 gx = _reverse(gx, lengths) if direction else gx
                 dx = gx if dx is None else dx + gx
             if layer > 0 and masks:
                 dx = dx * masks[layer - 1]
             dy = dx
+        inputs = {self.input: dy, **d_extra}
         if self.batch_first:
-            dy = np.ascontiguousarray(np.swapaxes(dy, 0, 1))
-        name = next(iter(self.cell.INPUTS))
-        return Gradients(grads, {name: dy}, {s: np.stack(v) for s, v in d0.items()})
+            inputs = {k: np.ascontiguousarray(np.swapaxes(v, 0, 1)) for k, v in inputs.items()}
+        return Gradients(grads, inputs, {s: np.stack(v) for s, v in d0.items()})

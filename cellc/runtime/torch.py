@@ -160,17 +160,22 @@ class RNN(nn.Module):
         (`register_parametrization`, `weight_norm`) gives its computed weight."""
         return [getattr(self, n) for n in self.layer.param_names()]
 
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, **inputs):
+        """`inputs`: the cell's other inputs by their spec names, each shaped like `input`
+        (a PackedSequence if it is one), e.g. `rnn(x, t=stamps)` for a phased LSTM."""
         packed, unbatched = isinstance(input, PackedSequence), False
         lengths = None
+        extras = self._extras(inputs)
         if packed:
             x, lengths_t = pad_packed_sequence(input)          # [T, B, I], caller's order
             lengths = lengths_t
+            extras = [pad_packed_sequence(e)[0] if isinstance(e, PackedSequence) else e
+                      for e in extras]
         else:
             x = input
             unbatched = x.dim() == 2
             if unbatched:
-                x = x.unsqueeze(1)
+                x, extras = x.unsqueeze(1), [e.unsqueeze(1) for e in extras]
                 hx = None if hx is None else (hx.unsqueeze(1) if isinstance(hx, torch.Tensor)
                                               else tuple(h.unsqueeze(1) for h in hx))
             elif x.dim() != 3:
@@ -178,18 +183,22 @@ class RNN(nn.Module):
                                  "with batch_first, or unbatched [T, "
                                  f"{self.input_size}]), not shape {tuple(x.shape)}")
             elif self.batch_first:
-                x = x.transpose(0, 1)
+                x, extras = x.transpose(0, 1), [e.transpose(0, 1) for e in extras]
         weights = self._weights()
         states = self._states(hx)
         self._check(x, weights, states)
+        for name, e in zip(self.layer.extra_inputs, extras):
+            if e.dim() != 3 or e.shape[:2] != x.shape[:2]:
+                raise ValueError(f"input {name!r} must have the steps and batch of `input` "
+                                 f"{tuple(x.shape[:2])}, not shape {tuple(e.shape)}")
         random = self.dropout or self.layer.rates.variant
         seed = (torch.randint(0, 2**62, ()) if self.training and random
                 else torch.zeros((), dtype=torch.int64))
         need_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (x, *states, *weights))
+            t.requires_grad for t in (x, *extras, *states, *weights))
         y, finals, _ = torch.ops.cellc.layer_forward(
-            self._key, x.contiguous(), states, weights, lengths, seed,
-            self.training, need_grad)
+            self._key, x.contiguous(), [e.to(x.dtype).contiguous() for e in extras], states,
+            weights, lengths, seed, self.training, need_grad)
         if packed:
             order = input.sorted_indices
             out = pack_padded_sequence(y if order is None else y[:, order],
@@ -201,6 +210,15 @@ class RNN(nn.Module):
         elif self.batch_first:
             y = y.transpose(0, 1)
         return y, (finals[0] if len(finals) == 1 else tuple(finals))
+
+    def _extras(self, inputs: dict) -> list:
+        wanted = self.layer.extra_inputs
+        if sorted(inputs) != sorted(wanted):
+            raise ValueError(f"{self.cell.NAME} reads the inputs {[self.layer.input, *wanted]}: "
+                             "pass the first as `input` and "
+                             + (", ".join(f"{k}=..." for k in wanted) if wanted else "no other")
+                             + f" by name; got {sorted(inputs) or 'none'}")
+        return [inputs[k] for k in wanted]
 
     def _states(self, hx) -> list[torch.Tensor]:
         if hx is None:

@@ -84,17 +84,21 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 
 # ---- the operators ---------------------------------------------------------------------
 @torch.library.custom_op("cellc::layer_forward", mutates_args=(), device_types="cpu")
-def layer_forward(key: str, x: torch.Tensor, states: list[torch.Tensor],
-                  params: list[torch.Tensor], lengths: Optional[torch.Tensor],
-                  seed: torch.Tensor, training: bool, need_grad: bool
-                  ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """Outputs, final states (in the cell's order) and the cache's handle."""
+def layer_forward(key: str, x: torch.Tensor, extras: list[torch.Tensor],
+                  states: list[torch.Tensor], params: list[torch.Tensor],
+                  lengths: Optional[torch.Tensor], seed: torch.Tensor, training: bool,
+                  need_grad: bool) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Outputs, final states (in the cell's order) and the cache's handle. `extras` are
+    the cell's inputs after the first (a time stamp), in the spec's order."""
     layer = _LAYERS[key]
     names = layer.param_names()
     given = dict(zip(layer.cell.STATES, (_numpy(s) for s in states)))
+    inputs = _numpy(x)
+    if layer.extra_inputs:
+        inputs = {layer.input: inputs, **dict(zip(layer.extra_inputs, map(_numpy, extras)))}
     with blas_threads():
         y, finals, cache = layer.forward(
-            dict(zip(names, (_numpy(p) for p in params))), _numpy(x), given,
+            dict(zip(names, (_numpy(p) for p in params))), inputs, given,
             None if lengths is None else lengths.numpy(), training=training,
             seed=int(seed) if training else None, need_grad=need_grad)
     handle = torch.zeros(1, dtype=torch.int64)
@@ -105,7 +109,7 @@ def layer_forward(key: str, x: torch.Tensor, states: list[torch.Tensor],
 
 
 @layer_forward.register_fake
-def _(key, x, states, params, lengths, seed, training, need_grad):
+def _(key, x, extras, states, params, lengths, seed, training, need_grad):
     layer = _LAYERS[key]
     shapes = dict(zip(layer.param_names(), (p.shape for p in params)))
     widths = {k: s.shape[-1] for k, s in zip(layer.cell.STATES, states)}
@@ -116,10 +120,13 @@ def _(key, x, states, params, lengths, seed, training, need_grad):
 
 @torch.library.custom_op("cellc::layer_backward", mutates_args=(), device_types="cpu")
 def layer_backward(key: str, handle: torch.Tensor, x: torch.Tensor,
-                   states: list[torch.Tensor], params: list[torch.Tensor],
-                   d_outputs: Optional[torch.Tensor], d_finals: list[Optional[torch.Tensor]]
-                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """Gradients of the input, of the initial states given and of every parameter."""
+                   extras: list[torch.Tensor], states: list[torch.Tensor],
+                   params: list[torch.Tensor], d_outputs: Optional[torch.Tensor],
+                   d_finals: list[Optional[torch.Tensor]]
+                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor],
+                              list[torch.Tensor]]:
+    """Gradients of the input, the other inputs, the initial states given and every
+    parameter."""
     layer = _LAYERS[key]
     cache = _CACHES.get(handle.data_ptr())
     if cache is None:
@@ -129,40 +136,51 @@ def layer_backward(key: str, handle: torch.Tensor, x: torch.Tensor,
     d_states = {k: _numpy(d) for k, d in zip(layer.cell.STATES, d_finals) if d is not None}
     with blas_threads():
         g = layer.backward(cache, _numpy(d_outputs), d_states)
-    dx = _tensor(next(iter(g.inputs.values())))
+    dx = _tensor(g.inputs[layer.input])
+    d_extras = [_tensor(g.inputs[k]) if k in g.inputs else torch.zeros_like(e)
+                for k, e in zip(layer.extra_inputs, extras)]
     d0 = [_tensor(g.states[k]) for k in layer.cell.STATES][:len(states)]
-    return dx, d0, [_tensor(g.params[n]).reshape(p.shape)
+    return dx, d_extras, d0, [_tensor(g.params[n]).reshape(p.shape)
                     for n, p in zip(layer.param_names(), params)]
 
 
 @layer_backward.register_fake
-def _(key, handle, x, states, params, d_outputs, d_finals):
-    return (x.new_empty(x.shape), [s.new_empty(s.shape) for s in states],
+def _(key, handle, x, extras, states, params, d_outputs, d_finals):
+    return (x.new_empty(x.shape), [e.new_empty(e.shape) for e in extras],
+            [s.new_empty(s.shape) for s in states],
             [p.new_empty(p.shape) for p in params])
 
 
 # ---- autograd ---------------------------------------------------------------------------
 def _setup_context(ctx, inputs, output):
-    key, x, states, params, lengths, seed, training, need_grad = inputs
+    key, x, extras, states, params, lengths, seed, training, need_grad = inputs
     y, finals, handle = output
-    ctx.key, ctx.n_states, ctx.n_params = key, len(states), len(params)
+    ctx.key, ctx.counts = key, (len(extras), len(states), len(params))
     # Saved so that torch's version counters refuse in-place edits of any of them
     # between forward and backward, as for torch.nn.LSTM's own saved tensors.
-    ctx.save_for_backward(handle, x, *states, *params, y, *finals)
+    ctx.save_for_backward(handle, x, *extras, *states, *params, y, *finals)
+
+
+def _split(items, counts):
+    out, start = [], 0
+    for n in counts:
+        out.append(list(items[start:start + n]))
+        start += n
+    return out
 
 
 def _backward(ctx, d_outputs, d_finals, d_handle):
     handle, x, *rest = ctx.saved_tensors
-    states, params = rest[:ctx.n_states], rest[ctx.n_states:ctx.n_states + ctx.n_params]
-    dx, d0, dp = torch.ops.cellc.layer_backward(ctx.key, handle, x, states, params,
-                                                d_outputs, list(d_finals))
+    extras, states, params = _split(rest, ctx.counts)
+    dx, de, d0, dp = torch.ops.cellc.layer_backward(ctx.key, handle, x, extras, states, params,
+                                                    d_outputs, list(d_finals))
     if torch.is_grad_enabled():      # create_graph=True: these gradients are not differentiable
-        watched = [t for t in (x, *states, *params) if t.requires_grad]
-        grads = [dx, *d0, *dp]
+        watched = [t for t in (x, *extras, *states, *params) if t.requires_grad]
+        grads = [dx, *de, *d0, *dp]
         marked = torch._C._functions.DelayedError(ONCE, len(grads) + len(watched))(
             *grads, *watched)[:len(grads)]
-        dx, d0, dp = marked[0], list(marked[1:1 + len(d0)]), list(marked[1 + len(d0):])
-    return None, dx, d0, dp, None, None, None, None
+        [dx], de, d0, dp = _split(marked, (1, len(de), len(d0), len(dp)))
+    return None, dx, de, d0, dp, None, None, None, None
 
 
 layer_forward.register_autograd(_backward, setup_context=_setup_context)
