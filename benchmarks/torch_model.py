@@ -3,6 +3,7 @@
     python benchmarks/torch_model.py                         # every row, 3 rounds
     python benchmarks/torch_model.py --rows train ddp --rounds 2
     python benchmarks/torch_model.py --repo /path/to/an/older/checkout   # A/B a commit
+    python benchmarks/torch_model.py --rows train --blas-threads 2 --busy  # thread policy
 
 The model is a small character-level language model: an embedding (V=64, E=128), a
 2-layer recurrent stack (H=128) and a linear head, trained with Adam on batches of
@@ -17,9 +18,13 @@ steps after a warm-up; the spread is the rounds' smallest and largest median):
   sequence length (a recompile, if any), and the compiled step.
 - `ddp`: DistributedDataParallel, 2 ranks on this machine (gloo, 127.0.0.1), one
   torch thread per rank, each rank a batch of B=32; the step time of rank 0.
-- `inference`: one forward under `torch.inference_mode()`, LSTM, T=4000, B=64,
-  I=H=256, float32: the time and how far the process's peak memory (max RSS) rose.
-Prints the machine, its vector extensions, the BLAS and the load average.
+- `inference`: a forward under `torch.inference_mode()`, LSTM, T=4000, B=64,
+  I=H=256, float32: the second call's time (the first's beside it: it touches fresh
+  memory) and how far the process's peak memory (max RSS) rose over both.
+`--blas-threads N` runs cellc's BLAS on N threads (`cellc.torch.set_blas_threads`; the
+default is 1); `--busy` keeps one core busy with another process while the rows run, as
+on a shared machine. Prints the machine, its vector extensions, the BLAS and the load
+average.
 """
 from __future__ import annotations
 
@@ -76,6 +81,8 @@ def build(impl: str, repo: Path):
             self.emb = nn.Embedding(V, E)
             if kind == "cellc":
                 import cellc.torch
+                if os.environ.get("CELLC_BENCH_BLAS_THREADS"):
+                    cellc.torch.set_blas_threads(int(os.environ["CELLC_BENCH_BLAS_THREADS"]))
                 self.rnn = cellc.torch.RNN(str(repo / "specs" / f"{cell}.toml"), E, H, LAYERS)
             elif kind == "torch":
                 self.rnn = getattr(nn, cell.upper())(E, H, LAYERS)
@@ -199,6 +206,8 @@ def child_inference(impl, repo):
     torch.manual_seed(0)
     if kind == "cellc":
         import cellc.torch
+        if os.environ.get("CELLC_BENCH_BLAS_THREADS"):
+            cellc.torch.set_blas_threads(int(os.environ["CELLC_BENCH_BLAS_THREADS"]))
         rnn = cellc.torch.RNN(str(repo / "specs" / "lstm.toml"), Hi, Hi)
         with torch.inference_mode():              # compile and warm up at a small size
             rnn(torch.randn(10, Bi, Hi))
@@ -206,13 +215,16 @@ def child_inference(impl, repo):
         rnn = torch.nn.LSTM(Hi, Hi)
     x = torch.randn(Ti, Bi, Hi)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    w = time.perf_counter()
-    with torch.inference_mode():
-        y, _ = rnn(x)
-    seconds = time.perf_counter() - w
+    seconds = []
+    for _ in range(2):                   # the first call touches fresh memory
+        w = time.perf_counter()
+        with torch.inference_mode():
+            y, _ = rnn(x)
+        seconds.append(time.perf_counter() - w)
+        del y
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"s": seconds, "peak_rise_mb": (peak - before) / 1024,
-            "output_mb": y.numel() * y.element_size() / 2**20}
+    return {"s": seconds[1], "first_s": seconds[0], "peak_rise_mb": (peak - before) / 1024,
+            "output_mb": Ti * Bi * Hi * 4 / 2**20}
 
 
 # ---- the parent ---------------------------------------------------------------------
@@ -254,6 +266,8 @@ def main():
     ap.add_argument("--impls", nargs="+", default=IMPLS)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repo", type=Path, default=ROOT)
+    ap.add_argument("--blas-threads", type=int)
+    ap.add_argument("--busy", action="store_true")
     ap.add_argument("--child", nargs="+")
     args = ap.parse_args()
     if args.child:
@@ -265,7 +279,14 @@ def main():
                   "inference": lambda: child_inference(impl, args.repo)}[what]()
         print(json.dumps(result))
         return
+    if args.blas_threads:
+        os.environ["CELLC_BENCH_BLAS_THREADS"] = str(args.blas_threads)
+    busy = None
+    if args.busy:
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     print(f"# {machine()}")
+    print(f"# cellc's BLAS threads: {args.blas_threads or 'default'}"
+          + ("; one core kept busy by another process" if busy else ""))
     print(f"# repo {args.repo}; V={V} E={E} H={H} layers={LAYERS} B={B} T={T}; "
           f"rounds {args.rounds}")
     for row in args.rows:
@@ -283,9 +304,10 @@ def main():
                 continue
             if row == "inference":
                 s = statistics.median(r["s"] for r in runs)
+                first = statistics.median(r.get("first_s", r["s"]) for r in runs)
                 mb = statistics.median(r["peak_rise_mb"] for r in runs)
-                print(f"{impl:12s} {s:7.2f} s   peak memory +{mb:7.0f} MB   "
-                      f"(output {runs[0]['output_mb']:.0f} MB)")
+                print(f"{impl:12s} {s:7.2f} s (first call {first:5.2f} s)   peak memory "
+                      f"+{mb:7.0f} MB   (output {runs[0]['output_mb']:.0f} MB)")
                 continue
             med, lo, hi = summary([r["wall"] for r in runs])
             cpu, _, _ = summary([r["cpu"] for r in runs])
@@ -298,6 +320,8 @@ def main():
                 line += (f"  first call {first:6.1f} s, new length {again:6.1f} s, "
                          f"breaks {runs[0]['graph_breaks']}, fullgraph {runs[0]['fullgraph']}")
             print(line)
+    if busy:
+        busy.kill()
 
 
 if __name__ == "__main__":
