@@ -180,6 +180,7 @@ def child_ddp_rank(rank, impl, repo, port, result):
     wall, cpu = timed(step, batches(20 + rank, 10))
     if rank == 0:
         Path(result).write_text(json.dumps({"wall": wall, "cpu": cpu}))
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -79,6 +79,7 @@ def main():
             print(f"step {step:4d}  loss {loss.item():.3f}  "
                   f"{sorted(times)[len(times) // 2] * 1e3:.1f} ms/step (median, {world} ranks)",
                   flush=True)
+    dist.barrier()          # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
 
 

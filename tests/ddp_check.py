@@ -70,6 +70,7 @@ def rank_main(rank, shared, port, out):
         loss_of(ddp, xs, torch.zeros(T, B, 1)).backward()
         opt.step()
     torch.save(dict(model.named_parameters()), out / f"params{rank}.pt")
+    dist.barrier()          # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
 
 

@@ -172,7 +172,7 @@ def test_ddp_example_trains_under_torchrun():
     assert out.returncode == 0, out.stderr[-3000:]
     losses = [float(line.split()[3]) for line in out.stdout.splitlines()
               if line.startswith("step")]
-    assert len(losses) == 2 and losses[-1] < losses[0]
+    assert len(losses) == 2 and losses[-1] < losses[0], out.stdout + out.stderr[-2000:]
 
 
 # ---- inference ---------------------------------------------------------------------------
@@ -186,7 +186,8 @@ def test_inference_saves_nothing_and_matches_training_forward(mode):
     context = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode)
     if context is None:
         rnn.requires_grad_(False)
-    held, layer = [], torch_ops._LAYERS[rnn._key]      # the layer the operators run
+    held, layer = [], rnn.layer
+    assert torch_ops._LAYERS[rnn._key] is layer         # the layer the operators run
     original = layer.forward
 
     def spy(*args, **kwargs):

@@ -320,10 +320,10 @@ class Layer:
                               for old, new in self.names(layer, direction).items()})
                 for s in self.cell.STATES:
                     d0[s][k] = g.states[s]
-                for k in self.extra_inputs:
-                    if k in g.inputs:
-                        gk = _reverse(g.inputs[k], lengths) if direction else g.inputs[k]
-                        d_extra[k] = gk if k not in d_extra else d_extra[k] + gk
+                for name in self.extra_inputs:
+                    if name in g.inputs:
+                        gn = _reverse(g.inputs[name], lengths) if direction else g.inputs[name]
+                        d_extra[name] = d_extra[name] + gn if name in d_extra else gn
                 gx = g.inputs[self.input]
                 gx = _reverse(gx, lengths) if direction else gx
                 dx = gx if dx is None else dx + gx

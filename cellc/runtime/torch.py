@@ -58,10 +58,10 @@ class RNN(nn.Module):
         if device is not None and torch.device(device).type != "cpu":
             raise ValueError(f"cellc.torch.RNN runs on the CPU; device={device!r} is not "
                              "supported (pass device='cpu' or leave it out)")
-        self.layer = Layer(cell, num_layers, bidirectional=bidirectional, merge=merge,
-                           dropout=dropout, zoneout=zoneout,
-                           recurrent_dropout=recurrent_dropout)
-        self._key = torch_ops.register(self.layer)
+        self.layer = torch_ops.register(Layer(cell, num_layers, bidirectional=bidirectional,
+                                              merge=merge, dropout=dropout, zoneout=zoneout,
+                                              recurrent_dropout=recurrent_dropout))
+        self._key = self.layer.key
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bool(bias), batch_first, dropout
         self.bidirectional, self.proj_size, self.merge = bidirectional, proj_size, merge
@@ -114,7 +114,7 @@ class RNN(nn.Module):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        torch_ops.register(self.layer)       # in a new process, the operators find it again
+        self.layer = torch_ops.register(self.layer)    # in a new process, the operators find it
 
     # ---- torch.nn interop ------------------------------------------------------------
     @classmethod

@@ -35,9 +35,10 @@ _CACHES: dict[int, dict] = {}           # a handle's address -> the layer's back
 ONCE = "trying to differentiate twice a function that was marked with @once_differentiable"
 
 
-def register(layer: Layer) -> str:
-    """The key the operators find `layer` by (the same for every copy of it)."""
-    return _LAYERS.setdefault(layer.key, layer).key
+def register(layer: Layer) -> Layer:
+    """The layer the operators run for `layer`'s key: the first one registered with it
+    (every copy of a layer has the same key and the same compiled cell)."""
+    return _LAYERS.setdefault(layer.key, layer)
 
 
 # ---- threads ------------------------------------------------------------------------
@@ -55,10 +56,9 @@ def set_blas_threads(n: int) -> None:
 @lru_cache(maxsize=1)
 def cellc_blas():
     """The thread pool of the BLAS cellc's kernels call: numpy's own OpenBLAS."""
-    libs = os.path.dirname(np.__file__) + ".libs"
-    return ThreadpoolController().select(
-        filepath=[lib.filepath for lib in ThreadpoolController().lib_controllers
-                  if lib.filepath.startswith(libs)])
+    libs, controller = os.path.dirname(np.__file__) + ".libs", ThreadpoolController()
+    return controller.select(filepath=[lib.filepath for lib in controller.lib_controllers
+                                       if lib.filepath.startswith(libs)])
 
 
 def blas_threads():
