@@ -1,27 +1,31 @@
 """Side-by-side benchmark: one training step (forward over the sequence + backward
 through time, gradients for every parameter, the input and the initial states) and
-one forward pass, float32, both cores.
+one forward pass, float32.
 
     python benchmarks/bench.py                          # all cells, all sizes
-    python benchmarks/bench.py --cells lstm gru --sizes medium --repeats 5
+    python benchmarks/bench.py --cells lstm gru --sizes medium --repeats 5 --threads 1
 
-Implementations, each in its own fresh process, each first checked against the
-float64 NumPy interpreter (relative gradient error on a small problem):
+Implementations, each in its own fresh process, each first checked against the float64
+NumPy interpreter on the very problem it is timed on (relative gradient error):
   bound          the lower bound: only the GEMMs any implementation must do (the cell's
-                 own fused GEMMs from cellc's plan), numpy's OpenBLAS
+                 own fused GEMMs from cellc's plan), as a compiled loop making cellc's
+                 own BLAS calls (benchmarks/bound.py)
   cellc          the generated kernels
   torch.nn       torch.nn.LSTM / GRU / RNN, where the cell has one
   torch loop     the cell written as a user would in PyTorch (benchmarks/torch_cells.py)
   torch script   the same, under torch.jit.script
   jax scan       jax.jit of lax.scan over the cell's IR, gradients with jax.vjp
-`bound` and `cellc` run twice: under this environment's OPENBLAS_CORETYPE and with
-OPENBLAS_CORETYPE=SkylakeX (AVX-512 kernels); the table says which is which.
-Forward for torch and JAX runs under no_grad/without saving; cellc's forward always
-saves what backward needs.
+Every library gets the same number of threads (--threads, default: every core). On a CPU
+with AVX-512, `bound` and `cellc` also run with OPENBLAS_CORETYPE=SkylakeX (AVX-512
+kernels forced), rows `bound/SkylakeX` and `cellc/SkylakeX`; elsewhere those rows are not
+offered (they would die with SIGILL). Forward for torch and JAX runs under no_grad/without
+saving; cellc's forward here saves what backward needs.
 
-Implementations take turns (--rounds passes, a fresh process each), and each reports
-the median of all its runs: drift on a shared machine then affects all of them alike.
-Writes benchmarks/results/bench.json and bench.png.
+Implementations take turns (--rounds passes, a fresh process each), and each reports the
+median, min and max of all its runs and its CPU time beside the wall time: drift on a
+shared machine then affects all of them alike, and a busy machine is reported. The output
+names the CPU, its vector extensions and the BLAS kernel. Writes
+benchmarks/results/bench.json and bench.png.
 """
 from __future__ import annotations
 
@@ -39,11 +43,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+import machine  # noqa: E402  (benchmarks/machine.py)
+
 SIZES = {"small": (16, 64, 50), "medium": (64, 256, 100), "large": (128, 512, 100)}  # B, I=H, T
 CELLS = ["lstm", "gru", "elman", "peephole_lstm", "gru_cho", "elman_relu", "gru_seed",
          "cifg_lstm", "mgu", "indrnn", "mingru", "lstmp", "ln_lstm"]
 IMPLS = ["bound", "cellc", "torch.nn", "torch loop", "torch script", "jax scan"]
 AVX512 = "SkylakeX"
+THREADS = int(os.environ.get("CELLC_BENCH_THREADS", os.cpu_count() or 1))   # set by the driver
 
 
 # ---- one implementation, in a worker process --------------------------------------
@@ -95,7 +102,7 @@ def torch_steps(run, leaves, dy):
 def make_torch(name, module, ir, mode):
     import torch
     import torch_cells
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
     def build(params, x, states, dy):
         H = x.shape[-1]
@@ -143,7 +150,12 @@ def make_jax(name, module, ir):
     fns = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu, "exp": jnp.exp,
            "log": jnp.log, "softplus": jax.nn.softplus, "abs": jnp.abs, "sign": jnp.sign,
            "sqrt": jnp.sqrt, "max": jnp.maximum, "min": jnp.minimum,
-           "step": lambda v: (v > 0).astype(v.dtype)}
+           "step": lambda v: (v > 0).astype(v.dtype),
+           "gt": lambda a, b: (a > b).astype(jnp.result_type(a, b)),
+           "ge": lambda a, b: (a >= b).astype(jnp.result_type(a, b)),
+           "where": lambda c, a, b: jnp.where(c != 0, a, b), "floor": jnp.floor,
+           "mod": lambda a, b: a - b * jnp.floor(a / b), "sin": jnp.sin, "cos": jnp.cos,
+           "logsigmoid": jax.nn.log_sigmoid, "silu": jax.nn.silu}
     assert set(fns) == set(FUNCTIONS)
 
     sizes = {}                                       # len__D, bound in build()
@@ -182,95 +194,58 @@ def make_jax(name, module, ir):
     return build
 
 
-def gemm_plan(plan, H):
-    """(kind, n_in, width) of every fused GEMM in cellc's plan, sizes as `bench_sizes`."""
-    sizes, dim = bench_sizes(plan.cell.dims, H), plan.cell.dim_of()
-    return [(kind, sizes[dim[g.operand]], sum(sizes[n.dim] for n in g.nodes))
-            for kind, g in plan.gemms()]
-
-
 def make_bound(name, module, ir):
+    import bound
+
     from cellc.passes import schedule
     plan = schedule(ir)
 
     def build(params, x, states, dy):
-        T, B, H = x.shape                  # I = H
-        rng = np.random.default_rng(0)
-        gemms = []
-        for kind, n_in, w in gemm_plan(plan, H):
-            W = rng.normal(size=(n_in, w)).astype(np.float32)
-            X = rng.normal(size=(T, B, n_in)).astype(np.float32)
-            M = np.empty((T, B, w), np.float32)
-            dM = rng.normal(size=(T, B, w)).astype(np.float32)
-            gemms.append((kind, W, X, M, dM, np.empty((B, n_in), np.float32)))
-        # backward products take W.T made contiguous once, as cellc does: OpenBLAS's
-        # AVX-512 kernels are much slower on a transposed operand
-        transposed = [np.ascontiguousarray(W.T) for _, W, *_ in gemms]
-
-        def forward():
-            for kind, W, X, M, dM, dX in gemms:
-                if kind == "static":
-                    np.matmul(X.reshape(T * B, -1), W, out=M.reshape(T * B, -1))
-            for t in range(T):
-                for kind, W, X, M, dM, dX in gemms:
-                    if kind == "step":
-                        np.matmul(X[t], W, out=M[t])
-
-        def train():
-            forward()
-            for t in range(T - 1, -1, -1):
-                for (kind, W, X, M, dM, dX), Wt in zip(gemms, transposed):
-                    if kind == "step":
-                        np.matmul(dM[t], Wt, out=dX)
-            for (kind, W, X, M, dM, dX), Wt in zip(gemms, transposed):
-                if kind == "static":                      # input gradient
-                    dM.reshape(T * B, -1) @ Wt
-                X.reshape(T * B, -1).T @ dM.reshape(T * B, -1)   # weight gradient
+        T, B, H = x.shape
+        train, forward = bound.make_bound(module, plan, bench_sizes(plan.cell.dims, H), B, T)
         return train, forward, None
     return build
 
 
 def train_flops(name, ir, B, H, T):
+    import bound
+
     from cellc.passes import schedule
-    # each GEMM runs three times: forward, its input/state gradient, its weight gradient
-    return sum(3 * 2 * T * B * n_in * w for _, n_in, w in gemm_plan(schedule(ir), H))
-
-
-def blas_core() -> str:
-    import ctypes
-    import glob
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "libscipy_openblas*"))
-    for lib in libs:
-        try:
-            f = ctypes.CDLL(lib).scipy_openblas_get_corename64_
-            f.restype = ctypes.c_char_p
-            return f().decode()
-        except (OSError, AttributeError):
-            continue
-    return "unknown"
+    plan = schedule(ir)
+    return bound.train_flops(plan, bench_sizes(plan.cell.dims, H), B, T)
 
 
 def timed(train, forward, repeats: int) -> dict:
-    """Milliseconds of `repeats` runs of each, after two warm-up runs."""
+    """Wall and CPU milliseconds of `repeats` runs of each, after two warm-up runs."""
     result = {}
-    for label, fn in (("train_ms", train), ("forward_ms", forward)):
+    for label, fn in (("train", train), ("forward", forward)):
         fn()
         fn()
-        times = []
+        wall, cpu = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        result[label] = times
+            wall.append((time.perf_counter() - t0) * 1e3)
+            cpu.append((time.process_time() - c0) * 1e3)
+        result[f"{label}_ms"], result[f"{label}_cpu_ms"] = wall, cpu
     return result
+
+
+def relative_error(got: dict, want: dict) -> float:
+    return max(float(np.max(np.abs(got[k] - want[k])) / max(np.max(np.abs(want[k])), 1e-30))
+               for k in want)
+
+
+# float32 against the float64 interpreter over a whole timed sequence (up to T=100 steps)
+TOLERANCE = 1e-3
 
 
 def worker(cell: str, size: str, impl: str, repeats: int) -> dict:
     import importlib
 
-    from cellc.reference import interpreter
-    from cellc.passes import split
     from cellc.frontend.spec import read_spec
+    from cellc.passes import split
+    from cellc.reference import interpreter
     module = importlib.import_module(f"generated.{cell}")
     ir = split(read_spec(ROOT / "specs" / f"{cell}.toml"))
     base = impl.split("/")[0]
@@ -279,24 +254,22 @@ def worker(cell: str, size: str, impl: str, repeats: int) -> dict:
             "torch loop": lambda *a: make_torch(*a, "eager"),
             "torch script": lambda *a: make_torch(*a, "script")}[base]
     build = make(cell, module, ir)
-    result = {"cell": cell, "size": size, "impl": impl, "blas": blas_core()}
+    result = {"cell": cell, "size": size, "impl": impl, "blas": machine.blas_kernel().split()[-1]}
 
-    # Gradient check against the float64 interpreter on a small problem.
-    params, x, states, dy = problem(module, 3, 8, 5, seed=1)
-    _, _, grads = build(params, x, states, dy)
+    # Gradients of the timed problem itself, against the float64 interpreter.
+    B, H, T = SIZES[size]
+    params, x, states, dy = problem(module, B, H, T)
+    train, forward, grads = build(params, x, states, dy)
     if grads is not None:
         got = grads()
-        _, _, tape = interpreter.forward(ir, params, {"x": x}, states)
+        p64 = {k: v.astype(np.float64) for k, v in params.items()}
+        s64 = {k: v.astype(np.float64) for k, v in states.items()}
+        _, _, tape = interpreter.forward(ir, p64, {"x": x.astype(np.float64)}, s64)
         dp, dx, d0 = interpreter.backward(ir, tape, dy.astype(np.float64))
-        ref = {**dp, **dx, **{f"{k}0": v for k, v in d0.items()}}
-        result["check"] = max(float(np.max(np.abs(got[k] - ref[k])) / np.max(np.abs(ref[k])))
-                              for k in ref)
-        if not result["check"] < 1e-4:
+        result["check"] = relative_error(got, {**dp, **dx, **{f"{k}0": v for k, v in d0.items()}})
+        if not result["check"] < TOLERANCE:
             result["error"] = f"gradient check failed: relative error {result['check']:.2e}"
             return result
-
-    B, H, T = SIZES[size]
-    train, forward, _ = build(*problem(module, B, H, T))
     result.update(timed(train, forward, repeats))
     result["flops"] = train_flops(cell, ir, B, H, T)
     return result
@@ -326,11 +299,11 @@ def stack_worker(name: str, size: str, impl: str, repeats: int) -> dict:
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     import cellc.torch as ct
-    # torch only packs here: cellc gives both cores to its BLAS (see cellc.torch._blas_threads)
-    torch.set_num_threads(1 if impl.startswith("cellc") else 2)
+    torch.set_num_threads(THREADS)
+    ct.set_blas_threads(THREADS)         # cellc's BLAS runs on one thread by default
     cell, layers = STACKS[name]
     module = importlib.import_module(f"generated.{cell}")
-    result = {"cell": name, "size": size, "impl": impl, "blas": blas_core()}
+    result = {"cell": name, "size": size, "impl": impl, "blas": machine.blas_kernel().split()[-1]}
 
     def build(B, H, T, seed, dtype, use_torch):
         torch.manual_seed(seed)
@@ -354,12 +327,12 @@ def stack_worker(name: str, size: str, impl: str, repeats: int) -> dict:
         return train, forward, grads
 
     use_torch = impl.startswith("torch")
-    got = build(3, 8, 5, 1, torch.float32, use_torch)[2]()
-    want = build(3, 8, 5, 1, torch.float64, True)[2]()
-    result["check"] = max(float(np.max(np.abs(got[k] - want[k])) / np.max(np.abs(want[k])))
-                          for k in want)
     B, H, T = SIZES[size]
-    train, forward, _ = build(B, H, T, 0, torch.float32, use_torch)
+    train, forward, grads = build(B, H, T, 0, torch.float32, use_torch)
+    result["check"] = relative_error(grads(), build(B, H, T, 0, torch.float64, True)[2]())
+    if not result["check"] < TOLERANCE:
+        result["error"] = f"gradient check failed: relative error {result['check']:.2e}"
+        return result
     result.update(timed(train, forward, repeats))
     steps = int(stack_problem(B, H, T, 0)[1].sum())          # rows that do work, all steps
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[module.TORCH["module"]]
@@ -379,55 +352,64 @@ def available(cell: str, impl: str) -> bool:
     return True
 
 
-def run_one(cell, size, impl, repeats) -> dict:
-    env = dict(os.environ)
+def run_one(cell, size, impl, repeats, threads) -> dict:
+    env = machine.thread_env(threads)
+    env["CELLC_BENCH_THREADS"] = str(threads)
     if impl.endswith("/" + AVX512):
         env["OPENBLAS_CORETYPE"] = AVX512
     cmd = [sys.executable, __file__, "--worker", cell, size, impl, str(repeats)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"cell": cell, "size": size, "impl": impl,
-                "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+                "error": (proc.stderr.strip().splitlines() or [f"failed ({proc.returncode})"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_rounds(cell, size, impls, rounds, repeats) -> list[dict]:
+SERIES = ("train_ms", "train_cpu_ms", "forward_ms", "forward_cpu_ms")
+
+
+def run_rounds(cell, size, impls, rounds, repeats, threads) -> list[dict]:
     """Every implementation, `rounds` times in turn (a fresh process each time), so
-    that the shared machine's drift affects them all alike; medians over all samples."""
+    that the shared machine's drift affects them all alike; (min, median, max) over all
+    samples."""
     samples: dict[str, dict] = {}
     for _ in range(rounds):
         for impl in impls:
-            r = run_one(cell, size, impl, repeats)
+            r = run_one(cell, size, impl, repeats, threads)
             if "error" in r:
                 samples[impl] = r
             elif "error" not in samples.get(impl, {}):
-                kept = samples.setdefault(impl, dict(r, train_ms=[], forward_ms=[]))
-                kept["train_ms"] += r["train_ms"]
-                kept["forward_ms"] += r["forward_ms"]
+                kept = samples.setdefault(impl, dict(r, **{k: [] for k in SERIES}))
+                for k in SERIES:
+                    kept[k] += r[k]
     results = []
     for impl, r in samples.items():
         if "error" not in r:
             r["samples"] = len(r["train_ms"])
-            r["train_ms"] = statistics.median(r["train_ms"])
-            r["forward_ms"] = statistics.median(r["forward_ms"])
+            for k in SERIES:
+                r[k.replace("_ms", "_spread")] = machine.spread(r[k])
+                r[k] = statistics.median(r[k])
             r["gflops"] = r.pop("flops") / r["train_ms"] / 1e6
         results.append(r)
     return results
 
 
+def ratio(a: dict, b: dict | None, key: str) -> str:
+    return f"{a[key] / b[key]:.2f}" if b else "-"
+
+
 def table(results: list[dict]) -> str:
     lines = []
-    key = lambda r: (r["cell"], r["size"])
     groups = {}
     for r in results:
-        groups.setdefault(key(r), []).append(r)
+        groups.setdefault((r["cell"], r["size"]), []).append(r)
     for (cell, size), rows in groups.items():
         B, H, T = SIZES[size]
         by = {r["impl"]: r for r in rows if "train_ms" in r}
         nn = by.get("torch.nn")
-        lines.append(f"\n{cell}, {size} (B={B}, I=H={H}, T={T})")
-        lines.append(f"  {'implementation':22s} {'train ms':>9s} {'x torch.nn':>10s} "
-                     f"{'x bound':>8s} {'GFLOP/s':>8s} {'fwd ms':>8s} {'fwd x nn':>8s}  check")
+        lines.append(f"\n{cell}, {size} (B={B}, I=H={H}, T={T}); ms: median [min, max], CPU ms")
+        lines.append(f"  {'implementation':22s} {'train ms':>24s} {'CPU':>8s} {'x bound':>8s} "
+                     f"{'x nn':>6s} {'GFLOP/s':>8s} {'fwd ms':>8s} {'x bound':>8s} {'x nn':>6s}  check")
         for r in rows:
             name = r["impl"] + (f" [{r['blas']}]" if r["impl"].split("/")[0] in ("bound", "cellc") else "")
             if "train_ms" not in r:
@@ -435,11 +417,13 @@ def table(results: list[dict]) -> str:
                 continue
             suffix = "/" + r["impl"].split("/")[1] if "/" in r["impl"] else ""
             bound = by.get("bound" + suffix)
-            ratio = lambda a, b, k: f"{a[k] / b[k]:.2f}" if b else "-"
             check = f"{r['check']:.0e}" if "check" in r else "-"
-            lines.append(f"  {name:22s} {r['train_ms']:9.2f} {ratio(r, nn, 'train_ms'):>10s} "
-                         f"{ratio(r, bound, 'train_ms'):>8s} {r['gflops']:8.1f} "
-                         f"{r['forward_ms']:8.2f} {ratio(r, nn, 'forward_ms'):>8s}  {check}")
+            spread = r["train_spread"]
+            train = f"{r['train_ms']:.2f} [{spread['min']:.2f}, {spread['max']:.2f}]"
+            lines.append(f"  {name:22s} {train:>24s} {r['train_cpu_ms']:8.2f} "
+                         f"{ratio(r, bound, 'train_ms'):>8s} {ratio(r, nn, 'train_ms'):>6s} "
+                         f"{r['gflops']:8.1f} {r['forward_ms']:8.2f} "
+                         f"{ratio(r, bound, 'forward_ms'):>8s} {ratio(r, nn, 'forward_ms'):>6s}  {check}")
     return "\n".join(lines)
 
 
@@ -469,7 +453,7 @@ def chart(results, path):
     ax.set_ylabel("training step / GEMM lower bound, same BLAS")
     ax.set_yscale("log")
     ax.legend(fontsize=8, ncol=3)
-    ax.set_title("One training step (forward + BPTT), float32, 2 cores: lower is better")
+    ax.set_title("One training step (forward + BPTT), float32: lower is better")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -483,29 +467,48 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", nargs="+", default=CELLS + list(STACKS))
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    ap.add_argument("--impls", nargs="+", default=IMPLS + [f"bound/{AVX512}", f"cellc/{AVX512}"])
+    ap.add_argument("--impls", nargs="+", default=None,
+                    help=f"default: {' '.join(IMPLS)}, and bound/{AVX512} cellc/{AVX512} "
+                         "where the CPU has AVX-512")
     ap.add_argument("--rounds", type=int, default=3, help="passes over all implementations")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per pass")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="threads for every library (BLAS, torch, XLA); default: every core")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
-    print(f"# {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}", flush=True)
+    avx512 = [f"bound/{AVX512}", f"cellc/{AVX512}"]
+    impls = args.impls or IMPLS + (avx512 if machine.has_avx512() else [])
+    if not machine.has_avx512() and any(i.endswith("/" + AVX512) for i in impls):
+        ap.error(f"this CPU has no AVX-512: the /{AVX512} rows would die with SIGILL")
+    load_before = os.getloadavg()[0]
+    print(f"# {time.strftime('%Y-%m-%d')}: {machine.describe(args.threads)}", flush=True)
+    t0, c0 = time.perf_counter(), _children_cpu()
     results = []
     for cell in args.cells:
         for size in args.sizes:
-            impls = [i for i in args.impls if available(cell, i)]
-            for r in run_rounds(cell, size, impls, args.rounds, args.repeats):
+            for r in run_rounds(cell, size, [i for i in impls if available(cell, i)],
+                                args.rounds, args.repeats, args.threads):
                 results.append(r)
                 status = f"{r['train_ms']:.2f} ms" if "train_ms" in r else r.get("error")
                 print(f"  {cell:14s} {size:7s} {r['impl']:22s} {status}", file=sys.stderr, flush=True)
     print(table(results))
+    warning = machine.busy_warning(load_before, _children_cpu() - c0, time.perf_counter() - t0,
+                                   args.threads)
+    if warning:
+        print("\n" + warning)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "sizes": SIZES}
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine.describe(args.threads),
+            "threads": args.threads, "sizes": SIZES, "busy": warning}
     (out / "bench.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     chart(results, out / "bench.png")
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the finished worker processes."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 if __name__ == "__main__":

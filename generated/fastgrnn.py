@@ -73,6 +73,9 @@ _CHUNK_STEPS = 64
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
             fastmath={"nsz", "arcp", "contract"})
+# A kernel that a time loop calls is inlined there by Numba rather than compiled as a
+# function of its own, which would run LLVM over it twice.
+_KERNEL = dict(_JIT, inline="always")
 
 
 # ---- BLAS ------------------------------------------------------------------------------
@@ -143,7 +146,11 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-@nb.njit(inline="always")
+# The row helpers below are compiled once per array type and called (LLVM inlines them),
+# not inlined by Numba at every call site, nor written as slice assignments, each of which
+# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
+# of its cold compile that way.
+@nb.njit
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -152,11 +159,33 @@ def _copy_rows(dst, src, start, stop):
             dst[r, j] = src[r, j]
 
 
+def _fill_rows(a, start, value):
+    """a[start:] = value (rows from `start` on)."""
+    a[start:] = value
+
+
+@overload(_fill_rows)
+def _fill_rows_in_numba(a, start, value):
+    if a.ndim != 2:
+        def sliced(a, start, value):
+            a[start:] = value
+        return sliced
+
+    def fill(a, start, value):
+        v = a.dtype.type(value)
+        for r in range(start, a.shape[0]):
+            for j in range(a.shape[1]):
+                a[r, j] = v
+    return fill
+
+
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
-# Each is dtype-dispatched when Numba compiles a kernel, and inlined into it. libm's
+# Each is dtype-dispatched when Numba compiles a kernel and compiled once per dtype; LLVM
+# inlines it into every kernel that calls it. (Numba's own IR inlining, inline="always",
+# gave the same machine code but took 1.0 of the LSTM's 3.3 s cold compile.) libm's
 # expf/tanhf do not vectorize in Numba, so float32 tanh and sigmoid use a clamped
 # rational approximation (below) that does; float64 keeps libm.
-@nb.njit(inline="always", error_model="numpy")
+@nb.njit(error_model="numpy")
 def _tanh_f32(x):
     """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7),
     and exactly +-1 from |x| = 9 on, where float32 tanh rounds to +-1 (the rational alone
@@ -194,7 +223,7 @@ def _sigmoid(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_sigmoid, inline="always")
+@overload(_sigmoid)
 def _sigmoid_for(x):
     real = _real(x)
     half, one = real(0.5), real(1)
@@ -213,7 +242,7 @@ def _tanh(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_tanh, inline="always")
+@overload(_tanh)
 def _tanh_for(x):
     if _real(x) is np.float32:
         def fast(x):
@@ -230,7 +259,7 @@ def _relu(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_relu, inline="always")
+@overload(_relu)
 def _relu_for(x):
     zero = _real(x)(0)
 
@@ -244,7 +273,7 @@ def _softplus(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_softplus, inline="always")
+@overload(_softplus)
 def _softplus_for(x):
     zero = _real(x)(0)
 
@@ -258,7 +287,7 @@ def _step(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_step, inline="always")
+@overload(_step)
 def _step_for(x):
     real = _real(x)
     zero = real(0)
@@ -272,7 +301,7 @@ def _exp(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_exp, inline="always")
+@overload(_exp)
 def _exp_for(x):
     return lambda x: np.exp(x)
 
@@ -281,7 +310,7 @@ def _log(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_log, inline="always")
+@overload(_log)
 def _log_for(x):
     return lambda x: np.log(x)
 
@@ -290,7 +319,7 @@ def _sqrt(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_sqrt, inline="always")
+@overload(_sqrt)
 def _sqrt_for(x):
     return lambda x: np.sqrt(x)
 
@@ -299,7 +328,7 @@ def _abs(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_abs, inline="always")
+@overload(_abs)
 def _abs_for(x):
     return lambda x: np.abs(x)
 
@@ -308,7 +337,7 @@ def _sign(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_sign, inline="always")
+@overload(_sign)
 def _sign_for(x):
     return lambda x: np.sign(x)
 
@@ -318,7 +347,7 @@ def _max(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_max, inline="always")
+@overload(_max)
 def _max_for(a, b):
     return lambda a, b: np.maximum(a, b)
 
@@ -328,7 +357,7 @@ def _min(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_min, inline="always")
+@overload(_min)
 def _min_for(a, b):
     return lambda a, b: np.minimum(a, b)
 
@@ -338,7 +367,7 @@ def _gt(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_gt, inline="always")
+@overload(_gt)
 def _gt_for(a, b):
     real = _real(a)
     return lambda a, b: real(a > b)
@@ -349,7 +378,7 @@ def _ge(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_ge, inline="always")
+@overload(_ge)
 def _ge_for(a, b):
     real = _real(a)
     return lambda a, b: real(a >= b)
@@ -360,8 +389,7 @@ def _where(c, a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-# Not inline="always": Numba's IR inliner warns on a branch (NumbaIRAssumptionWarning);
-# compiled on its own, LLVM still inlines it and makes the branch a vector select.
+# LLVM inlines it and makes the branch a vector select.
 @overload(_where)
 def _where_for(c, a, b):
     zero = _real(c)(0)
@@ -372,7 +400,7 @@ def _floor(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_floor, inline="always")
+@overload(_floor)
 def _floor_for(x):
     return lambda x: np.floor(x)
 
@@ -382,7 +410,7 @@ def _mod(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_mod, inline="always")
+@overload(_mod)
 def _mod_for(a, b):
     return lambda a, b: a - b * np.floor(a / b)
 
@@ -391,7 +419,7 @@ def _sin(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_sin, inline="always")
+@overload(_sin)
 def _sin_for(x):
     return lambda x: np.sin(x)
 
@@ -400,7 +428,7 @@ def _cos(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_cos, inline="always")
+@overload(_cos)
 def _cos_for(x):
     return lambda x: np.cos(x)
 
@@ -410,7 +438,7 @@ def _logsigmoid(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_logsigmoid, inline="always")
+@overload(_logsigmoid)
 def _logsigmoid_for(x):
     zero = _real(x)(0)
 
@@ -424,7 +452,7 @@ def _silu(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_silu, inline="always")
+@overload(_silu)
 def _silu_for(x):
     real = _real(x)
     half, one = real(0.5), real(1)
@@ -876,7 +904,7 @@ def init_params(dtype=np.float32, seed=0, **sizes):
     return _init_params(_CONTRACT, INIT, HIDDEN, dtype, seed, sizes)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_KERNEL)
 def _fwd__step1(rows__, H, vectors__, reads__, writes__):
     """Forward of a, z, u, h'."""
     _zeta, _nu, _b_z, _b_h = vectors__
@@ -917,12 +945,12 @@ def _steps__fwd(B, T, H, active__, vectors__, sequences__, buffers__):
         _gemm(_h[t][:n__], _w__h, _mm__h[:n__], False)
         _fwd__step1(n__, H, (_zeta, _nu, _b_z, _b_h), (_mm__h, _mm__x[t], _h[t]), (_z[t], _u[t], _h[t + 1]))
         if n__ < B:
-            _h[t + 1][n__:] = 0
-            _u[t][n__:] = 0
-            _z[t][n__:] = 0
+            _fill_rows(_h[t + 1], n__, 0)
+            _fill_rows(_u[t], n__, 0)
+            _fill_rows(_z[t], n__, 0)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_KERNEL)
 def _bwd__step1(rows__, H, vectors__, reads__, writes__):
     """Backward of a, z, u, h'."""
     _zeta, _nu = vectors__
@@ -982,17 +1010,17 @@ def _steps__bwd(B, T, H, active__, has_dy__, buffers__, sequences__, vectors__):
         _bwd__step1(n__, H, (_zeta, _nu), (_h[t], _z[t], _u[t], _d__new__h, dyt__), (_d__h, _terms__b_z__step1[t], _terms__b_h__step1[t], _terms__zeta__step1[t], _terms__nu__step1[t], _d__mm__x[t]))
         _gemm(_d__mm__x[t][:n__], _wt__h, _d__h[:n__], True)
         if n__ < B:
-            _d__mm__x[t][n__:] = 0
-            _terms__b_h__step1[t][n__:] = 0
-            _terms__b_z__step1[t][n__:] = 0
-            _terms__nu__step1[t][n__:] = 0
-            _terms__zeta__step1[t][n__:] = 0
+            _fill_rows(_d__mm__x[t], n__, 0)
+            _fill_rows(_terms__b_h__step1[t], n__, 0)
+            _fill_rows(_terms__b_z__step1[t], n__, 0)
+            _fill_rows(_terms__nu__step1[t], n__, 0)
+            _fill_rows(_terms__zeta__step1[t], n__, 0)
         _d__h, _d__new__h = _d__new__h, _d__h
     _copy_rows(_d__new__h, _up__h, active__[0], B)
     return _d__new__h
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_KERNEL)
 def _inf__step1(rows__, H, vectors__, reads__, writes__):
     """Forward of a, z, u, h'."""
     _zeta, _nu, _b_z, _b_h = vectors__
@@ -1031,7 +1059,7 @@ def _steps__inf(B, H, active__, t0__, t1__, vectors__, sequences__, buffers__):
         _gemm(_h[t][:n__], _w__h, _mm__h[:n__], False)
         _inf__step1(n__, H, (_zeta, _nu, _b_z, _b_h), (_mm__h, _mm__x[t - t0__], _h[t]), (_h[t + 1],))
         if n__ < B:
-            _h[t + 1][n__:] = 0
+            _fill_rows(_h[t + 1], n__, 0)
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):

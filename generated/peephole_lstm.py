@@ -75,6 +75,9 @@ _CHUNK_STEPS = 64
 # so only value-safe fast-math flags are enabled. error_model="numpy" lets division vectorize.
 _JIT = dict(cache=_numba_cache_is_ours(), nogil=True, error_model="numpy",
             fastmath={"nsz", "arcp", "contract"})
+# A kernel that a time loop calls is inlined there by Numba rather than compiled as a
+# function of its own, which would run LLVM over it twice.
+_KERNEL = dict(_JIT, inline="always")
 
 
 # ---- BLAS ------------------------------------------------------------------------------
@@ -145,7 +148,11 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-@nb.njit(inline="always")
+# The row helpers below are compiled once per array type and called (LLVM inlines them),
+# not inlined by Numba at every call site, nor written as slice assignments, each of which
+# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
+# of its cold compile that way.
+@nb.njit
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -154,11 +161,33 @@ def _copy_rows(dst, src, start, stop):
             dst[r, j] = src[r, j]
 
 
+def _fill_rows(a, start, value):
+    """a[start:] = value (rows from `start` on)."""
+    a[start:] = value
+
+
+@overload(_fill_rows)
+def _fill_rows_in_numba(a, start, value):
+    if a.ndim != 2:
+        def sliced(a, start, value):
+            a[start:] = value
+        return sliced
+
+    def fill(a, start, value):
+        v = a.dtype.type(value)
+        for r in range(start, a.shape[0]):
+            for j in range(a.shape[1]):
+                a[r, j] = v
+    return fill
+
+
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
-# Each is dtype-dispatched when Numba compiles a kernel, and inlined into it. libm's
+# Each is dtype-dispatched when Numba compiles a kernel and compiled once per dtype; LLVM
+# inlines it into every kernel that calls it. (Numba's own IR inlining, inline="always",
+# gave the same machine code but took 1.0 of the LSTM's 3.3 s cold compile.) libm's
 # expf/tanhf do not vectorize in Numba, so float32 tanh and sigmoid use a clamped
 # rational approximation (below) that does; float64 keeps libm.
-@nb.njit(inline="always", error_model="numpy")
+@nb.njit(error_model="numpy")
 def _tanh_f32(x):
     """float32 tanh that vectorizes: Eigen's clamped rational approximation (|error| < 4e-7),
     and exactly +-1 from |x| = 9 on, where float32 tanh rounds to +-1 (the rational alone
@@ -196,7 +225,7 @@ def _sigmoid(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_sigmoid, inline="always")
+@overload(_sigmoid)
 def _sigmoid_for(x):
     real = _real(x)
     half, one = real(0.5), real(1)
@@ -215,7 +244,7 @@ def _tanh(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_tanh, inline="always")
+@overload(_tanh)
 def _tanh_for(x):
     if _real(x) is np.float32:
         def fast(x):
@@ -232,7 +261,7 @@ def _relu(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_relu, inline="always")
+@overload(_relu)
 def _relu_for(x):
     zero = _real(x)(0)
 
@@ -246,7 +275,7 @@ def _softplus(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_softplus, inline="always")
+@overload(_softplus)
 def _softplus_for(x):
     zero = _real(x)(0)
 
@@ -260,7 +289,7 @@ def _step(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_step, inline="always")
+@overload(_step)
 def _step_for(x):
     real = _real(x)
     zero = real(0)
@@ -274,7 +303,7 @@ def _exp(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_exp, inline="always")
+@overload(_exp)
 def _exp_for(x):
     return lambda x: np.exp(x)
 
@@ -283,7 +312,7 @@ def _log(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_log, inline="always")
+@overload(_log)
 def _log_for(x):
     return lambda x: np.log(x)
 
@@ -292,7 +321,7 @@ def _sqrt(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_sqrt, inline="always")
+@overload(_sqrt)
 def _sqrt_for(x):
     return lambda x: np.sqrt(x)
 
@@ -301,7 +330,7 @@ def _abs(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_abs, inline="always")
+@overload(_abs)
 def _abs_for(x):
     return lambda x: np.abs(x)
 
@@ -310,7 +339,7 @@ def _sign(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_sign, inline="always")
+@overload(_sign)
 def _sign_for(x):
     return lambda x: np.sign(x)
 
@@ -320,7 +349,7 @@ def _max(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_max, inline="always")
+@overload(_max)
 def _max_for(a, b):
     return lambda a, b: np.maximum(a, b)
 
@@ -330,7 +359,7 @@ def _min(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_min, inline="always")
+@overload(_min)
 def _min_for(a, b):
     return lambda a, b: np.minimum(a, b)
 
@@ -340,7 +369,7 @@ def _gt(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_gt, inline="always")
+@overload(_gt)
 def _gt_for(a, b):
     real = _real(a)
     return lambda a, b: real(a > b)
@@ -351,7 +380,7 @@ def _ge(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_ge, inline="always")
+@overload(_ge)
 def _ge_for(a, b):
     real = _real(a)
     return lambda a, b: real(a >= b)
@@ -362,8 +391,7 @@ def _where(c, a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-# Not inline="always": Numba's IR inliner warns on a branch (NumbaIRAssumptionWarning);
-# compiled on its own, LLVM still inlines it and makes the branch a vector select.
+# LLVM inlines it and makes the branch a vector select.
 @overload(_where)
 def _where_for(c, a, b):
     zero = _real(c)(0)
@@ -374,7 +402,7 @@ def _floor(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_floor, inline="always")
+@overload(_floor)
 def _floor_for(x):
     return lambda x: np.floor(x)
 
@@ -384,7 +412,7 @@ def _mod(a, b):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_mod, inline="always")
+@overload(_mod)
 def _mod_for(a, b):
     return lambda a, b: a - b * np.floor(a / b)
 
@@ -393,7 +421,7 @@ def _sin(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_sin, inline="always")
+@overload(_sin)
 def _sin_for(x):
     return lambda x: np.sin(x)
 
@@ -402,7 +430,7 @@ def _cos(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_cos, inline="always")
+@overload(_cos)
 def _cos_for(x):
     return lambda x: np.cos(x)
 
@@ -412,7 +440,7 @@ def _logsigmoid(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_logsigmoid, inline="always")
+@overload(_logsigmoid)
 def _logsigmoid_for(x):
     zero = _real(x)(0)
 
@@ -426,7 +454,7 @@ def _silu(x):
     raise TypeError(_KERNEL_ONLY)
 
 
-@overload(_silu, inline="always")
+@overload(_silu)
 def _silu_for(x):
     real = _real(x)
     half, one = real(0.5), real(1)
@@ -885,7 +913,7 @@ def init_params(dtype=np.float32, seed=0, **sizes):
     return _init_params(_CONTRACT, INIT, HIDDEN, dtype, seed, sizes)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_KERNEL)
 def _fwd__step1(rows__, H, vectors__, reads__, writes__):
     """Forward of i, f, g, c', o, h'."""
     _p_i, _b_i, _p_f, _b_f, _b_g, _p_o, _b_o = vectors__
@@ -940,15 +968,15 @@ def _steps__fwd(B, T, H, active__, vectors__, sequences__, buffers__):
         _gemm(_h[t][:n__], _w__h, _mm__h[:n__], False)
         _fwd__step1(n__, H, (_p_i, _b_i, _p_f, _b_f, _b_g, _p_o, _b_o), (_c[t], _mm__h, _mm__x[t]), (_i[t], _f[t], _g[t], _c[t + 1], _o[t], _h[t + 1]))
         if n__ < B:
-            _c[t + 1][n__:] = 0
-            _f[t][n__:] = 0
-            _g[t][n__:] = 0
-            _h[t + 1][n__:] = 0
-            _i[t][n__:] = 0
-            _o[t][n__:] = 0
+            _fill_rows(_c[t + 1], n__, 0)
+            _fill_rows(_f[t], n__, 0)
+            _fill_rows(_g[t], n__, 0)
+            _fill_rows(_h[t + 1], n__, 0)
+            _fill_rows(_i[t], n__, 0)
+            _fill_rows(_o[t], n__, 0)
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_KERNEL)
 def _bwd__step1(rows__, H, vectors__, reads__, writes__):
     """Backward of i, f, g, c', o, h'."""
     _p_i, _p_f, _p_o = vectors__
@@ -1025,10 +1053,10 @@ def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__, vectors__):
         _bwd__step1(n__, H, (_p_i, _p_f, _p_o), (_c[t], _i[t], _f[t], _g[t], _c[t + 1], _o[t], _d__new__c, _d__new__h, dyt__), (_d__c, _terms__p_i__step1[t], _terms__p_f__step1[t], _terms__p_o__step1[t], _d__mm__x[t]))
         _gemm(_d__mm__x[t][:n__], _wt__h, _d__h[:n__], False)
         if n__ < B:
-            _d__mm__x[t][n__:] = 0
-            _terms__p_f__step1[t][n__:] = 0
-            _terms__p_i__step1[t][n__:] = 0
-            _terms__p_o__step1[t][n__:] = 0
+            _fill_rows(_d__mm__x[t], n__, 0)
+            _fill_rows(_terms__p_f__step1[t], n__, 0)
+            _fill_rows(_terms__p_i__step1[t], n__, 0)
+            _fill_rows(_terms__p_o__step1[t], n__, 0)
         _d__h, _d__new__h = _d__new__h, _d__h
         _d__c, _d__new__c = _d__new__c, _d__c
     _copy_rows(_d__new__h, _up__h, active__[0], B)
@@ -1036,7 +1064,7 @@ def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__, vectors__):
     return _d__new__h, _d__new__c
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_KERNEL)
 def _inf__step1(rows__, H, vectors__, reads__, writes__):
     """Forward of i, f, g, c', o, h'."""
     _p_i, _b_i, _p_f, _b_f, _b_g, _p_o, _b_o = vectors__
@@ -1088,7 +1116,7 @@ def _steps__inf(B, H, active__, t0__, t1__, vectors__, sequences__, buffers__):
         _inf__step1(n__, H, (_p_i, _b_i, _p_f, _b_f, _b_g, _p_o, _b_o), (_c[t % 2], _mm__h, _mm__x[t - t0__]), (_c[(t + 1) % 2], _h[t + 1]))
         if n__ < B:
             _copy_rows(_c[(t + 1) % 2], _c[t % 2], n__, B)
-            _h[t + 1][n__:] = 0
+            _fill_rows(_h[t + 1], n__, 0)
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):

@@ -96,6 +96,8 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
     regularizers = cell.regularizers or Regularizers()
     scalars = {p.name for p in cell.params if p.shape == (ONE,)}    # 0-d arrays to the user
     out = cell.dim_of()[cell.output]
+    in_loops = {s.function for f in program.functions if f.kind == "steps"
+                for s in tree.walk(f.body) if isinstance(s, tree.Call)}
     values = {
         "version": version,
         "source_name": source_name,
@@ -126,7 +128,7 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "matmul_states": matmul_states,
         "biases": biases,
         "spec_lines": spec_lines,
-        "functions": [printer.function(f) for f in program.functions],
+        "functions": [printer.function(f, inlined=f.name in in_loops) for f in program.functions],
         "forward": printer.statements(program.forward),
         "infer": printer.statements(program.infer),
         "backward": printer.statements(program.backward),

@@ -328,8 +328,8 @@ def _statement(s) -> list[str]:
         call = f"{s.function}({args})"
         return [f"{', '.join(s.results)} = {call}" if s.results else call]
     if isinstance(s, tree.Fill):
-        rows = f"{index(s.start)}:" if s.start is not None else ":"
-        return [f"{view(s.view)}[{rows}] = {index(s.value)}"]
+        start = index(s.start) if s.start is not None else "0"
+        return [f"_fill_rows({view(s.view)}, {start}, {index(s.value)})"]
     if isinstance(s, tree.CopyRows):
         return [f"_copy_rows({view(s.dst)}, {view(s.src)}, {index(s.start)}, {index(s.stop)})"]
     if isinstance(s, tree.Swap):
@@ -355,10 +355,15 @@ def _statement(s) -> list[str]:
     raise TypeError(f"cellc's Numba printer cannot print a {type(s).__name__}: {s}")
 
 
-def function(f: tree.Function) -> str:
-    """A kernel or a time loop, jitted, with its grouped parameters unpacked first."""
+def function(f: tree.Function, inlined: bool = False) -> str:
+    """A kernel or a time loop, jitted, with its grouped parameters unpacked first.
+
+    `inlined`: a kernel that a time loop calls is inlined there by Numba (`_KERNEL`).
+    Compiled on its own, each such kernel paid a second LLVM pipeline and machine-code
+    pass, a fifth of an LSTM's cold compile, for the same machine code."""
     groups = _grouped((p, p.name) for p in f.params)
-    lines = ["@nb.njit(**_JIT)", f"def {f.name}({', '.join(name for name, _ in groups)}):"]
+    decorator = "@nb.njit(**_KERNEL)" if inlined else "@nb.njit(**_JIT)"
+    lines = [decorator, f"def {f.name}({', '.join(name for name, _ in groups)}):"]
     if f.doc:
         lines.append(f'{INDENT}"""{f.doc}"""')
     for name, members in groups:
