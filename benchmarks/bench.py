@@ -18,8 +18,8 @@ NumPy interpreter on the very problem it is timed on (relative gradient error):
 Every library gets the same number of threads (--threads, default: every core). On a CPU
 with AVX-512, `bound` and `cellc` also run with OPENBLAS_CORETYPE=SkylakeX (AVX-512
 kernels forced), rows `bound/SkylakeX` and `cellc/SkylakeX`; elsewhere those rows are not
-offered (they would die with SIGILL). Forward for torch and JAX runs under no_grad/without
-saving; cellc's forward here saves what backward needs.
+offered (they would die with SIGILL). The forward pass saves nothing for backward in every
+implementation: torch under no_grad, JAX without a vjp, cellc with need_grad=False.
 
 Implementations take turns (--rounds passes, a fresh process each), and each reports the
 median, min and max of all its runs and its CPU time beside the wall time: drift on a
@@ -79,7 +79,7 @@ def make_cellc(name, module, ir):
         def grads():
             g = train()
             return {**g.params, **g.inputs, **{f"{k}0": v for k, v in g.states.items()}}
-        return train, lambda: module.forward(params, x, states), grads
+        return train, lambda: module.forward(params, x, states, need_grad=False), grads
     return build
 
 
@@ -202,8 +202,8 @@ def make_bound(name, module, ir):
 
     def build(params, x, states, dy):
         T, B, H = x.shape
-        train, forward = bound.make_bound(module, plan, bench_sizes(plan.cell.dims, H), B, T)
-        return train, forward, None
+        b = bound.make_bound(module, plan, bench_sizes(plan.cell.dims, H), B, T)
+        return b.train, b.forward, None
     return build
 
 
@@ -299,8 +299,12 @@ def stack_worker(name: str, size: str, impl: str, repeats: int) -> dict:
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     import cellc.torch as ct
-    torch.set_num_threads(THREADS)
-    ct.set_blas_threads(THREADS)         # cellc's BLAS runs on one thread by default
+    # The BLAS does the work: torch.nn's (MKL, torch's threads) or cellc's (numpy's OpenBLAS,
+    # cellc.torch's threads, one by default). Under cellc torch only packs, and its idle
+    # OpenMP threads would spin beside cellc's BLAS threads: measured here, 16-112 ms a
+    # step with both at 2 threads against 16-20 ms with torch at 1.
+    torch.set_num_threads(1 if impl.startswith("cellc") else THREADS)
+    ct.set_blas_threads(THREADS)
     cell, layers = STACKS[name]
     module = importlib.import_module(f"generated.{cell}")
     result = {"cell": name, "size": size, "impl": impl, "blas": machine.blas_kernel().split()[-1]}
@@ -408,19 +412,19 @@ def table(results: list[dict]) -> str:
         by = {r["impl"]: r for r in rows if "train_ms" in r}
         nn = by.get("torch.nn")
         lines.append(f"\n{cell}, {size} (B={B}, I=H={H}, T={T}); ms: median [min, max], CPU ms")
-        lines.append(f"  {'implementation':22s} {'train ms':>24s} {'CPU':>8s} {'x bound':>8s} "
+        lines.append(f"  {'implementation':26s} {'train ms':>24s} {'CPU':>8s} {'x bound':>8s} "
                      f"{'x nn':>6s} {'GFLOP/s':>8s} {'fwd ms':>8s} {'x bound':>8s} {'x nn':>6s}  check")
         for r in rows:
             name = r["impl"] + (f" [{r['blas']}]" if r["impl"].split("/")[0] in ("bound", "cellc") else "")
             if "train_ms" not in r:
-                lines.append(f"  {name:22s} {r.get('error', 'failed')}")
+                lines.append(f"  {name:26s} {r.get('error', 'failed')}")
                 continue
             suffix = "/" + r["impl"].split("/")[1] if "/" in r["impl"] else ""
             bound = by.get("bound" + suffix)
             check = f"{r['check']:.0e}" if "check" in r else "-"
             spread = r["train_spread"]
             train = f"{r['train_ms']:.2f} [{spread['min']:.2f}, {spread['max']:.2f}]"
-            lines.append(f"  {name:22s} {train:>24s} {r['train_cpu_ms']:8.2f} "
+            lines.append(f"  {name:26s} {train:>24s} {r['train_cpu_ms']:8.2f} "
                          f"{ratio(r, bound, 'train_ms'):>8s} {ratio(r, nn, 'train_ms'):>6s} "
                          f"{r['gflops']:8.1f} {r['forward_ms']:8.2f} "
                          f"{ratio(r, bound, 'forward_ms'):>8s} {ratio(r, nn, 'forward_ms'):>6s}  {check}")

@@ -14,6 +14,8 @@ ratios against it flattered cellc.
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -48,15 +50,21 @@ def _step_loops(gemm):
     return forward, backward
 
 
+class Bound(NamedTuple):
+    train: Callable[[], None]       # the GEMMs of a training step
+    forward: Callable[[], None]     # ... of a forward pass
+    gemms: list                     # per GEMM: kind, W, X, M = X @ W, dM, dW = X^T dM, ...
+
+
 def make_bound(module, plan, sizes: dict[str, int], B: int, T: int, dtype=np.float32, seed=0):
-    """(train, forward): the GEMMs of a training step and of a forward pass, on random data
-    of the benchmark's sizes (the values do not change a GEMM's time)."""
+    """The GEMMs of a training step and of a forward pass, on random data of the
+    benchmark's sizes (the values do not change a GEMM's time)."""
     rng = np.random.default_rng(seed)
     gemm = module._gemm
     static, step = [], []
     for kind, n_in, w in gemm_shapes(plan, sizes):
         W = rng.normal(size=(n_in, w)).astype(dtype)
-        g = dict(W=W, Wt=np.ascontiguousarray(W.T), dW=np.empty_like(W),
+        g = dict(kind=kind, W=W, Wt=np.ascontiguousarray(W.T), dW=np.empty_like(W),
                  X=rng.normal(size=(T, B, n_in)).astype(dtype),
                  M=np.empty((T, B, w), dtype), dM=rng.normal(size=(T, B, w)).astype(dtype))
         if kind == "static":
@@ -84,4 +92,4 @@ def make_bound(module, plan, sizes: dict[str, int], B: int, T: int, dtype=np.flo
             gemm(g["dM"].reshape(rows, -1), g["Wt"], g["dX"].reshape(rows, -1), False)
         for g in static + step:                                   # weight gradients
             gemm(g["X"].reshape(rows, -1).T, g["dM"].reshape(rows, -1), g["dW"], False)
-    return train, forward
+    return Bound(train, forward, static + step)

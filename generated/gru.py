@@ -540,6 +540,18 @@ def clear_workspace():
 
 
 # ---- checking the arguments: Numba does no bounds checking --------------------------------
+class _Named:
+    """An argument's name in an error message, formatted only when there is an error:
+    formatting them all eagerly took most of the argument checks' 24 us per call."""
+    __slots__ = ("text", "args")
+
+    def __init__(self, text, *args):
+        self.text, self.args = text, args
+
+    def __str__(self):
+        return self.text.format(*self.args)
+
+
 def _check_array(what, a, ndim, dtype=None):
     if ndim == 0 and isinstance(a, np.floating):   # a scalar parameter, after numpy arithmetic
         a = np.asarray(a)
@@ -552,7 +564,7 @@ def _check_array(what, a, ndim, dtype=None):
     if a.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {a.shape}")
     if not a.flags.c_contiguous:
-        raise ValueError(f"{what} is not C-contiguous; pass np.ascontiguousarray({what.split()[0]})")
+        raise ValueError(f"{what} is not C-contiguous; pass np.ascontiguousarray({str(what).split()[0]})")
     if not _compact(a):     # contiguous to numpy, yet a row stride of 0 or of any size where
         a = a.copy()        # a dimension has size 1: BLAS and the kernels get what they assume
     return a
@@ -609,10 +621,10 @@ def _validate(params, inputs, states, need_grad, contract):
     sizes = {}
     params = dict(params)           # the checked arrays (compact copies of odd ones) from here
     for name, shape in PARAMS.items():
-        a = params[name] = _check_array(f"params[{name!r}]", params[name], len(shape), dtype)
+        a = params[name] = _check_array(_Named("params[{!r}]", name), params[name], len(shape), dtype)
         dtype = a.dtype
         for d, n in zip(shape, a.shape):
-            _bind(sizes, d, n, f"params[{name!r}] of shape {a.shape}")
+            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, a.shape))
     if not isinstance(inputs, dict):
         if len(INPUTS) != 1:
             raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
@@ -622,12 +634,13 @@ def _validate(params, inputs, states, need_grad, contract):
     inputs = dict(inputs)
     T = B = None
     for name, dim in INPUTS.items():
-        a = inputs[name] = _check_array(f"{name} (inputs[{name!r}])", inputs[name], 3, dtype)
+        a = inputs[name] = _check_array(_Named("{} (inputs[{!r}])", name, name), inputs[name], 3, dtype)
         if T is None:
             T, B = a.shape[:2]
         if a.shape[:2] != (T, B):
             raise ValueError(f"inputs[{name!r}] has shape {a.shape}; all inputs need the same T and B")
-        _bind(sizes, dim, a.shape[2], f"inputs[{name!r}] of shape {a.shape} (time-major [T, B, {dim}])")
+        _bind(sizes, dim, a.shape[2],
+              _Named("inputs[{!r}] of shape {} (time-major [T, B, {}])", name, a.shape, dim))
     if states is not None and not isinstance(states, dict):
         raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
                          f"(or None for zeros), not {type(states).__name__}")
@@ -637,10 +650,10 @@ def _validate(params, inputs, states, need_grad, contract):
         raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
     for name, dim in STATES.items():
         if states.get(name) is not None:
-            a = states[name] = _check_array(f"states[{name!r}]", states[name], 2, dtype)
+            a = states[name] = _check_array(_Named("states[{!r}]", name), states[name], 2, dtype)
             if a.shape[0] != B:
                 raise ValueError(f"states[{name!r}] has shape {a.shape}; expected batch size {B}")
-            _bind(sizes, dim, a.shape[1], f"states[{name!r}] of shape {a.shape}")
+            _bind(sizes, dim, a.shape[1], _Named("states[{!r}] of shape {}", name, a.shape))
     unknown = [d for d in DIMS if d not in sizes]
     if unknown:
         raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
@@ -688,7 +701,7 @@ def _check_cache(cache, contract, backward_params):
         if not isinstance(arrays, dict) or sorted(arrays) != sorted(names):
             raise ValueError(f"cache[{group!r}] was changed; pass forward's cache unchanged")
         for n in names:
-            _check_kept(f"cache[{group!r}][{n!r}]", arrays[n], shape_of(n), dtype)
+            _check_kept(_Named("cache[{!r}][{!r}]", group, n), arrays[n], shape_of(n), dtype)
     order, active = cache["order"], cache["active"]
     if not (isinstance(active, np.ndarray) and active.dtype == np.int64 and active.shape == (T + 1,)
             and (order is None or (isinstance(order, np.ndarray) and order.shape == (B,)
@@ -711,7 +724,7 @@ def _check_saved(saved, shapes, dtype):
     if not isinstance(saved, dict) or sorted(saved) != sorted(shapes):
         raise ValueError("cache['saved'] was changed; pass forward's cache unchanged")
     for n, shape in shapes.items():
-        _check_kept(f"cache['saved'][{n!r}]", saved[n], shape, dtype)
+        _check_kept(_Named("cache['saved'][{!r}]", n), saved[n], shape, dtype)
 
 
 def _check_upstream(what, a, shape, dtype):
@@ -733,7 +746,8 @@ def _upstream_states(d_states, B, sizes, dtype, order, STATES):
         raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
     upstream = {}
     for name, dim in STATES.items():
-        g = _check_upstream(f"d_states[{name!r}]", d_states.get(name), (B, _width(sizes, dim)), dtype)
+        g = _check_upstream(_Named("d_states[{!r}]", name), d_states.get(name),
+                            (B, _width(sizes, dim)), dtype)
         if g is None:
             g = np.zeros((B, _width(sizes, dim)), dtype)
         upstream[name] = g if order is None else g[order]
