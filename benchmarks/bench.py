@@ -362,7 +362,8 @@ def run_one(cell, size, impl, repeats, threads) -> dict:
     if impl.endswith("/" + AVX512):
         env["OPENBLAS_CORETYPE"] = AVX512
     cmd = [sys.executable, __file__, "--worker", cell, size, impl, str(repeats)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                          preexec_fn=machine.pin(threads))
     if proc.returncode != 0:
         return {"cell": cell, "size": size, "impl": impl,
                 "error": (proc.stderr.strip().splitlines() or [f"failed ({proc.returncode})"])[-1]}

@@ -97,7 +97,7 @@ print(json.dumps(out))
 
 def child(code: str, args: list, env: dict) -> dict:
     res = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, check=True,
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=ROOT, preexec_fn=machine.pin(1))
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

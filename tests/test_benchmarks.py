@@ -37,8 +37,15 @@ def test_the_bound_makes_the_cells_gemms():
 def test_every_library_gets_the_same_threads():
     env = machine.thread_env(1, {})
     assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
-    assert "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
     assert "XLA_FLAGS" not in machine.thread_env(2, {})
+
+
+def test_a_one_thread_worker_runs_on_one_core():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", "import os; print(len(os.sched_getaffinity(0)))"],
+                         capture_output=True, text=True, check=True, preexec_fn=machine.pin(1))
+    assert out.stdout.strip() == "1"
 
 
 def test_the_machine_is_named_and_a_busy_run_is_reported():
