@@ -301,8 +301,8 @@ def stack_worker(name: str, size: str, impl: str, repeats: int) -> dict:
     import cellc.torch as ct
     # The BLAS does the work: torch.nn's (MKL, torch's threads) or cellc's (numpy's OpenBLAS,
     # cellc.torch's threads, one by default). Under cellc torch only packs, and its idle
-    # OpenMP threads would spin beside cellc's BLAS threads: measured here, 16-112 ms a
-    # step with both at 2 threads against 16-20 ms with torch at 1.
+    # OpenMP threads would spin beside cellc's BLAS threads: measured here (small), 16-112 ms
+    # a step with both at 2 threads against 9.7-9.8 ms with torch at 1.
     torch.set_num_threads(1 if impl.startswith("cellc") else THREADS)
     ct.set_blas_threads(THREADS)
     cell, layers = STACKS[name]
