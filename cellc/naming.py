@@ -53,7 +53,7 @@ TERMS = "terms"        # terms__b__step1: per-element terms of a vector paramete
 ROW = "row"            # row__v: a row of scratch inside a kernel
 BLOCK = "block"        # block__2: a row of scratch a kernel stores a column block through
 UPSTREAM = "up"        # up__h: the upstream gradient of final state h
-COLSUM = "colsum"      # colsum__0: column sums of a gradient buffer
+COLSUM = "colsum"      # colsum__0, colsum__b__step1: column sums of a gradient buffer
 FORWARD = "fwd"        # fwd__step1: a forward kernel
 BACKWARD = "bwd"       # bwd__step1: a backward kernel
 INFER = "inf"          # inf__step1: a kernel of the forward that saves nothing
@@ -240,6 +240,11 @@ def weights_transposed(operand_name: str) -> str:
 
 def terms(param: str, region: str) -> str:
     return make(TERMS, param, region)
+
+
+def term_sums(param: str, region: str) -> str:
+    """The running column sums of a step region's terms (`colsum__b__step1`)."""
+    return make(COLSUM, param, region)
 
 
 def scratch_row(name: str) -> str:

@@ -159,6 +159,30 @@ def _copy_rows(dst, src, start, stop):
             dst[r, j] = src[r, j]
 
 
+def _add_column_sums(sums, a):
+    """sums[0] += a.sum(axis=0) for a [rows, D] array, by Kahan's compensated addition:
+    sums[1] keeps what the running sum lost, sums[2] is scratch for this step's sums. So
+    thousands of steps add up about as exactly as one pairwise sum after the loop."""
+    raise TypeError("_add_column_sums runs inside Numba time loops only")
+
+
+@overload(_add_column_sums)     # compiled without fast-math: the compensation must stay
+def _add_column_sums_in_numba(sums, a):
+    def add(sums, a):
+        width = a.shape[1]
+        for j in range(width):
+            sums[2, j] = 0
+        for r in range(a.shape[0]):
+            for j in range(width):
+                sums[2, j] += a[r, j]
+        for j in range(width):
+            y = sums[2, j] - sums[1, j]
+            total = sums[0, j] + y
+            sums[1, j] = (total - sums[0, j]) - y
+            sums[0, j] = total
+    return add
+
+
 def _fill_rows(a, start, value):
     """a[start:] = value (rows from `start` on)."""
     a[start:] = value
@@ -1010,8 +1034,8 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
 
 @nb.njit(**_JIT)
 def _steps__bwd(B, T, H, active__, has_dy__, buffers__, sequences__, vectors__):
-    _d__h, _d__new__h, _up__h, _wt__h = buffers__
-    _d__mm__x, _h, _terms__b_h__step1, _terms__b_z__step1, _terms__nu__step1, _terms__zeta__step1, _u, _z, dy__ = sequences__
+    _colsum__b_h__step1, _colsum__b_z__step1, _colsum__nu__step1, _colsum__zeta__step1, _d__h, _d__new__h, _terms__b_h__step1, _terms__b_z__step1, _terms__nu__step1, _terms__zeta__step1, _up__h, _wt__h = buffers__
+    _d__mm__x, _h, _u, _z, dy__ = sequences__
     _nu, _zeta = vectors__
     for t in range(T - 1, -1, -1):
         n__ = active__[t]
@@ -1021,14 +1045,14 @@ def _steps__bwd(B, T, H, active__, has_dy__, buffers__, sequences__, vectors__):
         else:
             dyt__ = dy__[0]
         _copy_rows(_d__new__h, _up__h, m__, n__)
-        _bwd__step1(n__, H, (_zeta, _nu), (_h[t], _z[t], _u[t], _d__new__h, dyt__), (_d__h, _terms__b_z__step1[t], _terms__b_h__step1[t], _terms__zeta__step1[t], _terms__nu__step1[t], _d__mm__x[t]))
+        _bwd__step1(n__, H, (_zeta, _nu), (_h[t], _z[t], _u[t], _d__new__h, dyt__), (_d__h, _terms__b_z__step1, _terms__b_h__step1, _terms__zeta__step1, _terms__nu__step1, _d__mm__x[t]))
+        _add_column_sums(_colsum__b_z__step1, _terms__b_z__step1[:n__])
+        _add_column_sums(_colsum__b_h__step1, _terms__b_h__step1[:n__])
+        _add_column_sums(_colsum__zeta__step1, _terms__zeta__step1[:n__])
+        _add_column_sums(_colsum__nu__step1, _terms__nu__step1[:n__])
         _gemm(_d__mm__x[t][:n__], _wt__h, _d__h[:n__], True)
         if n__ < B:
             _fill_rows(_d__mm__x[t], n__, 0)
-            _fill_rows(_terms__b_h__step1[t], n__, 0)
-            _fill_rows(_terms__b_z__step1[t], n__, 0)
-            _fill_rows(_terms__nu__step1[t], n__, 0)
-            _fill_rows(_terms__zeta__step1[t], n__, 0)
         _d__h, _d__new__h = _d__new__h, _d__h
     _copy_rows(_d__new__h, _up__h, active__[0], B)
     return _d__new__h
@@ -1198,20 +1222,24 @@ def backward(cache, d_outputs=None, d_states=None):
     _d__h = _empty((B, H), dtype)
     _d__new__h = _empty((B, H), dtype)
     _up__h = upstream__['h']
-    _terms__b_z__step1 = _empty((T, B, H), dtype)
-    _terms__b_h__step1 = _empty((T, B, H), dtype)
-    _terms__zeta__step1 = _empty((T, B, 1), dtype)
-    _terms__nu__step1 = _empty((T, B, 1), dtype)
-    _d__new__h = _steps__bwd(B, T, H, active__, has_dy__, (_d__h, _d__new__h, _up__h, _wt__h), (_d__mm__x, _h, _terms__b_h__step1, _terms__b_z__step1, _terms__nu__step1, _terms__zeta__step1, _u, _z, dy__), (_nu, _zeta))
+    _terms__b_z__step1 = _empty((B, H), dtype)
+    _colsum__b_z__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__b_z__step1, 0, 0)
+    _terms__b_h__step1 = _empty((B, H), dtype)
+    _colsum__b_h__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__b_h__step1, 0, 0)
+    _terms__zeta__step1 = _empty((B, 1), dtype)
+    _colsum__zeta__step1 = _empty((3, 1), dtype)
+    _fill_rows(_colsum__zeta__step1, 0, 0)
+    _terms__nu__step1 = _empty((B, 1), dtype)
+    _colsum__nu__step1 = _empty((3, 1), dtype)
+    _fill_rows(_colsum__nu__step1, 0, 0)
+    _d__new__h = _steps__bwd(B, T, H, active__, has_dy__, (_colsum__b_h__step1, _colsum__b_z__step1, _colsum__nu__step1, _colsum__zeta__step1, _d__h, _d__new__h, _terms__b_h__step1, _terms__b_z__step1, _terms__nu__step1, _terms__zeta__step1, _up__h, _wt__h), (_d__mm__x, _h, _u, _z, dy__), (_nu, _zeta))
     _gemm(_d__mm__x.reshape(B*T, H), _wt__x, _d__x.reshape(B*T, I), False)
-    colsum__0 = _terms__b_z__step1.reshape(B*T, H).sum(axis=0)
-    colsum__1 = _terms__b_h__step1.reshape(B*T, H).sum(axis=0)
-    colsum__2 = _terms__zeta__step1.reshape(B*T, 1).sum(axis=0)
-    colsum__3 = _terms__nu__step1.reshape(B*T, 1).sum(axis=0)
-    _d__b_z = colsum__0
-    _d__b_h = colsum__1
-    _d__zeta = colsum__2
-    _d__nu = colsum__3
+    _d__b_z = _colsum__b_z__step1[0]
+    _d__b_h = _colsum__b_h__step1[0]
+    _d__zeta = _colsum__zeta__step1[0]
+    _d__nu = _colsum__nu__step1[0]
     _d__w__x = _empty((I, H), dtype)
     _gemm(_x.reshape(B*T, I).T, _d__mm__x.reshape(B*T, H), _d__w__x, False)
     _d__W = _contiguous(_d__w__x[:, :H])

@@ -176,6 +176,30 @@ def _copy_rows(dst, src, start, stop):
             dst[r, j] = src[r, j]
 
 
+def _add_column_sums(sums, a):
+    """sums[0] += a.sum(axis=0) for a [rows, D] array, by Kahan's compensated addition:
+    sums[1] keeps what the running sum lost, sums[2] is scratch for this step's sums. So
+    thousands of steps add up about as exactly as one pairwise sum after the loop."""
+    raise TypeError("_add_column_sums runs inside Numba time loops only")
+
+
+@overload(_add_column_sums)     # compiled without fast-math: the compensation must stay
+def _add_column_sums_in_numba(sums, a):
+    def add(sums, a):
+        width = a.shape[1]
+        for j in range(width):
+            sums[2, j] = 0
+        for r in range(a.shape[0]):
+            for j in range(width):
+                sums[2, j] += a[r, j]
+        for j in range(width):
+            y = sums[2, j] - sums[1, j]
+            total = sums[0, j] + y
+            sums[1, j] = (total - sums[0, j]) - y
+            sums[0, j] = total
+    return add
+
+
 def _fill_rows(a, start, value):
     """a[start:] = value (rows from `start` on)."""
     a[start:] = value
@@ -1485,8 +1509,8 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
 
 @nb.njit(**_JIT)
 def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__, vectors__):
-    _c, _d__mm__h, _d__mm__x, _d__mx, _d__sx, _f, _g, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _terms__b_f__step1, _terms__b_g__step1, _terms__b_i__step1, _terms__b_o__step1, _terms__beta_c__step1, _terms__g_c__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_i__step1, _terms__gh_o__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_i__step1, _terms__gx_o__step1, _vh, dy__ = sequences__
-    _d__c, _d__h, _d__new__c, _d__new__h, _up__c, _up__h, _wt__h = buffers__
+    _c, _d__mm__h, _d__mm__x, _d__mx, _d__sx, _f, _g, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _vh, dy__ = sequences__
+    _colsum__b_f__step1, _colsum__b_g__step1, _colsum__b_i__step1, _colsum__b_o__step1, _colsum__beta_c__step1, _colsum__g_c__step1, _colsum__gh_f__step1, _colsum__gh_g__step1, _colsum__gh_i__step1, _colsum__gh_o__step1, _colsum__gx_f__step1, _colsum__gx_g__step1, _colsum__gx_i__step1, _colsum__gx_o__step1, _d__c, _d__h, _d__new__c, _d__new__h, _terms__b_f__step1, _terms__b_g__step1, _terms__b_i__step1, _terms__b_o__step1, _terms__beta_c__step1, _terms__g_c__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_i__step1, _terms__gh_o__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_i__step1, _terms__gx_o__step1, _up__c, _up__h, _wt__h = buffers__
     _g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o = vectors__
     for t in range(T - 1, -1, -1):
         n__ = active__[t]
@@ -1497,27 +1521,27 @@ def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__, vectors__):
             dyt__ = dy__[0]
         _copy_rows(_d__new__h, _up__h, m__, n__)
         _copy_rows(_d__new__c, _up__c, m__, n__)
-        _bwd__step1(n__, H, (_g_c, _gx_i, _gx_f, _gx_g, _gx_o, _gh_i, _gh_f, _gh_g, _gh_o), (_mx[t], _sx[t], _mh[t], _vh[t], _sh[t], _sum__new__c[t], _sum__arg__9[t], _o[t], _c[t + 1], _n[t], _d__new__h, dyt__, _c[t], _mm__x[t], _mm__h[t], _i[t], _f[t], _g[t], _d__new__c), (_d__c, _terms__b_i__step1[t], _terms__b_f__step1[t], _terms__b_g__step1[t], _terms__b_o__step1[t], _terms__gx_i__step1[t], _terms__gx_f__step1[t], _terms__gx_g__step1[t], _terms__gx_o__step1[t], _terms__gh_i__step1[t], _terms__gh_f__step1[t], _terms__gh_g__step1[t], _terms__gh_o__step1[t], _terms__g_c__step1[t], _terms__beta_c__step1[t], _d__mm__x[t], _d__mx[t], _d__sx[t], _d__mm__h[t]))
+        _bwd__step1(n__, H, (_g_c, _gx_i, _gx_f, _gx_g, _gx_o, _gh_i, _gh_f, _gh_g, _gh_o), (_mx[t], _sx[t], _mh[t], _vh[t], _sh[t], _sum__new__c[t], _sum__arg__9[t], _o[t], _c[t + 1], _n[t], _d__new__h, dyt__, _c[t], _mm__x[t], _mm__h[t], _i[t], _f[t], _g[t], _d__new__c), (_d__c, _terms__b_i__step1, _terms__b_f__step1, _terms__b_g__step1, _terms__b_o__step1, _terms__gx_i__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_o__step1, _terms__gh_i__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_o__step1, _terms__g_c__step1, _terms__beta_c__step1, _d__mm__x[t], _d__mx[t], _d__sx[t], _d__mm__h[t]))
+        _add_column_sums(_colsum__b_i__step1, _terms__b_i__step1[:n__])
+        _add_column_sums(_colsum__b_f__step1, _terms__b_f__step1[:n__])
+        _add_column_sums(_colsum__b_g__step1, _terms__b_g__step1[:n__])
+        _add_column_sums(_colsum__b_o__step1, _terms__b_o__step1[:n__])
+        _add_column_sums(_colsum__gx_i__step1, _terms__gx_i__step1[:n__])
+        _add_column_sums(_colsum__gx_f__step1, _terms__gx_f__step1[:n__])
+        _add_column_sums(_colsum__gx_g__step1, _terms__gx_g__step1[:n__])
+        _add_column_sums(_colsum__gx_o__step1, _terms__gx_o__step1[:n__])
+        _add_column_sums(_colsum__gh_i__step1, _terms__gh_i__step1[:n__])
+        _add_column_sums(_colsum__gh_f__step1, _terms__gh_f__step1[:n__])
+        _add_column_sums(_colsum__gh_g__step1, _terms__gh_g__step1[:n__])
+        _add_column_sums(_colsum__gh_o__step1, _terms__gh_o__step1[:n__])
+        _add_column_sums(_colsum__g_c__step1, _terms__g_c__step1[:n__])
+        _add_column_sums(_colsum__beta_c__step1, _terms__beta_c__step1[:n__])
         _gemm(_d__mm__h[t][:n__], _wt__h, _d__h[:n__], False)
         if n__ < B:
             _fill_rows(_d__mm__h[t], n__, 0)
             _fill_rows(_d__mm__x[t], n__, 0)
             _fill_rows(_d__mx[t], n__, 0)
             _fill_rows(_d__sx[t], n__, 0)
-            _fill_rows(_terms__b_f__step1[t], n__, 0)
-            _fill_rows(_terms__b_g__step1[t], n__, 0)
-            _fill_rows(_terms__b_i__step1[t], n__, 0)
-            _fill_rows(_terms__b_o__step1[t], n__, 0)
-            _fill_rows(_terms__beta_c__step1[t], n__, 0)
-            _fill_rows(_terms__g_c__step1[t], n__, 0)
-            _fill_rows(_terms__gh_f__step1[t], n__, 0)
-            _fill_rows(_terms__gh_g__step1[t], n__, 0)
-            _fill_rows(_terms__gh_i__step1[t], n__, 0)
-            _fill_rows(_terms__gh_o__step1[t], n__, 0)
-            _fill_rows(_terms__gx_f__step1[t], n__, 0)
-            _fill_rows(_terms__gx_g__step1[t], n__, 0)
-            _fill_rows(_terms__gx_i__step1[t], n__, 0)
-            _fill_rows(_terms__gx_o__step1[t], n__, 0)
         _d__h, _d__new__h = _d__new__h, _d__h
         _d__c, _d__new__c = _d__new__c, _d__c
     _copy_rows(_d__new__h, _up__h, active__[0], B)
@@ -2024,51 +2048,65 @@ def backward(cache, d_outputs=None, d_states=None):
     _d__c = _empty((B, H), dtype)
     _d__new__c = _empty((B, H), dtype)
     _up__c = upstream__['c']
-    _terms__b_i__step1 = _empty((T, B, H), dtype)
-    _terms__b_f__step1 = _empty((T, B, H), dtype)
-    _terms__b_g__step1 = _empty((T, B, H), dtype)
-    _terms__b_o__step1 = _empty((T, B, H), dtype)
-    _terms__gx_i__step1 = _empty((T, B, H), dtype)
-    _terms__gx_f__step1 = _empty((T, B, H), dtype)
-    _terms__gx_g__step1 = _empty((T, B, H), dtype)
-    _terms__gx_o__step1 = _empty((T, B, H), dtype)
-    _terms__gh_i__step1 = _empty((T, B, H), dtype)
-    _terms__gh_f__step1 = _empty((T, B, H), dtype)
-    _terms__gh_g__step1 = _empty((T, B, H), dtype)
-    _terms__gh_o__step1 = _empty((T, B, H), dtype)
-    _terms__g_c__step1 = _empty((T, B, H), dtype)
-    _terms__beta_c__step1 = _empty((T, B, H), dtype)
-    _d__new__h, _d__new__c = _steps__bwd(B, T, H, active__, has_dy__, (_c, _d__mm__h, _d__mm__x, _d__mx, _d__sx, _f, _g, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _terms__b_f__step1, _terms__b_g__step1, _terms__b_i__step1, _terms__b_o__step1, _terms__beta_c__step1, _terms__g_c__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_i__step1, _terms__gh_o__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_i__step1, _terms__gx_o__step1, _vh, dy__), (_d__c, _d__h, _d__new__c, _d__new__h, _up__c, _up__h, _wt__h), (_g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o))
+    _terms__b_i__step1 = _empty((B, H), dtype)
+    _colsum__b_i__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__b_i__step1, 0, 0)
+    _terms__b_f__step1 = _empty((B, H), dtype)
+    _colsum__b_f__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__b_f__step1, 0, 0)
+    _terms__b_g__step1 = _empty((B, H), dtype)
+    _colsum__b_g__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__b_g__step1, 0, 0)
+    _terms__b_o__step1 = _empty((B, H), dtype)
+    _colsum__b_o__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__b_o__step1, 0, 0)
+    _terms__gx_i__step1 = _empty((B, H), dtype)
+    _colsum__gx_i__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__gx_i__step1, 0, 0)
+    _terms__gx_f__step1 = _empty((B, H), dtype)
+    _colsum__gx_f__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__gx_f__step1, 0, 0)
+    _terms__gx_g__step1 = _empty((B, H), dtype)
+    _colsum__gx_g__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__gx_g__step1, 0, 0)
+    _terms__gx_o__step1 = _empty((B, H), dtype)
+    _colsum__gx_o__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__gx_o__step1, 0, 0)
+    _terms__gh_i__step1 = _empty((B, H), dtype)
+    _colsum__gh_i__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__gh_i__step1, 0, 0)
+    _terms__gh_f__step1 = _empty((B, H), dtype)
+    _colsum__gh_f__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__gh_f__step1, 0, 0)
+    _terms__gh_g__step1 = _empty((B, H), dtype)
+    _colsum__gh_g__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__gh_g__step1, 0, 0)
+    _terms__gh_o__step1 = _empty((B, H), dtype)
+    _colsum__gh_o__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__gh_o__step1, 0, 0)
+    _terms__g_c__step1 = _empty((B, H), dtype)
+    _colsum__g_c__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__g_c__step1, 0, 0)
+    _terms__beta_c__step1 = _empty((B, H), dtype)
+    _colsum__beta_c__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__beta_c__step1, 0, 0)
+    _d__new__h, _d__new__c = _steps__bwd(B, T, H, active__, has_dy__, (_c, _d__mm__h, _d__mm__x, _d__mx, _d__sx, _f, _g, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _vh, dy__), (_colsum__b_f__step1, _colsum__b_g__step1, _colsum__b_i__step1, _colsum__b_o__step1, _colsum__beta_c__step1, _colsum__g_c__step1, _colsum__gh_f__step1, _colsum__gh_g__step1, _colsum__gh_i__step1, _colsum__gh_o__step1, _colsum__gx_f__step1, _colsum__gx_g__step1, _colsum__gx_i__step1, _colsum__gx_o__step1, _d__c, _d__h, _d__new__c, _d__new__h, _terms__b_f__step1, _terms__b_g__step1, _terms__b_i__step1, _terms__b_o__step1, _terms__beta_c__step1, _terms__g_c__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_i__step1, _terms__gh_o__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_i__step1, _terms__gx_o__step1, _up__c, _up__h, _wt__h), (_g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o))
     _bwd__static1(B*T, H, (_mx.reshape(B*T, 1), _vx.reshape(B*T, 1), _d__mx.reshape(B*T, 1), _d__sx.reshape(B*T, 1), _mm__x.reshape(B*T, 4*H)), (_d__mm__x.reshape(B*T, 4*H),))
     _gemm(_d__mm__x.reshape(B*T, 4*H), _wt__x, _d__x.reshape(B*T, I), False)
-    colsum__0 = _terms__b_i__step1.reshape(B*T, H).sum(axis=0)
-    colsum__1 = _terms__b_f__step1.reshape(B*T, H).sum(axis=0)
-    colsum__2 = _terms__b_g__step1.reshape(B*T, H).sum(axis=0)
-    colsum__3 = _terms__b_o__step1.reshape(B*T, H).sum(axis=0)
-    colsum__4 = _terms__gx_i__step1.reshape(B*T, H).sum(axis=0)
-    colsum__5 = _terms__gx_f__step1.reshape(B*T, H).sum(axis=0)
-    colsum__6 = _terms__gx_g__step1.reshape(B*T, H).sum(axis=0)
-    colsum__7 = _terms__gx_o__step1.reshape(B*T, H).sum(axis=0)
-    colsum__8 = _terms__gh_i__step1.reshape(B*T, H).sum(axis=0)
-    colsum__9 = _terms__gh_f__step1.reshape(B*T, H).sum(axis=0)
-    colsum__10 = _terms__gh_g__step1.reshape(B*T, H).sum(axis=0)
-    colsum__11 = _terms__gh_o__step1.reshape(B*T, H).sum(axis=0)
-    colsum__12 = _terms__g_c__step1.reshape(B*T, H).sum(axis=0)
-    colsum__13 = _terms__beta_c__step1.reshape(B*T, H).sum(axis=0)
-    _d__b_i = colsum__0
-    _d__b_f = colsum__1
-    _d__b_g = colsum__2
-    _d__b_o = colsum__3
-    _d__gx_i = colsum__4
-    _d__gx_f = colsum__5
-    _d__gx_g = colsum__6
-    _d__gx_o = colsum__7
-    _d__gh_i = colsum__8
-    _d__gh_f = colsum__9
-    _d__gh_g = colsum__10
-    _d__gh_o = colsum__11
-    _d__g_c = colsum__12
-    _d__beta_c = colsum__13
+    _d__b_i = _colsum__b_i__step1[0]
+    _d__b_f = _colsum__b_f__step1[0]
+    _d__b_g = _colsum__b_g__step1[0]
+    _d__b_o = _colsum__b_o__step1[0]
+    _d__gx_i = _colsum__gx_i__step1[0]
+    _d__gx_f = _colsum__gx_f__step1[0]
+    _d__gx_g = _colsum__gx_g__step1[0]
+    _d__gx_o = _colsum__gx_o__step1[0]
+    _d__gh_i = _colsum__gh_i__step1[0]
+    _d__gh_f = _colsum__gh_f__step1[0]
+    _d__gh_g = _colsum__gh_g__step1[0]
+    _d__gh_o = _colsum__gh_o__step1[0]
+    _d__g_c = _colsum__g_c__step1[0]
+    _d__beta_c = _colsum__beta_c__step1[0]
     _d__w__x = _empty((I, 4*H), dtype)
     _gemm(_x.reshape(B*T, I).T, _d__mm__x.reshape(B*T, 4*H), _d__w__x, False)
     _d__W_xi = _contiguous(_d__w__x[:, :H])

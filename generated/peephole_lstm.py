@@ -161,6 +161,30 @@ def _copy_rows(dst, src, start, stop):
             dst[r, j] = src[r, j]
 
 
+def _add_column_sums(sums, a):
+    """sums[0] += a.sum(axis=0) for a [rows, D] array, by Kahan's compensated addition:
+    sums[1] keeps what the running sum lost, sums[2] is scratch for this step's sums. So
+    thousands of steps add up about as exactly as one pairwise sum after the loop."""
+    raise TypeError("_add_column_sums runs inside Numba time loops only")
+
+
+@overload(_add_column_sums)     # compiled without fast-math: the compensation must stay
+def _add_column_sums_in_numba(sums, a):
+    def add(sums, a):
+        width = a.shape[1]
+        for j in range(width):
+            sums[2, j] = 0
+        for r in range(a.shape[0]):
+            for j in range(width):
+                sums[2, j] += a[r, j]
+        for j in range(width):
+            y = sums[2, j] - sums[1, j]
+            total = sums[0, j] + y
+            sums[1, j] = (total - sums[0, j]) - y
+            sums[0, j] = total
+    return add
+
+
 def _fill_rows(a, start, value):
     """a[start:] = value (rows from `start` on)."""
     a[start:] = value
@@ -1052,8 +1076,8 @@ def _bwd__step1(rows__, H, vectors__, reads__, writes__):
 
 @nb.njit(**_JIT)
 def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__, vectors__):
-    _c, _d__mm__x, _f, _g, _i, _o, _terms__p_f__step1, _terms__p_i__step1, _terms__p_o__step1, dy__ = sequences__
-    _d__c, _d__h, _d__new__c, _d__new__h, _up__c, _up__h, _wt__h = buffers__
+    _c, _d__mm__x, _f, _g, _i, _o, dy__ = sequences__
+    _colsum__p_f__step1, _colsum__p_i__step1, _colsum__p_o__step1, _d__c, _d__h, _d__new__c, _d__new__h, _terms__p_f__step1, _terms__p_i__step1, _terms__p_o__step1, _up__c, _up__h, _wt__h = buffers__
     _p_f, _p_i, _p_o = vectors__
     for t in range(T - 1, -1, -1):
         n__ = active__[t]
@@ -1064,13 +1088,13 @@ def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__, vectors__):
             dyt__ = dy__[0]
         _copy_rows(_d__new__h, _up__h, m__, n__)
         _copy_rows(_d__new__c, _up__c, m__, n__)
-        _bwd__step1(n__, H, (_p_i, _p_f, _p_o), (_c[t], _i[t], _f[t], _g[t], _c[t + 1], _o[t], _d__new__c, _d__new__h, dyt__), (_d__c, _terms__p_i__step1[t], _terms__p_f__step1[t], _terms__p_o__step1[t], _d__mm__x[t]))
+        _bwd__step1(n__, H, (_p_i, _p_f, _p_o), (_c[t], _i[t], _f[t], _g[t], _c[t + 1], _o[t], _d__new__c, _d__new__h, dyt__), (_d__c, _terms__p_i__step1, _terms__p_f__step1, _terms__p_o__step1, _d__mm__x[t]))
+        _add_column_sums(_colsum__p_i__step1, _terms__p_i__step1[:n__])
+        _add_column_sums(_colsum__p_f__step1, _terms__p_f__step1[:n__])
+        _add_column_sums(_colsum__p_o__step1, _terms__p_o__step1[:n__])
         _gemm(_d__mm__x[t][:n__], _wt__h, _d__h[:n__], False)
         if n__ < B:
             _fill_rows(_d__mm__x[t], n__, 0)
-            _fill_rows(_terms__p_f__step1[t], n__, 0)
-            _fill_rows(_terms__p_i__step1[t], n__, 0)
-            _fill_rows(_terms__p_o__step1[t], n__, 0)
         _d__h, _d__new__h = _d__new__h, _d__h
         _d__c, _d__new__c = _d__new__c, _d__c
     _copy_rows(_d__new__h, _up__h, active__[0], B)
@@ -1288,22 +1312,25 @@ def backward(cache, d_outputs=None, d_states=None):
     _d__c = _empty((B, H), dtype)
     _d__new__c = _empty((B, H), dtype)
     _up__c = upstream__['c']
-    _terms__p_i__step1 = _empty((T, B, H), dtype)
-    _terms__p_f__step1 = _empty((T, B, H), dtype)
-    _terms__p_o__step1 = _empty((T, B, H), dtype)
-    _d__new__h, _d__new__c = _steps__bwd(B, T, H, active__, has_dy__, (_c, _d__mm__x, _f, _g, _i, _o, _terms__p_f__step1, _terms__p_i__step1, _terms__p_o__step1, dy__), (_d__c, _d__h, _d__new__c, _d__new__h, _up__c, _up__h, _wt__h), (_p_f, _p_i, _p_o))
+    _terms__p_i__step1 = _empty((B, H), dtype)
+    _colsum__p_i__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__p_i__step1, 0, 0)
+    _terms__p_f__step1 = _empty((B, H), dtype)
+    _colsum__p_f__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__p_f__step1, 0, 0)
+    _terms__p_o__step1 = _empty((B, H), dtype)
+    _colsum__p_o__step1 = _empty((3, H), dtype)
+    _fill_rows(_colsum__p_o__step1, 0, 0)
+    _d__new__h, _d__new__c = _steps__bwd(B, T, H, active__, has_dy__, (_c, _d__mm__x, _f, _g, _i, _o, dy__), (_colsum__p_f__step1, _colsum__p_i__step1, _colsum__p_o__step1, _d__c, _d__h, _d__new__c, _d__new__h, _terms__p_f__step1, _terms__p_i__step1, _terms__p_o__step1, _up__c, _up__h, _wt__h), (_p_f, _p_i, _p_o))
     _gemm(_d__mm__x.reshape(B*T, 4*H), _wt__x, _d__x.reshape(B*T, I), False)
-    colsum__0 = _terms__p_i__step1.reshape(B*T, H).sum(axis=0)
-    colsum__1 = _d__mm__x.reshape(B*T, 4*H).sum(axis=0)
-    colsum__2 = _terms__p_f__step1.reshape(B*T, H).sum(axis=0)
-    colsum__3 = _terms__p_o__step1.reshape(B*T, H).sum(axis=0)
-    _d__p_i = colsum__0
-    _d__b_i = colsum__1[:H]
-    _d__p_f = colsum__2
-    _d__b_f = colsum__1[H:2*H]
-    _d__b_g = colsum__1[2*H:3*H]
-    _d__p_o = colsum__3
-    _d__b_o = colsum__1[3*H:4*H]
+    colsum__0 = _d__mm__x.reshape(B*T, 4*H).sum(axis=0)
+    _d__p_i = _colsum__p_i__step1[0]
+    _d__b_i = colsum__0[:H]
+    _d__p_f = _colsum__p_f__step1[0]
+    _d__b_f = colsum__0[H:2*H]
+    _d__b_g = colsum__0[2*H:3*H]
+    _d__p_o = _colsum__p_o__step1[0]
+    _d__b_o = colsum__0[3*H:4*H]
     _d__w__x = _empty((I, 4*H), dtype)
     _gemm(_x.reshape(B*T, I).T, _d__mm__x.reshape(B*T, 4*H), _d__w__x, False)
     _d__W_xi = _contiguous(_d__w__x[:, :H])

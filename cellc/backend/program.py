@@ -22,6 +22,7 @@ from ..ir.derivation import Derivation
 from .kernels import Writes, backward_kernel, backward_writes, forward_kernel
 from .storage import CHUNK, FIRST, RUNNING, SPAN, STEP, STOP, B, Storage, T, size
 from .tree import (
+    AddColumnSums,
     Alloc,
     Argument,
     Array,
@@ -235,6 +236,8 @@ def _uses(s) -> tuple:
         return (s.dst, s.src, s.start, s.stop)
     if isinstance(s, SetView):
         return (s.dst, s.src)
+    if isinstance(s, AddColumnSums):
+        return (s.out, s.src)
     if isinstance(s, Swap):
         return (s.a, s.b)
     raise TypeError(f"no time loop holds a {type(s).__name__}")
@@ -269,10 +272,11 @@ def _backward(d: Derivation, storage: Storage, writes: Writes, functions: dict):
                 or n in storage.member):
             body.append(Alloc(storage.adjoint_array(n)))
     for kind, region in plan.regions():
-        grad = d.grads[region.name]
-        for u, _ in grad.grads:
-            if u in storage.params and storage.param_terms(grad, u) is None:
-                body.append(Alloc(storage.terms(u, region.name, "static").view.array))
+        for u in _own_terms(d.grads[region.name], storage):
+            body.append(Alloc(storage.terms(u, region.name, kind).view.array))
+            if kind == "step":
+                sums = storage.term_sums(u, region.name)
+                body += [Alloc(sums), Fill(View(sums))]
     body.append(_backward_steps(d, storage, writes, functions))
     body += _after_loop(d, storage, writes, functions)
     results = (tuple((p.name, naming.array(naming.adjoint(p.name))) for p in cell.params
@@ -282,6 +286,12 @@ def _backward(d: Derivation, storage: Storage, writes: Writes, functions: dict):
                tuple((s.name, naming.array(naming.adjoint(naming.new(s.name))))
                      for s in cell.states))
     return body, results
+
+
+def _own_terms(grad, storage: Storage) -> list[str]:
+    """The vector parameters whose gradient terms a region's backward kernel stores in a
+    buffer of their own (no other buffer holds them)."""
+    return [u for u, _ in grad.grads if u in storage.params and storage.param_terms(grad, u) is None]
 
 
 def _upstream(storage: Storage, state: str) -> Array:
@@ -325,8 +335,12 @@ def _backward_stages(d: Derivation, program: str, storage: Storage, writes: Writ
     lines = []
     for stage in reversed(d.plan.step if program == "step" else d.plan.static):
         for region in reversed(stage.regions):
-            lines.append(_call(functions, backward_kernel(d.grads[region.name], program,
-                                                          storage, writes)))
+            grad = d.grads[region.name]
+            lines.append(_call(functions, backward_kernel(grad, program, storage, writes)))
+            if program == "step":
+                lines += [AddColumnSums(View(storage.term_sums(u, region.name)),
+                                        storage.terms(u, region.name, program).view._replace(rows=RUNNING))
+                          for u in _own_terms(grad, storage)]
         lines += [_transposed_gemm(g, program, storage, writes) for g in stage.gemms]
     return lines
 
@@ -351,11 +365,16 @@ def _after_loop(d: Derivation, storage: Storage, writes: Writes, functions: dict
         lines.append(Fill(View(storage.adjoint_array(x))))
     # vector parameters: column sums over all rows, one per buffer
     terms: dict[str, list] = {}
+    summed: dict[str, list] = {}        # step regions' terms, summed inside the loop
     for kind, region in d.plan.regions():
         grad = d.grads[region.name]
         for u, _ in grad.grads:
             if u in storage.params:
                 view = storage.param_terms(grad, u)
+                if view is None and kind == "step":
+                    summed.setdefault(u, []).append(View(storage.term_sums(u, region.name),
+                                                         step=sympy.S.Zero))
+                    continue
                 if view is None:
                     view = storage.terms(u, region.name, "static").view
                 terms.setdefault(u, []).append(view)
@@ -368,6 +387,7 @@ def _after_loop(d: Derivation, storage: Storage, writes: Writes, functions: dict
     for p in cell.params:
         if len(p.shape) == 1:
             parts = tuple(View(sums[v._replace(cols=None)], cols=v.cols) for v in terms.get(p.name, []))
+            parts += tuple(summed.get(p.name, []))
             lines.append(SumOf(Array(naming.array(naming.adjoint(p.name)), (size(p.shape[0]),)),
                                parts, like=storage.param_array(p.name)))
     done: set[str] = set()

@@ -11,7 +11,8 @@ a GEMM, a kernel call or a whole-array operation works on.
 
 Statements inside kernels: `Assign`, `Comment`, `Loop`. Statements of the time loops and
 the drivers add the whole-array operations (`Argument`, `Alloc`, `SetView`, `Gemm`,
-`Call`, `Fill`, `CopyRows`, `Swap`, `Concat`, `Transpose`, `Copy`, `ColumnSums`, `SumOf`,
+`Call`, `Fill`, `CopyRows`, `Swap`, `Concat`, `Transpose`, `Copy`, `ColumnSums`,
+`AddColumnSums`, `SumOf`,
 `Bind`, `If`). A `Function`
 is a kernel or a time loop; `Program` is everything one cell needs.
 """
@@ -198,6 +199,14 @@ class ColumnSums(NamedTuple):
     """`out[j] = sum of src[:, j]` (vector parameters' gradients)."""
 
     out: Array
+    src: View
+
+
+class AddColumnSums(NamedTuple):
+    """`out[0, j] += sum of src[:, j]`, compensated (Kahan, `out[1]` holding what the sum
+    lost): a step's vector-parameter terms, summed while they are in cache."""
+
+    out: View
     src: View
 
 

@@ -346,6 +346,8 @@ def _statement(s) -> list[str]:
         if s.accumulate:
             return [f"{s.out.name} += {view(s.src)}"]
         return [f"{s.out.name} = _contiguous({view(s.src)})"]
+    if isinstance(s, tree.AddColumnSums):
+        return [f"_add_column_sums({view(s.out)}, {view(s.src)})"]
     if isinstance(s, tree.ColumnSums):
         return [f"{s.out.name} = {view(s.src)}.sum(axis=0)"]
     if isinstance(s, tree.SumOf):

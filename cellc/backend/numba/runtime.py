@@ -149,6 +149,30 @@ def _copy_rows(dst, src, start, stop):
             dst[r, j] = src[r, j]
 
 
+def _add_column_sums(sums, a):
+    """sums[0] += a.sum(axis=0) for a [rows, D] array, by Kahan's compensated addition:
+    sums[1] keeps what the running sum lost, sums[2] is scratch for this step's sums. So
+    thousands of steps add up about as exactly as one pairwise sum after the loop."""
+    raise TypeError("_add_column_sums runs inside Numba time loops only")
+
+
+@overload(_add_column_sums)     # compiled without fast-math: the compensation must stay
+def _add_column_sums_in_numba(sums, a):
+    def add(sums, a):
+        width = a.shape[1]
+        for j in range(width):
+            sums[2, j] = 0
+        for r in range(a.shape[0]):
+            for j in range(width):
+                sums[2, j] += a[r, j]
+        for j in range(width):
+            y = sums[2, j] - sums[1, j]
+            total = sums[0, j] + y
+            sums[1, j] = (total - sums[0, j]) - y
+            sums[0, j] = total
+    return add
+
+
 def _fill_rows(a, start, value):
     """a[start:] = value (rows from `start` on)."""
     a[start:] = value
