@@ -143,11 +143,7 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-# The row helpers below are compiled once per array type and called (LLVM inlines them),
-# not inlined by Numba at every call site, nor written as slice assignments, each of which
-# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
-# of its cold compile that way.
-@nb.njit
+@nb.njit(inline="always")
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -178,26 +174,6 @@ def _add_column_sums_in_numba(sums, a):
             sums[1, j] = (total - sums[0, j]) - y
             sums[0, j] = total
     return add
-
-
-def _fill_rows(a, start, value):
-    """a[start:] = value (rows from `start` on)."""
-    a[start:] = value
-
-
-@overload(_fill_rows)
-def _fill_rows_in_numba(a, start, value):
-    if a.ndim != 2:
-        def sliced(a, start, value):
-            a[start:] = value
-        return sliced
-
-    def fill(a, start, value):
-        v = a.dtype.type(value)
-        for r in range(start, a.shape[0]):
-            for j in range(a.shape[1]):
-                a[r, j] = v
-    return fill
 
 
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
@@ -955,8 +931,8 @@ def _steps__fwd(B, T, H, active__, vectors__, sequences__, buffers__):
         _gemm(_h[t][:n__], _w__h, _mm__h[t][:n__], False)
         _fwd__step1(n__, H, (_b,), (_h[t], _mm__h[t], _mm__x[t]), (_h[t + 1],))
         if n__ < B:
-            _fill_rows(_h[t + 1], n__, 0)
-            _fill_rows(_mm__h[t], n__, 0)
+            _h[t + 1][n__:] = 0
+            _mm__h[t][n__:] = 0
 
 
 @nb.njit(**_KERNEL)
@@ -996,7 +972,7 @@ def _steps__bwd(B, T, H, active__, has_dy__, vectors__, buffers__, sequences__):
         _bwd__step1(n__, H, (_b,), (_mm__h[t], _mm__x[t], _d__new__h, dyt__), (_d__h, _d__mm__x[t]))
         _gemm(_d__mm__x[t][:n__], _wt__h, _d__h[:n__], True)
         if n__ < B:
-            _fill_rows(_d__mm__x[t], n__, 0)
+            _d__mm__x[t][n__:] = 0
         _d__h, _d__new__h = _d__new__h, _d__h
     _copy_rows(_d__new__h, _up__h, active__[0], B)
     return _d__new__h
@@ -1012,7 +988,7 @@ def _steps__inf(B, H, active__, t0__, t1__, vectors__, sequences__, buffers__):
         _gemm(_h[t][:n__], _w__h, _mm__h[:n__], False)
         _fwd__step1(n__, H, (_b,), (_h[t], _mm__h, _mm__x[t - t0__]), (_h[t + 1],))
         if n__ < B:
-            _fill_rows(_h[t + 1], n__, 0)
+            _h[t + 1][n__:] = 0
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):

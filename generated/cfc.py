@@ -149,11 +149,7 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-# The row helpers below are compiled once per array type and called (LLVM inlines them),
-# not inlined by Numba at every call site, nor written as slice assignments, each of which
-# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
-# of its cold compile that way.
-@nb.njit
+@nb.njit(inline="always")
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -184,26 +180,6 @@ def _add_column_sums_in_numba(sums, a):
             sums[1, j] = (total - sums[0, j]) - y
             sums[0, j] = total
     return add
-
-
-def _fill_rows(a, start, value):
-    """a[start:] = value (rows from `start` on)."""
-    a[start:] = value
-
-
-@overload(_fill_rows)
-def _fill_rows_in_numba(a, start, value):
-    if a.ndim != 2:
-        def sliced(a, start, value):
-            a[start:] = value
-        return sliced
-
-    def fill(a, start, value):
-        v = a.dtype.type(value)
-        for r in range(start, a.shape[0]):
-            for j in range(a.shape[1]):
-                a[r, j] = v
-    return fill
 
 
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
@@ -1013,13 +989,13 @@ def _steps__fwd(B, T, H, M, active__, vectors__, sequences__, buffers__):
         _gemm(_bb[t][:n__], _w__bb, _mm__bb[:n__], False)
         _fwd__step2(n__, H, (_b_1, _b_2, _b_a, _b_b), (_ts[t], _mm__bb), (_f1[t], _f2[t], _ta[t], _gate[t], _h[t + 1]))
         if n__ < B:
-            _fill_rows(_bb[t], n__, 0)
-            _fill_rows(_f1[t], n__, 0)
-            _fill_rows(_f2[t], n__, 0)
-            _fill_rows(_gate[t], n__, 0)
-            _fill_rows(_h[t + 1], n__, 0)
-            _fill_rows(_mm__h[t], n__, 0)
-            _fill_rows(_ta[t], n__, 0)
+            _bb[t][n__:] = 0
+            _f1[t][n__:] = 0
+            _f2[t][n__:] = 0
+            _gate[t][n__:] = 0
+            _h[t + 1][n__:] = 0
+            _mm__h[t][n__:] = 0
+            _ta[t][n__:] = 0
 
 
 @nb.njit(**_KERNEL)
@@ -1105,9 +1081,9 @@ def _steps__bwd(B, T, H, M, active__, has_dy__, vectors__, buffers__, sequences_
         _bwd__step1(n__, M, (_b_bb,), (_mm__h[t], _mm__x[t], _d__bb), (_d__mm__x[t],))
         _gemm(_d__mm__x[t][:n__], _wt__h, _d__h[:n__], False)
         if n__ < B:
-            _fill_rows(_d__mm__bb[t], n__, 0)
-            _fill_rows(_d__mm__x[t], n__, 0)
-            _fill_rows(_d__ts[t], n__, 0)
+            _d__mm__bb[t][n__:] = 0
+            _d__mm__x[t][n__:] = 0
+            _d__ts[t][n__:] = 0
         _d__h, _d__new__h = _d__new__h, _d__h
     _copy_rows(_d__new__h, _up__h, active__[0], B)
     return _d__new__h
@@ -1158,7 +1134,7 @@ def _steps__inf(B, H, M, active__, t0__, t1__, vectors__, buffers__, sequences__
         _gemm(_bb[:n__], _w__bb, _mm__bb[:n__], False)
         _inf__step2(n__, H, (_b_1, _b_2, _b_a, _b_b), (_ts[t], _mm__bb), (_h[t + 1],))
         if n__ < B:
-            _fill_rows(_h[t + 1], n__, 0)
+            _h[t + 1][n__:] = 0
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):

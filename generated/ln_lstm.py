@@ -163,11 +163,7 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-# The row helpers below are compiled once per array type and called (LLVM inlines them),
-# not inlined by Numba at every call site, nor written as slice assignments, each of which
-# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
-# of its cold compile that way.
-@nb.njit
+@nb.njit(inline="always")
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -198,26 +194,6 @@ def _add_column_sums_in_numba(sums, a):
             sums[1, j] = (total - sums[0, j]) - y
             sums[0, j] = total
     return add
-
-
-def _fill_rows(a, start, value):
-    """a[start:] = value (rows from `start` on)."""
-    a[start:] = value
-
-
-@overload(_fill_rows)
-def _fill_rows_in_numba(a, start, value):
-    if a.ndim != 2:
-        def sliced(a, start, value):
-            a[start:] = value
-        return sliced
-
-    def fill(a, start, value):
-        v = a.dtype.type(value)
-        for r in range(start, a.shape[0]):
-            for j in range(a.shape[1]):
-                a[r, j] = v
-    return fill
 
 
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
@@ -1232,19 +1208,19 @@ def _steps__fwd(B, T, H, active__, vectors__, sequences__, buffers__):
         _gemm(_h[t][:n__], _w__h, _mm__h[t][:n__], False)
         _fwd__step1(n__, H, (_b_i, _gx_i, _gh_i, _b_f, _gx_f, _gh_f, _b_g, _gx_g, _gh_g, _b_o, _gx_o, _gh_o, _g_c, _beta_c), (_mx[t], _sx[t], _mm__h[t], _mm__x[t], _c[t]), (_mh[t], _vh[t], _sh[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _sum__new__c[t], _sum__arg__9[t], _n[t], _h[t + 1]))
         if n__ < B:
-            _fill_rows(_c[t + 1], n__, 0)
-            _fill_rows(_f[t], n__, 0)
-            _fill_rows(_g[t], n__, 0)
-            _fill_rows(_h[t + 1], n__, 0)
-            _fill_rows(_i[t], n__, 0)
-            _fill_rows(_mh[t], n__, 0)
-            _fill_rows(_mm__h[t], n__, 0)
-            _fill_rows(_n[t], n__, 0)
-            _fill_rows(_o[t], n__, 0)
-            _fill_rows(_sh[t], n__, 0)
-            _fill_rows(_sum__arg__9[t], n__, 0)
-            _fill_rows(_sum__new__c[t], n__, 0)
-            _fill_rows(_vh[t], n__, 0)
+            _c[t + 1][n__:] = 0
+            _f[t][n__:] = 0
+            _g[t][n__:] = 0
+            _h[t + 1][n__:] = 0
+            _i[t][n__:] = 0
+            _mh[t][n__:] = 0
+            _mm__h[t][n__:] = 0
+            _n[t][n__:] = 0
+            _o[t][n__:] = 0
+            _sh[t][n__:] = 0
+            _sum__arg__9[t][n__:] = 0
+            _sum__new__c[t][n__:] = 0
+            _vh[t][n__:] = 0
 
 
 @nb.njit(**_KERNEL)
@@ -1538,10 +1514,10 @@ def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__, vectors__):
         _add_column_sums(_colsum__beta_c__step1, _terms__beta_c__step1[:n__])
         _gemm(_d__mm__h[t][:n__], _wt__h, _d__h[:n__], False)
         if n__ < B:
-            _fill_rows(_d__mm__h[t], n__, 0)
-            _fill_rows(_d__mm__x[t], n__, 0)
-            _fill_rows(_d__mx[t], n__, 0)
-            _fill_rows(_d__sx[t], n__, 0)
+            _d__mm__h[t][n__:] = 0
+            _d__mm__x[t][n__:] = 0
+            _d__mx[t][n__:] = 0
+            _d__sx[t][n__:] = 0
         _d__h, _d__new__h = _d__new__h, _d__h
         _d__c, _d__new__c = _d__new__c, _d__c
     _copy_rows(_d__new__h, _up__h, active__[0], B)
@@ -1829,7 +1805,7 @@ def _steps__inf(B, H, active__, t0__, t1__, vectors__, sequences__, buffers__):
         _inf__step1(n__, H, (_b_i, _gx_i, _gh_i, _b_f, _gx_f, _gh_f, _b_g, _gx_g, _gh_g, _b_o, _gx_o, _gh_o, _g_c, _beta_c), (_mx[t - t0__], _sx[t - t0__], _mm__h, _mm__x[t - t0__], _c[t % 2]), (_c[(t + 1) % 2], _h[t + 1]))
         if n__ < B:
             _copy_rows(_c[(t + 1) % 2], _c[t % 2], n__, B)
-            _fill_rows(_h[t + 1], n__, 0)
+            _h[t + 1][n__:] = 0
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):
@@ -2050,46 +2026,46 @@ def backward(cache, d_outputs=None, d_states=None):
     _up__c = upstream__['c']
     _terms__b_i__step1 = _empty((B, H), dtype)
     _colsum__b_i__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__b_i__step1, 0, 0)
+    _colsum__b_i__step1[:] = 0
     _terms__b_f__step1 = _empty((B, H), dtype)
     _colsum__b_f__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__b_f__step1, 0, 0)
+    _colsum__b_f__step1[:] = 0
     _terms__b_g__step1 = _empty((B, H), dtype)
     _colsum__b_g__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__b_g__step1, 0, 0)
+    _colsum__b_g__step1[:] = 0
     _terms__b_o__step1 = _empty((B, H), dtype)
     _colsum__b_o__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__b_o__step1, 0, 0)
+    _colsum__b_o__step1[:] = 0
     _terms__gx_i__step1 = _empty((B, H), dtype)
     _colsum__gx_i__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__gx_i__step1, 0, 0)
+    _colsum__gx_i__step1[:] = 0
     _terms__gx_f__step1 = _empty((B, H), dtype)
     _colsum__gx_f__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__gx_f__step1, 0, 0)
+    _colsum__gx_f__step1[:] = 0
     _terms__gx_g__step1 = _empty((B, H), dtype)
     _colsum__gx_g__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__gx_g__step1, 0, 0)
+    _colsum__gx_g__step1[:] = 0
     _terms__gx_o__step1 = _empty((B, H), dtype)
     _colsum__gx_o__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__gx_o__step1, 0, 0)
+    _colsum__gx_o__step1[:] = 0
     _terms__gh_i__step1 = _empty((B, H), dtype)
     _colsum__gh_i__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__gh_i__step1, 0, 0)
+    _colsum__gh_i__step1[:] = 0
     _terms__gh_f__step1 = _empty((B, H), dtype)
     _colsum__gh_f__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__gh_f__step1, 0, 0)
+    _colsum__gh_f__step1[:] = 0
     _terms__gh_g__step1 = _empty((B, H), dtype)
     _colsum__gh_g__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__gh_g__step1, 0, 0)
+    _colsum__gh_g__step1[:] = 0
     _terms__gh_o__step1 = _empty((B, H), dtype)
     _colsum__gh_o__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__gh_o__step1, 0, 0)
+    _colsum__gh_o__step1[:] = 0
     _terms__g_c__step1 = _empty((B, H), dtype)
     _colsum__g_c__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__g_c__step1, 0, 0)
+    _colsum__g_c__step1[:] = 0
     _terms__beta_c__step1 = _empty((B, H), dtype)
     _colsum__beta_c__step1 = _empty((3, H), dtype)
-    _fill_rows(_colsum__beta_c__step1, 0, 0)
+    _colsum__beta_c__step1[:] = 0
     _d__new__h, _d__new__c = _steps__bwd(B, T, H, active__, has_dy__, (_c, _d__mm__h, _d__mm__x, _d__mx, _d__sx, _f, _g, _i, _mh, _mm__h, _mm__x, _mx, _n, _o, _sh, _sum__arg__9, _sum__new__c, _sx, _vh, dy__), (_colsum__b_f__step1, _colsum__b_g__step1, _colsum__b_i__step1, _colsum__b_o__step1, _colsum__beta_c__step1, _colsum__g_c__step1, _colsum__gh_f__step1, _colsum__gh_g__step1, _colsum__gh_i__step1, _colsum__gh_o__step1, _colsum__gx_f__step1, _colsum__gx_g__step1, _colsum__gx_i__step1, _colsum__gx_o__step1, _d__c, _d__h, _d__new__c, _d__new__h, _terms__b_f__step1, _terms__b_g__step1, _terms__b_i__step1, _terms__b_o__step1, _terms__beta_c__step1, _terms__g_c__step1, _terms__gh_f__step1, _terms__gh_g__step1, _terms__gh_i__step1, _terms__gh_o__step1, _terms__gx_f__step1, _terms__gx_g__step1, _terms__gx_i__step1, _terms__gx_o__step1, _up__c, _up__h, _wt__h), (_g_c, _gh_f, _gh_g, _gh_i, _gh_o, _gx_f, _gx_g, _gx_i, _gx_o))
     _bwd__static1(B*T, H, (_mx.reshape(B*T, 1), _vx.reshape(B*T, 1), _d__mx.reshape(B*T, 1), _d__sx.reshape(B*T, 1), _mm__x.reshape(B*T, 4*H)), (_d__mm__x.reshape(B*T, 4*H),))
     _gemm(_d__mm__x.reshape(B*T, 4*H), _wt__x, _d__x.reshape(B*T, I), False)

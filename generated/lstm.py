@@ -148,11 +148,7 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-# The row helpers below are compiled once per array type and called (LLVM inlines them),
-# not inlined by Numba at every call site, nor written as slice assignments, each of which
-# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
-# of its cold compile that way.
-@nb.njit
+@nb.njit(inline="always")
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -183,26 +179,6 @@ def _add_column_sums_in_numba(sums, a):
             sums[1, j] = (total - sums[0, j]) - y
             sums[0, j] = total
     return add
-
-
-def _fill_rows(a, start, value):
-    """a[start:] = value (rows from `start` on)."""
-    a[start:] = value
-
-
-@overload(_fill_rows)
-def _fill_rows_in_numba(a, start, value):
-    if a.ndim != 2:
-        def sliced(a, start, value):
-            a[start:] = value
-        return sliced
-
-    def fill(a, start, value):
-        v = a.dtype.type(value)
-        for r in range(start, a.shape[0]):
-            for j in range(a.shape[1]):
-                a[r, j] = v
-    return fill
 
 
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
@@ -1014,12 +990,12 @@ def _steps__fwd(B, T, H, active__, vectors__, sequences__, buffers__):
         _gemm(_h[t][:n__], _w__h, _mm__h[:n__], False)
         _fwd__step1(n__, H, (_b_i, _b_f, _b_g, _b_o), (_mm__h, _mm__x[t], _c[t]), (_i[t], _f[t], _g[t], _o[t], _c[t + 1], _h[t + 1]))
         if n__ < B:
-            _fill_rows(_c[t + 1], n__, 0)
-            _fill_rows(_f[t], n__, 0)
-            _fill_rows(_g[t], n__, 0)
-            _fill_rows(_h[t + 1], n__, 0)
-            _fill_rows(_i[t], n__, 0)
-            _fill_rows(_o[t], n__, 0)
+            _c[t + 1][n__:] = 0
+            _f[t][n__:] = 0
+            _g[t][n__:] = 0
+            _h[t + 1][n__:] = 0
+            _i[t][n__:] = 0
+            _o[t][n__:] = 0
 
 
 @nb.njit(**_KERNEL)
@@ -1087,7 +1063,7 @@ def _steps__bwd(B, T, H, active__, has_dy__, sequences__, buffers__):
         _bwd__step1(n__, H, (_c[t], _i[t], _f[t], _g[t], _o[t], _c[t + 1], _d__new__c, _d__new__h, dyt__), (_d__c, _d__mm__x[t]))
         _gemm(_d__mm__x[t][:n__], _wt__h, _d__h[:n__], False)
         if n__ < B:
-            _fill_rows(_d__mm__x[t], n__, 0)
+            _d__mm__x[t][n__:] = 0
         _d__h, _d__new__h = _d__new__h, _d__h
         _d__c, _d__new__c = _d__new__c, _d__c
     _copy_rows(_d__new__h, _up__h, active__[0], B)
@@ -1144,7 +1120,7 @@ def _steps__inf(B, H, active__, t0__, t1__, vectors__, sequences__, buffers__):
         _inf__step1(n__, H, (_b_i, _b_f, _b_g, _b_o), (_mm__h, _mm__x[t - t0__], _c[t % 2]), (_c[(t + 1) % 2], _h[t + 1]))
         if n__ < B:
             _copy_rows(_c[(t + 1) % 2], _c[t % 2], n__, B)
-            _fill_rows(_h[t + 1], n__, 0)
+            _h[t + 1][n__:] = 0
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):

@@ -145,11 +145,7 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-# The row helpers below are compiled once per array type and called (LLVM inlines them),
-# not inlined by Numba at every call site, nor written as slice assignments, each of which
-# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
-# of its cold compile that way.
-@nb.njit
+@nb.njit(inline="always")
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -180,26 +176,6 @@ def _add_column_sums_in_numba(sums, a):
             sums[1, j] = (total - sums[0, j]) - y
             sums[0, j] = total
     return add
-
-
-def _fill_rows(a, start, value):
-    """a[start:] = value (rows from `start` on)."""
-    a[start:] = value
-
-
-@overload(_fill_rows)
-def _fill_rows_in_numba(a, start, value):
-    if a.ndim != 2:
-        def sliced(a, start, value):
-            a[start:] = value
-        return sliced
-
-    def fill(a, start, value):
-        v = a.dtype.type(value)
-        for r in range(start, a.shape[0]):
-            for j in range(a.shape[1]):
-                a[r, j] = v
-    return fill
 
 
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
@@ -984,10 +960,10 @@ def _steps__fwd(B, T, H, active__, vectors__, sequences__, buffers__):
         _gemm(_in__W_hh[t][:n__], _w__in__W_hh, _mm__in__W_hh[:n__], False)
         _fwd__step2(n__, H, (_b_h,), (_mm__x[t], _mm__in__W_hh, _h[t], _f[t]), (_u[t], _h[t + 1]))
         if n__ < B:
-            _fill_rows(_f[t], n__, 0)
-            _fill_rows(_h[t + 1], n__, 0)
-            _fill_rows(_in__W_hh[t], n__, 0)
-            _fill_rows(_u[t], n__, 0)
+            _f[t][n__:] = 0
+            _h[t + 1][n__:] = 0
+            _in__W_hh[t][n__:] = 0
+            _u[t][n__:] = 0
 
 
 @nb.njit(**_KERNEL)
@@ -1057,9 +1033,9 @@ def _steps__bwd(B, T, H, active__, has_dy__, buffers__, sequences__):
         _bwd__step1(n__, H, (_h[t], _f[t], _d__f, _d__in__W_hh), (_d__h, _d__mm__h[t], _d__mm__x[t]))
         _gemm(_d__mm__h[t][:n__], _wt__h, _d__h[:n__], True)
         if n__ < B:
-            _fill_rows(_d__mm__h[t], n__, 0)
-            _fill_rows(_d__mm__in__W_hh[t], n__, 0)
-            _fill_rows(_d__mm__x[t], n__, 0)
+            _d__mm__h[t][n__:] = 0
+            _d__mm__in__W_hh[t][n__:] = 0
+            _d__mm__x[t][n__:] = 0
         _d__h, _d__new__h = _d__new__h, _d__h
     _copy_rows(_d__new__h, _up__h, active__[0], B)
     return _d__new__h
@@ -1098,7 +1074,7 @@ def _steps__inf(B, H, active__, t0__, t1__, vectors__, buffers__, sequences__):
         _gemm(_in__W_hh[:n__], _w__in__W_hh, _mm__in__W_hh[:n__], False)
         _inf__step2(n__, H, (_b_h,), (_mm__x[t - t0__], _mm__in__W_hh, _h[t], _f), (_h[t + 1],))
         if n__ < B:
-            _fill_rows(_h[t + 1], n__, 0)
+            _h[t + 1][n__:] = 0
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):

@@ -145,11 +145,7 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-# The row helpers below are compiled once per array type and called (LLVM inlines them),
-# not inlined by Numba at every call site, nor written as slice assignments, each of which
-# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
-# of its cold compile that way.
-@nb.njit
+@nb.njit(inline="always")
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -180,26 +176,6 @@ def _add_column_sums_in_numba(sums, a):
             sums[1, j] = (total - sums[0, j]) - y
             sums[0, j] = total
     return add
-
-
-def _fill_rows(a, start, value):
-    """a[start:] = value (rows from `start` on)."""
-    a[start:] = value
-
-
-@overload(_fill_rows)
-def _fill_rows_in_numba(a, start, value):
-    if a.ndim != 2:
-        def sliced(a, start, value):
-            a[start:] = value
-        return sliced
-
-    def fill(a, start, value):
-        v = a.dtype.type(value)
-        for r in range(start, a.shape[0]):
-            for j in range(a.shape[1]):
-                a[r, j] = v
-    return fill
 
 
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
@@ -971,7 +947,7 @@ def _steps__fwd(B, T, H, active__, sequences__):
         n__ = active__[t]
         _fwd__step1(n__, H, (_h[t], _z[t], _u[t]), (_h[t + 1],))
         if n__ < B:
-            _fill_rows(_h[t + 1], n__, 0)
+            _h[t + 1][n__:] = 0
 
 
 @nb.njit(**_KERNEL)
@@ -1008,8 +984,8 @@ def _steps__bwd(B, T, H, active__, has_dy__, buffers__, sequences__):
         _copy_rows(_d__new__h, _up__h, m__, n__)
         _bwd__step1(n__, H, (_h[t], _z[t], _u[t], _d__new__h, dyt__), (_d__h, _d__z[t], _d__u[t]))
         if n__ < B:
-            _fill_rows(_d__u[t], n__, 0)
-            _fill_rows(_d__z[t], n__, 0)
+            _d__u[t][n__:] = 0
+            _d__z[t][n__:] = 0
         _d__h, _d__new__h = _d__new__h, _d__h
     _copy_rows(_d__new__h, _up__h, active__[0], B)
     return _d__new__h
@@ -1046,7 +1022,7 @@ def _steps__inf(B, H, active__, t0__, t1__, sequences__):
         n__ = active__[t]
         _fwd__step1(n__, H, (_h[t], _z[t - t0__], _u[t - t0__]), (_h[t + 1],))
         if n__ < B:
-            _fill_rows(_h[t + 1], n__, 0)
+            _h[t + 1][n__:] = 0
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):

@@ -145,11 +145,7 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-# The row helpers below are compiled once per array type and called (LLVM inlines them),
-# not inlined by Numba at every call site, nor written as slice assignments, each of which
-# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
-# of its cold compile that way.
-@nb.njit
+@nb.njit(inline="always")
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -180,26 +176,6 @@ def _add_column_sums_in_numba(sums, a):
             sums[1, j] = (total - sums[0, j]) - y
             sums[0, j] = total
     return add
-
-
-def _fill_rows(a, start, value):
-    """a[start:] = value (rows from `start` on)."""
-    a[start:] = value
-
-
-@overload(_fill_rows)
-def _fill_rows_in_numba(a, start, value):
-    if a.ndim != 2:
-        def sliced(a, start, value):
-            a[start:] = value
-        return sliced
-
-    def fill(a, start, value):
-        v = a.dtype.type(value)
-        for r in range(start, a.shape[0]):
-            for j in range(a.shape[1]):
-                a[r, j] = v
-    return fill
 
 
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
@@ -997,9 +973,9 @@ def _steps__fwd(B, T, H, Q, S, active__, sequences__, buffers__):
         _gemm(_h[t + 1][:n__], _w__new__h, _mm__new__h[:n__], False)
         _fwd__step3(n__, H, Q, (_mm__new__h, _mm__new__s), (_y[t],))
         if n__ < B:
-            _fill_rows(_h[t + 1], n__, 0)
-            _fill_rows(_s[t + 1], n__, 0)
-            _fill_rows(_y[t], n__, 0)
+            _h[t + 1][n__:] = 0
+            _s[t + 1][n__:] = 0
+            _y[t][n__:] = 0
 
 
 @nb.njit(**_KERNEL)
@@ -1083,10 +1059,10 @@ def _steps__bwd(B, T, H, Q, S, active__, has_dy__, buffers__, sequences__):
         _gemm(_d__mm__new__s[t][:n__], _wt__new__s, _d__new__s[:n__], True)
         _bwd__step1(n__, S, (_d__new__s,), (_d__s, _d__mm__x[t]))
         if n__ < B:
-            _fill_rows(_d__mm__h[t], n__, 0)
-            _fill_rows(_d__mm__new__h[t], n__, 0)
-            _fill_rows(_d__mm__new__s[t], n__, 0)
-            _fill_rows(_d__mm__x[t], n__, 0)
+            _d__mm__h[t][n__:] = 0
+            _d__mm__new__h[t][n__:] = 0
+            _d__mm__new__s[t][n__:] = 0
+            _d__mm__x[t][n__:] = 0
         _d__h, _d__new__h = _d__new__h, _d__h
         _d__s, _d__new__s = _d__new__s, _d__s
     _copy_rows(_d__new__h, _up__h, active__[0], B)
@@ -1109,7 +1085,7 @@ def _steps__inf(B, H, Q, S, active__, t0__, t1__, sequences__, buffers__):
         if n__ < B:
             _copy_rows(_h[(t + 1) % 2], _h[t % 2], n__, B)
             _copy_rows(_s[(t + 1) % 2], _s[t % 2], n__, B)
-            _fill_rows(_y[t], n__, 0)
+            _y[t][n__:] = 0
 
 
 def forward(params, inputs, states=None, lengths=None, need_grad=True):

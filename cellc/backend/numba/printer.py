@@ -328,8 +328,8 @@ def _statement(s) -> list[str]:
         call = f"{s.function}({args})"
         return [f"{', '.join(s.results)} = {call}" if s.results else call]
     if isinstance(s, tree.Fill):
-        start = index(s.start) if s.start is not None else "0"
-        return [f"_fill_rows({view(s.view)}, {start}, {index(s.value)})"]
+        rows = f"{index(s.start)}:" if s.start is not None else ":"
+        return [f"{view(s.view)}[{rows}] = {index(s.value)}"]
     if isinstance(s, tree.CopyRows):
         return [f"_copy_rows({view(s.dst)}, {view(s.src)}, {index(s.start)}, {index(s.stop)})"]
     if isinstance(s, tree.Swap):

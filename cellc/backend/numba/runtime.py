@@ -136,11 +136,7 @@ def _gemm_in_numba(a, b, c, accumulate):
     return blas
 
 
-# The row helpers below are compiled once per array type and called (LLVM inlines them),
-# not inlined by Numba at every call site, nor written as slice assignments, each of which
-# Numba types and lowers anew: the six padding fills of an LSTM's forward loop took 0.09 s
-# of its cold compile that way.
-@nb.njit
+@nb.njit(inline="always")
 def _copy_rows(dst, src, start, stop):
     """dst[start:stop] = src[start:stop] for [B, D] arrays, without the slice
     assignment's shape check (whose error message brings float64 into the IR)."""
@@ -171,26 +167,6 @@ def _add_column_sums_in_numba(sums, a):
             sums[1, j] = (total - sums[0, j]) - y
             sums[0, j] = total
     return add
-
-
-def _fill_rows(a, start, value):
-    """a[start:] = value (rows from `start` on)."""
-    a[start:] = value
-
-
-@overload(_fill_rows)
-def _fill_rows_in_numba(a, start, value):
-    if a.ndim != 2:
-        def sliced(a, start, value):
-            a[start:] = value
-        return sliced
-
-    def fill(a, start, value):
-        v = a.dtype.type(value)
-        for r in range(start, a.shape[0]):
-            for j in range(a.shape[1]):
-                a[r, j] = v
-    return fill
 
 
 # ---- the elementwise functions of cellc/ir/functions.py, inside kernels -----------------
