@@ -14,8 +14,9 @@ compiling twice:
                                               what forward saves                (ir/derivation.py)
   6. lower       `backend.program.lower`      program tree: kernels, time loops,
                                               drivers                           (backend/tree.py)
-  7. print       `backend.numba.module`       the tree printed for Numba, laid out
-                                              by a Jinja2 template              (Python source)
+  7. print       `backend.numba.module`       the tree printed for Numba (or, with
+                 `backend.cuda.module`        target="cuda", for numba.cuda), laid
+                                              out by a Jinja2 template          (Python source)
 
 The Cell IR is type-checked after every pass that rewrites it (`ir.cell.typecheck`), the
 plan when it is made (`ir.plan.typecheck_plan`).
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import __version__
+from .backend.cuda import module as cuda_module
 from .backend.numba import module
 from .backend.program import lower
 from .backend.tree import Program
@@ -57,11 +59,17 @@ class IRs(NamedTuple):
     timings: dict              # seconds per stage
 
 
+TARGETS = {"cpu": module, "cuda": cuda_module}
+
+
 def compile_bytes(raw: bytes, path: str = "<spec>",
-                  regularizers: Regularizers = Regularizers()) -> IRs:
+                  regularizers: Regularizers = Regularizers(), target: str = "cpu") -> IRs:
     """Compile spec bytes to module source; `regularizers` asks for the variant with
-    zoneout and recurrent dropout masks as inputs (see `passes/regularize.py`). `path`
-    is used in messages only."""
+    zoneout and recurrent dropout masks as inputs (see `passes/regularize.py`); `target`
+    is "cpu" (Numba) or "cuda" (numba.cuda). `path` is used in messages only."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; cellc compiles for {' or '.join(TARGETS)}")
+    printing = TARGETS[target]
     timings = {}
     t0 = time.perf_counter()
 
@@ -83,19 +91,19 @@ def compile_bytes(raw: bytes, path: str = "<spec>",
     lap("derive")
     program = lower(derivation)
     lap("lower")
-    values = module.context(cell, program, version=__version__,
+    values = printing.context(cell, program, version=__version__,
                             source_name=Path(path).name,
                             spec_lines=raw.decode("utf-8").split("\n"),
                             equations=[format_equation(n) for n in variant.nodes],
                             matmul_states=matmul_states(spec), biases=biases(spec))
-    source = module.render(values)
+    source = printing.render(values)
     lap("print")
     return IRs(spec, variant, cell, plan, derivation, program, source, timings)
 
 
-def compile_spec(path: str | Path) -> IRs:
-    """Compile the spec file at `path` to module source (nothing is written)."""
-    return compile_bytes(read_spec_bytes(path), str(path))
+def compile_spec(path: str | Path, target: str = "cpu") -> IRs:
+    """Compile the spec file at `path` to module source for `target` (nothing is written)."""
+    return compile_bytes(read_spec_bytes(path), str(path), target=target)
 
 
 def write_atomic(path: Path, text: str) -> None:

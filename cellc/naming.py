@@ -60,10 +60,11 @@ INFER = "inf"          # inf__step1: a kernel of the forward that saves nothing
 STEPS = "steps"        # steps__forward: a time loop
 MATRIX = "mat"         # mat__1: a weight expression, `h @ (W - W.T)` (ir/weights.py)
 USER = "user"          # user__range: a spec name the generated code uses for its own (see `code`)
+GPU = "gpu"            # gpu__fwd__step1: the CUDA kernel its launcher `_fwd__step1` runs
 
 KINDS = (NEW, AT, IN, ARG, SUM, LEN, ZONEOUT, DROPOUT, DROPPED, UPDATE, ADJOINT, ACC, TEMP,
          GEMM, WEIGHTS, WEIGHTS_T, TERMS, ROW, BLOCK, UPSTREAM, COLSUM, FORWARD, BACKWARD,
-         INFER, STEPS, MATRIX, USER)
+         INFER, STEPS, MATRIX, USER, GPU)
 
 # Fixed locals of the generated code (`{kind}__` with nothing after the kind).
 ROWS = "rows__"        # a kernel's row count
@@ -81,6 +82,11 @@ ORDER = "order__"      # a ragged batch's order, longest first (None: no lengths
 SAVED = "saved__"      # forward's saved arrays, by name, in backward
 ENDS = "ends__"        # ... each sequence's last step, and the way back to the caller's order
 BACK = "back__"
+LANE = "lane__"        # CUDA: a thread's index in its row's block
+FLAT = "i__"           # CUDA: a thread's index in the grid
+SUMS = "sums__"        # CUDA: the shared buffer of a block's row sums
+SCRATCH = "scratch__"  # CUDA: a kernel's rows of scratch in global memory
+LIBRARY = "xp"         # CUDA: the call's array library (torch, CuPy, NumPy in the simulator)
 REAL = "real"          # inside kernels: the dtype, as a constructor (`real(0.5)`)
 # A function's parameters of one group, passed together as a tuple.
 GROUPS = {"vectors": "vectors__", "reads": "reads__", "writes": "writes__",
@@ -272,6 +278,11 @@ def region(program: str, stage: int, k: int) -> str:
 def kernel(direction: str, region_name: str) -> str:
     """A fused kernel's function name: direction is FORWARD or BACKWARD."""
     return "_" + make(direction, region_name)
+
+
+def device_kernel(launcher: str) -> str:
+    """The CUDA kernel behind a kernel's launcher: `_gpu__fwd__step1`."""
+    return "_" + make(GPU, launcher.lstrip("_"))
 
 
 def steps(direction: str) -> str:

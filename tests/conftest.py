@@ -4,6 +4,11 @@ from pathlib import Path
 
 import pytest
 
+# The CUDA target's tests run in Numba's CUDA simulator unless CELLC_TEST_GPU=1 asks for
+# a real GPU; the switch is read when numba.cuda is first imported, so it is set here.
+if os.environ.get("CELLC_TEST_GPU") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))

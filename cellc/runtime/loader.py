@@ -40,14 +40,17 @@ def compiler_fingerprint() -> str:
 _LOADED: dict[str, object] = {}
 
 
-def load(spec: str | os.PathLike, *, zoneout=(), recurrent_dropout=()):
+def load(spec: str | os.PathLike, *, zoneout=(), recurrent_dropout=(), target: str = "cpu"):
     """Compile the spec file (if not cached) and return the imported module.
 
     `zoneout` and `recurrent_dropout` name states: the module is then the cell's variant
     with those regularizers' masks as extra inputs (see `passes/regularize.py`);
-    `cellc.layers.Layer` draws the masks for you."""
+    `cellc.layers.Layer` draws the masks for you. `target="cuda"` gives the module of
+    the CUDA target (numba-cuda; see the README's "The CUDA target")."""
     regularizers = Regularizers.of(zoneout, recurrent_dropout)
-    return _load(read_spec_bytes(spec), str(spec), regularizers)
+    if target not in ("cpu", "cuda"):
+        raise ValueError(f"unknown target {target!r}; cellc compiles for 'cpu' or 'cuda'")
+    return _load(read_spec_bytes(spec), str(spec), regularizers, target)
 
 
 def variant(module, regularizers: Regularizers):
@@ -56,7 +59,8 @@ def variant(module, regularizers: Regularizers):
     (`passes.regularize` refuses states the cell does not have or cannot drop)."""
     if not regularizers:
         return module
-    return _load(module.SPEC_SOURCE.encode("utf-8"), f"{module.NAME}.toml", regularizers)
+    return _load(module.SPEC_SOURCE.encode("utf-8"), f"{module.NAME}.toml", regularizers,
+                 getattr(module, "TARGET", "cpu"))
 
 
 def spec_of(module) -> tuple:
@@ -78,9 +82,10 @@ def from_spec(name: str, source: str, regularizers: tuple = ()):
     return _load(source.encode("utf-8"), f"{name}.toml", Regularizers.of(**wanted))
 
 
-def _load(raw: bytes, path: str, regularizers: Regularizers):
+def _load(raw: bytes, path: str, regularizers: Regularizers, target: str = "cpu"):
     key = hashlib.sha256(raw + b"\0" + compiler_fingerprint().encode() + b"\0"
-                         + regularizers.tag().encode()).hexdigest()[:20]
+                         + regularizers.tag().encode()
+                         + (b"" if target == "cpu" else b"\0" + target.encode())).hexdigest()[:20]
     if key in _LOADED:
         return _LOADED[key]
     directory = cache_dir()
@@ -89,9 +94,10 @@ def _load(raw: bytes, path: str, regularizers: Regularizers):
         found = next((f for f in existing if intact(f)), None)
         if found is None:       # not cached, or cut short, emptied or edited: build it again
             from ..driver import compile_bytes, write_module  # SymPy only on a miss
-            compiled = compile_bytes(raw, path, regularizers)
+            compiled = compile_bytes(raw, path, regularizers, target)
             tag = regularizers.tag()[:40]      # the key tells variants apart; the name reads
-            stem = "_".join(p for p in (compiled.cell.name, tag, key) if p)
+            stem = "_".join(p for p in (compiled.cell.name, tag, "" if target == "cpu" else target, key)
+                            if p)
             found = directory / f"{stem.replace('-', '_')}.py"
             write_module(found, sealed(compiled.source))
     except OSError as err:

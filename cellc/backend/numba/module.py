@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
+from typing import NamedTuple
 
 import jinja2
 import jinja2.meta
@@ -57,18 +58,44 @@ def docstring_text(text: str) -> str:
 _ENV.filters["text"] = docstring_text
 
 
-def runtime_source() -> str:
-    """The runtime's code, from its marker line on."""
-    text = _RUNTIME.read_text(encoding="utf-8")
+def runtime_source(path: Path = _RUNTIME) -> str:
+    """A runtime's code, from its marker line on."""
+    text = path.read_text(encoding="utf-8")
     return text[text.index(_MARKER) + len(_MARKER):].rstrip("\n")
 
 
-def placeholders() -> set[str]:
-    source = _ENV.loader.get_source(_ENV, _TEMPLATE)[0]
-    return jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+def environment(templates: str) -> jinja2.Environment:
+    """The Jinja2 environment of a target's templates (a folder of the cellc package),
+    with the filters every template uses."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("cellc", templates),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters.update(_ENV.filters)
+    return env
 
 
-def _finals(finals, ragged: bool) -> list:
+class Target(NamedTuple):
+    """What a target prints a program with: its printer (`function`, `statements`,
+    `view`), its runtime's code, and its module template."""
+
+    printer: object
+    runtime: str
+    env: jinja2.Environment
+    template: str = _TEMPLATE
+    extra: tuple = ()             # (placeholder, value) the target's template adds
+
+
+def numba_target() -> Target:
+    return Target(printer, runtime_source(), _ENV)
+
+
+def placeholders(target: Target | None = None) -> set[str]:
+    target = target or numba_target()
+    source = target.env.loader.get_source(target.env, target.template)[0]
+    return jinja2.meta.find_undeclared_variables(target.env.parse(source))
+
+
+def _finals(finals, ragged: bool, printer=printer) -> list:
     """(state, its last value) as printed: `_h[T]`, or with lengths `_h[ends__, back__]`;
     a state kept in two alternating buffers: `_c[T % 2]` (`[back__]` with lengths)."""
     out = []
@@ -83,21 +110,26 @@ def _finals(finals, ragged: bool) -> list:
     return out
 
 
-def _output(v: tree.View) -> str:
+def _output(v: tree.View, printer=printer) -> str:
     text = printer.view(v)
     return f"_contiguous({text})" if v.cols is not None else text
 
 
 def context(cell: Cell, program: tree.Program, *, version: str, source_name: str,
             spec_lines: list, equations: list, matmul_states: tuple,
-            biases: tuple = ()) -> dict:
+            biases: tuple = (), target: Target | None = None) -> dict:
     """The template's values; `cell` is the split IR, `spec_lines` the spec's text line by
-    line, `equations` the step as the spec writes it."""
+    line, `equations` the step as the spec writes it; `target` the printer, runtime and
+    template (Numba's by default)."""
+    target = target or numba_target()
+    printer = target.printer
     regularizers = cell.regularizers or Regularizers()
     scalars = {p.name for p in cell.params if p.shape == (ONE,)}    # 0-d arrays to the user
     out = cell.dim_of()[cell.output]
     in_loops = {s.function for f in program.functions if f.kind == "steps"
                 for s in tree.walk(f.body) if isinstance(s, tree.Call)}
+    loops = tuple(f.name for f in program.functions if f.kind == "steps")
+    statements = printer.Statements(loops)
     values = {
         "version": version,
         "source_name": source_name,
@@ -110,7 +142,7 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "recurrent_dropout": regularizers.recurrent_dropout,
         "first_state": cell.states[0].name,
         "equations": equations,
-        "runtime": runtime_source(),
+        "runtime": target.runtime,
         "inputs": {v.name: v.dim for v in cell.inputs},
         "states": {v.name: v.dim for v in cell.states},
         "output_name": naming.display_spec(cell.output),
@@ -128,19 +160,20 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "matmul_states": matmul_states,
         "biases": biases,
         "spec_lines": spec_lines,
-        "functions": [printer.function(f, inlined=f.name in in_loops) for f in program.functions],
-        "forward": printer.statements(program.forward),
-        "infer": printer.statements(program.infer),
-        "backward": printer.statements(program.backward),
+        "functions": [printer.function(f, inlined=f.name in in_loops, loops=loops)
+                      for f in program.functions],
+        "forward": statements(program.forward),
+        "infer": statements(program.infer),
+        "backward": statements(program.backward),
         "saved": [(a.name, printer.shape(a.shape)) for a in program.saved],
         "backward_params": tuple(s.key for s in program.backward
                                  if isinstance(s, tree.Argument) and s.source == "params"),
-        "output": _output(program.output),
-        "infer_output": _output(program.infer_output),
-        "finals": _finals(program.final_states, False),
-        "ragged_finals": _finals(program.final_states, True),
-        "infer_finals": _finals(program.infer_final_states, False),
-        "infer_ragged_finals": _finals(program.infer_final_states, True),
+        "output": _output(program.output, printer),
+        "infer_output": _output(program.infer_output, printer),
+        "finals": _finals(program.final_states, False, printer),
+        "ragged_finals": _finals(program.final_states, True, printer),
+        "infer_finals": _finals(program.infer_final_states, False, printer),
+        "infer_ragged_finals": _finals(program.infer_final_states, True, printer),
         "grad_params": [(k, f"{a}.reshape(())" if k in scalars else a)
                         for k, a in program.gradients[0]],
         "grad_inputs": list(program.gradients[1]),
@@ -154,10 +187,12 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "has_d_outputs": naming.HAS_D_OUTPUTS,
         "upstream": naming.UPSTREAMS,
     }
-    missing, extra = placeholders() - set(values), set(values) - placeholders()
+    values.update(target.extra)
+    missing, extra = placeholders(target) - set(values), set(values) - placeholders(target)
     assert not missing and not extra, f"template and context differ: {missing} {extra}"
     return values
 
 
-def render(values: dict) -> str:
-    return _ENV.get_template(_TEMPLATE).render(**values)
+def render(values: dict, target: Target | None = None) -> str:
+    target = target or numba_target()
+    return target.env.get_template(target.template).render(**values)

@@ -234,10 +234,11 @@ class _ScalarPrinter(StrPrinter):
         return f"({expr.p} / {expr.q})"
 
 
-def matrix(m) -> str:
-    """A weight expression (ir/weights.py) over arrays, as NumPy."""
+def matrix(m, lib: str = "np") -> str:
+    """A weight expression (ir/weights.py) over arrays, as NumPy (or as the array library
+    `lib`, whose `eye` and `sum` work as NumPy's)."""
     def operand(part):
-        text = matrix(part)
+        text = matrix(part, lib)
         atomic = isinstance(part, (weights.Ref, weights.Eye, weights.Total)) or (
             isinstance(part, weights.Transposed) and isinstance(part.a, weights.Ref))
         return text if atomic else f"({text})"
@@ -245,13 +246,13 @@ def matrix(m) -> str:
     if isinstance(m, weights.Ref):
         return m.name
     if isinstance(m, weights.Eye):
-        return f"np.eye({naming.code(m.dim)}, dtype=dtype)"
+        return f"{lib}.eye({naming.code(m.dim)}, dtype=dtype)"
     if isinstance(m, weights.Transposed):
         return f"{operand(m.a)}.T"
     if isinstance(m, weights.Plus):
         if isinstance(m.b, weights.Scaled) and m.b.scale.could_extract_minus_sign():
-            return f"{matrix(m.a)} - {matrix(weights.scaled(-m.b.scale, m.b.a))}"
-        return f"{matrix(m.a)} + {matrix(m.b)}"
+            return f"{matrix(m.a, lib)} - {matrix(weights.scaled(-m.b.scale, m.b.a), lib)}"
+        return f"{matrix(m.a, lib)} + {matrix(m.b, lib)}"
     if isinstance(m, weights.Scaled):
         if m.scale == -1:
             return f"-{operand(m.a)}"
@@ -262,7 +263,7 @@ def matrix(m) -> str:
     if isinstance(m, weights.Product):
         return f"{operand(m.a)} @ {operand(m.b)}"
     if isinstance(m, weights.Total):
-        return f"np.sum({matrix(m.a)})"
+        return f"{lib}.sum({matrix(m.a, lib)})"
     raise TypeError(f"cellc's Numba printer cannot print the weight expression {m!r}")
 
 
@@ -282,22 +283,38 @@ def _grouped(pairs) -> list:
 
 
 # ---- statements --------------------------------------------------------------------
-def statements(body, depth: int = 0) -> list[str]:
-    lines = []
-    for s in body:
-        lines += [INDENT * depth + line for line in _statement(s)]
-    return lines
+class Statements:
+    """Drivers' and time loops' statements as Python over NumPy arrays, one method per
+    node type (named after it). A target whose drivers run over other arrays (CUDA's)
+    overrides the methods that name a library; the rest is plain Python they share."""
 
+    lib = "np"        # the array library a weight expression's `eye` and `sum` come from
 
-def _statement(s) -> list[str]:
-    if isinstance(s, tree.Assign):
+    def __init__(self, loops=()):
+        """`loops`: the time loops' names (a target may call them differently)."""
+
+    def __call__(self, body, depth: int = 0) -> list[str]:
+        lines = []
+        for s in body:
+            lines += [INDENT * depth + line for line in self.statement(s)]
+        return lines
+
+    def statement(self, s) -> list[str]:
+        method = getattr(self, type(s).__name__, None)
+        if method is None:
+            raise TypeError(f"cellc's {type(self).__name__} cannot print a {type(s).__name__}: {s}")
+        return method(s)
+
+    def Assign(self, s):
         target = real(s.target) if isinstance(s.target, tree.Element) else naming.code(s.target.name)
         integer = isinstance(s.target, sympy.Symbol) and s.target.is_integer
         return [f"{target} {'+=' if s.accumulate else '='} "
                 f"{index(s.value) if integer else real(s.value)}"]
-    if isinstance(s, tree.Comment):
+
+    def Comment(self, s):
         return [comment(s.text)]
-    if isinstance(s, tree.Loop):
+
+    def Loop(self, s):
         if s.reverse:
             head = f"range({index(s.stop - 1)}, {index(s.start - 1)}, -1)"
         elif s.stride != 1:
@@ -305,59 +322,78 @@ def _statement(s) -> list[str]:
         else:
             head = f"range({index(s.stop)})" if s.start == 0 else \
                 f"range({index(s.start)}, {index(s.stop)})"
-        return [f"for {s.index.name} in {head}:"] + statements(s.body, 1)
-    if isinstance(s, tree.If):
-        lines = [f"if {index(s.condition)}:"] + statements(s.body, 1)
-        return lines + (["else:"] + statements(s.orelse, 1) if s.orelse else [])
-    if isinstance(s, tree.Bind):
+        return [f"for {s.index.name} in {head}:"] + self(s.body, 1)
+
+    def If(self, s):
+        lines = [f"if {index(s.condition)}:"] + self(s.body, 1)
+        return lines + (["else:"] + self(s.orelse, 1) if s.orelse else [])
+
+    def Bind(self, s):
         return [f"{s.name} = {value(s.value)}"]
-    if isinstance(s, tree.Argument):
+
+    def Argument(self, s):
         return [f"{s.array.name} = {value(s)}"]
-    if isinstance(s, tree.MatrixValue):      # a weight expression, or its pullback
+
+    def MatrixValue(self, s):        # a weight expression, or its pullback
         if s.accumulate:
-            return [f"{s.out.name} += {matrix(s.value)}"]
+            return [f"{s.out.name} += {matrix(s.value, self.lib)}"]
         return [f"{s.out.name} = np.array({matrix(s.value)}, dtype, order=\"C\")"]
-    if isinstance(s, tree.SetView):
+
+    def SetView(self, s):
         return [f"{view(s.dst)}[:] = {value(s.src)}"]
-    if isinstance(s, tree.Alloc):
+
+    def Alloc(self, s):
         return [f"{s.array.name} = _empty({shape(s.array.shape)}, dtype)"]
-    if isinstance(s, tree.Gemm):
+
+    def Gemm(self, s):
         return [f"_gemm({view(s.a)}, {view(s.b)}, {view(s.out)}, {s.accumulate})"]
-    if isinstance(s, tree.Call):
+
+    def Call(self, s):
         args = ", ".join(value(v) for _, v in _grouped(s.args))
         call = f"{s.function}({args})"
         return [f"{', '.join(s.results)} = {call}" if s.results else call]
-    if isinstance(s, tree.Fill):
+
+    def Fill(self, s):
         rows = f"{index(s.start)}:" if s.start is not None else ":"
         return [f"{view(s.view)}[{rows}] = {index(s.value)}"]
-    if isinstance(s, tree.CopyRows):
+
+    def CopyRows(self, s):
         return [f"_copy_rows({view(s.dst)}, {view(s.src)}, {index(s.start)}, {index(s.stop)})"]
-    if isinstance(s, tree.Swap):
+
+    def Swap(self, s):
         return [f"{s.a}, {s.b} = {s.b}, {s.a}"]
-    if isinstance(s, tree.Concat):
+
+    def Concat(self, s):
         if len(s.parts) == 1:
             return [f"{s.out.name} = {view(s.parts[0])}"]
         parts = ", ".join(view(p) for p in s.parts)
         return [f"{s.out.name} = np.concatenate(({parts}), axis=1, "
                 f"out=_empty({shape(s.out.shape)}, dtype))"]
-    if isinstance(s, tree.Transpose):
+
+    def Transpose(self, s):
         return [f"{s.out.name} = _contiguous({view(s.src)}.T)"]
-    if isinstance(s, tree.Copy):
+
+    def Copy(self, s):
         if s.accumulate:
             return [f"{s.out.name} += {view(s.src)}"]
         return [f"{s.out.name} = _contiguous({view(s.src)})"]
-    if isinstance(s, tree.AddColumnSums):
+
+    def AddColumnSums(self, s):
         return [f"_add_column_sums({view(s.out)}, {view(s.src)})"]
-    if isinstance(s, tree.ColumnSums):
+
+    def ColumnSums(self, s):
         return [f"{s.out.name} = {view(s.src)}.sum(axis=0)"]
-    if isinstance(s, tree.SumOf):
+
+    def SumOf(self, s):
         if not s.terms:
             return [f"{s.out.name} = np.zeros_like({s.like.name})"]
         return [f"{s.out.name} = {' + '.join(view(t) for t in s.terms)}"]
-    raise TypeError(f"cellc's Numba printer cannot print a {type(s).__name__}: {s}")
 
 
-def function(f: tree.Function, inlined: bool = False) -> str:
+statements = Statements()
+
+
+def function(f: tree.Function, inlined: bool = False, loops=()) -> str:
     """A kernel or a time loop, jitted, with its grouped parameters unpacked first.
 
     `inlined`: a kernel that a time loop calls is inlined there by Numba (`_KERNEL`).

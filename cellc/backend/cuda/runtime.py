@@ -1,0 +1,692 @@
+"""The cell-independent part of every generated CUDA module: the array library a call
+runs on (torch or CuPy on a GPU, NumPy in Numba's CUDA simulator), the elementwise
+functions and the row sums inside kernels, kernel launches, argument checks, ragged
+batches and parameter initialisation.
+
+Ordinary Python, linted and tested as part of cellc (tests/test_cuda.py). The back end
+places everything below the marker line into each generated CUDA module verbatim
+(`cuda/module.py`), so that a module needs only numpy, numba and numba-cuda (and torch or
+CuPy for the GEMMs on a GPU).
+
+Kernels run under Numba's CUDA target on a GPU and as Python under its simulator
+(NUMBA_ENABLE_CUDASIM=1). Each function kernels call is written once, as the factory
+of an `@overload(..., target="cuda")` (what the CUDA compiler inlines, its constants in
+the kernel's dtype); the simulator, which ignores overloads, calls the same factory's
+function from Python (`_device_function`). So the code the simulator tests is the code
+the GPU runs.
+
+The argument checks' size rules, ragged batches' order and parameter initialisation are
+the CPU runtime's own functions, placed before this file's code (`SHARED`), so both
+targets bind sizes, sort batches and draw parameters alike.
+"""
+# ruff: noqa: E402  (the module's own imports follow the marker, as placed)
+from ..numba.runtime import _batch_order, _bind, _init_params, _last_steps, _width  # noqa: F401
+
+# The CPU runtime's functions every CUDA module carries too (placed before the code below).
+SHARED = ("_is_size", "_WIDTH_ONE", "_width", "_bind", "_batch_order", "_last_steps", "_init_params")
+# ---- placed verbatim in every generated module from here on ----
+import math
+from collections import namedtuple
+
+import numba as nb
+import numpy as np
+from numba import cuda
+from numba.extending import overload
+
+Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
+
+# ---- shared with the CPU target (cellc/backend/numba/runtime.py) ----
+
+_SIMULATED = bool(nb.config.ENABLE_CUDASIM)
+# Kernels' math: libdevice's on a GPU (math.exp on float32 is expf); NumPy's in the
+# simulator, whose float32 scalars stay float32 and overflow to inf as on a GPU.
+_m = np if _SIMULATED else math
+# The forward that saves nothing runs the steps in chunks of this many (as on the CPU).
+_CHUNK_STEPS = 64
+# Threads per block of an elementwise kernel (one per unit of a row), and at most per row
+# of a kernel that sums over a row's units: a power of two, the size of its shared buffer.
+_THREADS = 256
+_ROW_THREADS = 256
+_CUDA_JIT = dict(fastmath=False)
+
+
+# ---- the array library of a call ----------------------------------------------------------
+class _NumPy:
+    """Arrays in host memory as the simulator's device memory: NumPy runs the GEMMs and
+    the whole-array operations, the simulator the kernels."""
+
+    name = "numpy"
+
+    def __init__(self):
+        self.lib = np
+
+    def owns(self, a):
+        return isinstance(a, np.ndarray)
+
+    def wrap(self, a):
+        """A caller's device array as this library's, without a copy where possible."""
+        return a.copy_to_host() if hasattr(a, "copy_to_host") else a
+
+    def give(self, a):
+        """An array back to the caller, as the simulator's device array."""
+        return cuda.to_device(a if a.flags.c_contiguous else a.copy())
+
+    def dtype(self, a):
+        return np.dtype(a.dtype)
+
+    def native(self, dtype):
+        return np.dtype(dtype)
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        return np.zeros(shape, dtype)
+
+    def zeros_like(self, a):
+        return np.zeros_like(a)
+
+    def eye(self, n, dtype):
+        return np.eye(n, dtype=dtype)
+
+    def sum(self, a):
+        return a.sum()
+
+    def index(self, host):
+        return np.asarray(host, np.int64)
+
+    def take(self, a, index, axis):
+        return np.take(a, index, axis=axis)
+
+    def contiguous(self, a):
+        return np.ascontiguousarray(a)
+
+    def copy(self, a):
+        return a.copy()
+
+    def concat(self, parts):
+        return np.concatenate(parts, axis=1)
+
+    def column_sums(self, a):
+        return a.sum(axis=0)
+
+    def is_contiguous(self, a):
+        return a.flags.c_contiguous
+
+    def gemm(self, a, b, c, accumulate):
+        if accumulate:
+            c += a @ b
+        else:
+            np.matmul(a, b, out=c)
+
+    def launchable(self, a):
+        return a
+
+    def host(self, a):
+        return np.asarray(a)
+
+
+class _Torch(_NumPy):
+    """torch CUDA tensors: cuBLAS through torch.mm, torch's caching allocator."""
+
+    name = "torch"
+
+    def __init__(self, device=None):
+        import torch
+        self.lib = torch
+        self.device = device
+        self._dtypes = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+    def owns(self, a):
+        return isinstance(a, self.lib.Tensor)
+
+    def wrap(self, a):
+        if isinstance(a, self.lib.Tensor):
+            return a
+        return self.lib.as_tensor(a, device=self.device or "cuda")
+
+    def give(self, a):
+        return a
+
+    def dtype(self, a):
+        return np.dtype(str(a.dtype).replace("torch.", ""))
+
+    def native(self, dtype):
+        return self._dtypes[np.dtype(dtype)]
+
+    def empty(self, shape, dtype):
+        return self.lib.empty(shape, dtype=self.native(dtype), device=self.device)
+
+    def zeros(self, shape, dtype):
+        return self.lib.zeros(shape, dtype=self.native(dtype), device=self.device)
+
+    def zeros_like(self, a):
+        return self.lib.zeros_like(a)
+
+    def eye(self, n, dtype):
+        return self.lib.eye(n, dtype=self.native(dtype), device=self.device)
+
+    def index(self, host):
+        return self.lib.as_tensor(np.asarray(host, np.int64), device=self.device)
+
+    def take(self, a, index, axis):
+        return a.index_select(axis, index)
+
+    def contiguous(self, a):
+        return a.contiguous()
+
+    def copy(self, a):
+        return a.clone()
+
+    def concat(self, parts):
+        return self.lib.cat(parts, dim=1)
+
+    def column_sums(self, a):
+        return a.sum(dim=0)
+
+    def is_contiguous(self, a):
+        return a.is_contiguous()
+
+    def gemm(self, a, b, c, accumulate):
+        if c.is_contiguous():
+            if accumulate:
+                self.lib.addmm(c, a, b, out=c)
+            else:
+                self.lib.mm(a, b, out=c)
+        elif accumulate:
+            c += a @ b
+        else:
+            c.copy_(a @ b)
+
+    def host(self, a):
+        return a.cpu().numpy()
+
+
+class _CuPy(_NumPy):
+    """CuPy arrays: cuBLAS through cupy.matmul, CuPy's memory pool."""
+
+    name = "cupy"
+
+    def __init__(self):
+        import cupy
+        self.lib = cupy
+
+    def owns(self, a):
+        return isinstance(a, self.lib.ndarray)
+
+    def wrap(self, a):
+        return a if isinstance(a, self.lib.ndarray) else self.lib.asarray(a)
+
+    def give(self, a):
+        return a
+
+    def empty(self, shape, dtype):
+        return self.lib.empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        return self.lib.zeros(shape, dtype)
+
+    def zeros_like(self, a):
+        return self.lib.zeros_like(a)
+
+    def eye(self, n, dtype):
+        return self.lib.eye(n, dtype=dtype)
+
+    def index(self, host):
+        return self.lib.asarray(np.asarray(host, np.int64))
+
+    def take(self, a, index, axis):
+        return self.lib.take(a, index, axis=axis)
+
+    def contiguous(self, a):
+        return self.lib.ascontiguousarray(a)
+
+    def concat(self, parts):
+        return self.lib.concatenate(parts, axis=1)
+
+    def gemm(self, a, b, c, accumulate):
+        if accumulate:
+            c += a @ b
+        else:
+            self.lib.matmul(a, b, out=c)
+
+    def host(self, a):
+        return self.lib.asnumpy(a)
+
+
+class _Numba(_Torch):
+    """Numba's own device arrays, run on torch (or CuPy) without a copy and given back
+    as Numba device arrays."""
+
+    def give(self, a):
+        return cuda.as_cuda_array(a)
+
+
+def _library(a):
+    """The array library for a call whose first array is `a`."""
+    if _SIMULATED:
+        return _NumPy()
+    kind = type(a).__module__.split(".")[0]
+    if kind == "torch":
+        return _Torch(a.device)
+    if kind == "cupy":
+        return _CuPy()
+    if hasattr(a, "__cuda_array_interface__"):
+        try:
+            return _Numba()
+        except ImportError:
+            pass
+        try:
+            return _CuPy()
+        except ImportError:
+            raise ValueError("cellc's CUDA modules run their GEMMs through torch or CuPy; "
+                             "install one of them") from None
+    raise ValueError(f"expected CUDA arrays (torch CUDA tensors, CuPy arrays or Numba device "
+                     f"arrays), got {type(a).__name__}; move the arguments to the GPU first")
+
+
+def _is_device_array(a):
+    """Whether `a` is an array in device memory (the simulator's own, in the simulator)."""
+    if _SIMULATED:
+        return type(a).__name__ == "FakeCUDAArray"
+    return hasattr(a, "__cuda_array_interface__")
+
+
+# ---- the functions kernels call ------------------------------------------------------------
+def _real(numba_type):
+    """The numpy scalar type of Numba's float32 or float64."""
+    return np.float32 if numba_type == nb.types.float32 else np.float64
+
+
+def _device_function(factory):
+    """A function kernels call, from the factory of its implementation: the factory is
+    the CUDA target's overload (given the arguments' Numba types, it returns the Python
+    function the compiler inlines, its constants typed); the function returned here runs
+    that same implementation in the simulator."""
+    made = {}
+
+    def simulated(*args):
+        key = tuple(nb.typeof(a) for a in args)
+        if key not in made:
+            made[key] = factory(*key)
+        return made[key](*args)
+
+    simulated.__name__ = simulated.__qualname__ = factory.__name__
+    simulated.__doc__ = factory.__doc__
+    if not _SIMULATED:
+        overload(simulated, target="cuda")(factory)
+    return simulated
+
+
+@_device_function
+def _sigmoid(x):
+    """Logistic function 1 / (1 + exp(-x))."""
+    one = _real(x)(1)
+    return lambda x: one / (one + _m.exp(-x))
+
+
+@_device_function
+def _tanh(x):
+    return lambda x: _m.tanh(x)
+
+
+@_device_function
+def _relu(x):
+    """max(x, 0), NaN kept."""
+    zero = _real(x)(0)
+    return lambda x: x if x != x or x > zero else zero
+
+
+@_device_function
+def _softplus(x):
+    """log(1 + exp(x)), without overflow."""
+    zero = _real(x)(0)
+    return lambda x: (x if x > zero else zero) + _m.log1p(_m.exp(-abs(x)))
+
+
+@_device_function
+def _step(x):
+    """Heaviside step: 1 where x > 0, else 0."""
+    real = _real(x)
+    zero = real(0)
+    return lambda x: real(x > zero)
+
+
+@_device_function
+def _exp(x):
+    return lambda x: _m.exp(x)
+
+
+@_device_function
+def _log(x):
+    return lambda x: _m.log(x)
+
+
+@_device_function
+def _sqrt(x):
+    return lambda x: _m.sqrt(x)
+
+
+@_device_function
+def _abs(x):
+    return lambda x: abs(x)
+
+
+@_device_function
+def _sign(x):
+    """-1, 0 or 1, NaN kept."""
+    real = _real(x)
+    zero = real(0)
+    return lambda x: x if x != x else real(x > zero) - real(x < zero)
+
+
+@_device_function
+def _max(a, b):
+    """Elementwise maximum, NaN kept."""
+    return lambda a, b: a if a != a or a >= b else b
+
+
+@_device_function
+def _min(a, b):
+    """Elementwise minimum, NaN kept."""
+    return lambda a, b: a if a != a or a <= b else b
+
+
+@_device_function
+def _gt(a, b):
+    """a > b as 1 or 0 (NaN compares false)."""
+    real = _real(a)
+    return lambda a, b: real(a > b)
+
+
+@_device_function
+def _ge(a, b):
+    """a >= b as 1 or 0 (NaN compares false)."""
+    real = _real(a)
+    return lambda a, b: real(a >= b)
+
+
+@_device_function
+def _where(c, a, b):
+    """a where c is not 0, else b."""
+    zero = _real(c)(0)
+    return lambda c, a, b: a if c != zero else b
+
+
+@_device_function
+def _floor(x):
+    return lambda x: _m.floor(x)
+
+
+@_device_function
+def _mod(a, b):
+    """a - b * floor(a / b): the sign of b, as Python's %."""
+    return lambda a, b: a - b * _m.floor(a / b)
+
+
+@_device_function
+def _sin(x):
+    return lambda x: _m.sin(x)
+
+
+@_device_function
+def _cos(x):
+    return lambda x: _m.cos(x)
+
+
+@_device_function
+def _logsigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x), without overflow."""
+    zero = _real(x)(0)
+    return lambda x: (x if x < zero else zero) - _m.log1p(_m.exp(-abs(x)))
+
+
+@_device_function
+def _silu(x):
+    """x * sigmoid(x)."""
+    one = _real(x)(1)
+    return lambda x: x / (one + _m.exp(-x))
+
+
+@_device_function
+def _row_sum(x, buffer):
+    """The sum of `x` over the threads of a block (a row's units), in every thread: a
+    tree in shared memory, the block's size a power of two. Every thread of the block
+    must call it, as it synchronises them."""
+    def row_sum(x, buffer):
+        lane = cuda.threadIdx.x
+        buffer[lane] = x
+        cuda.syncthreads()
+        half = cuda.blockDim.x // 2
+        while half > 0:
+            if lane < half:
+                buffer[lane] += buffer[lane + half]
+            cuda.syncthreads()
+            half //= 2
+        total = buffer[0]
+        cuda.syncthreads()
+        return total
+    return row_sum
+
+
+# ---- launches ---------------------------------------------------------------------------------
+def _blocks(n, threads):
+    return (n + threads - 1) // threads
+
+
+def _unit_launch(rows, width):
+    """Grid and block of a kernel with a thread per (row, unit): consecutive threads run
+    consecutive units of a row (coalesced loads), blocks of `_THREADS` at most."""
+    n = rows * width
+    threads = min(_THREADS, n)
+    return _blocks(n, threads), threads
+
+
+def _row_launch(rows, width):
+    """Grid and block of a kernel that sums over a row's units: a block per row, a thread
+    per unit up to `_ROW_THREADS` (a power of two; each thread then strides the units)."""
+    threads = 1
+    while threads < min(width, _ROW_THREADS):
+        threads *= 2
+    return rows, threads
+
+
+def _scratch(like, count, rows, width):
+    """Scratch rows of a kernel that sums over a row's units, `count` per row, in the
+    library (and on the device) of the array `like`."""
+    if _SIMULATED or isinstance(like, np.ndarray):
+        return np.empty((count, rows, width), like.dtype)
+    return _library(like).empty((count, rows, width), np.dtype(str(like.dtype).replace("torch.", "")))
+
+
+def _contiguous(a):
+    """`a`, or a contiguous copy of it, in its own library."""
+    return _library(a).contiguous(a)
+
+
+def _owned(xp, saved, params):
+    """forward's saved arrays, a copy where one is a caller's parameter itself."""
+    theirs = {id(v) for v in params.values()}
+    return {k: xp.copy(v) if id(v) in theirs else v for k, v in saved.items()}
+
+
+# ---- whole-array operations of the time loops -----------------------------------------------
+def _copy_rows(dst, src, start, stop):
+    """dst[start:stop] = src[start:stop]."""
+    if stop > start:
+        dst[start:stop] = src[start:stop]
+
+
+def _add_column_sums(xp, sums, a):
+    """sums[0] += a.sum(axis=0), by Kahan's compensated addition (sums[1] keeps what the
+    running sum lost), so that thousands of steps add up about as exactly as one sum
+    after the loop."""
+    y = xp.column_sums(a) - sums[1]
+    total = sums[0] + y
+    sums[1] = (total - sums[0]) - y
+    sums[0] = total
+
+
+# ---- argument checks ----------------------------------------------------------------------
+def _check_array(xp, what, a, ndim, dtype=None):
+    if not _is_device_array(a):
+        raise ValueError(f"{what} must be a CUDA array (a torch CUDA tensor, a CuPy array or "
+                         f"numba.cuda.to_device(x)), not {type(a).__name__}")
+    a = xp.wrap(a)
+    kind = xp.dtype(a)
+    if kind not in (np.float32, np.float64):
+        raise ValueError(f"{what} has dtype {kind}; use float32 or float64")
+    if dtype is not None and kind != dtype:
+        raise ValueError(f"{what} has dtype {kind} but the parameters are {dtype}; use one dtype")
+    if a.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimensions, got shape {tuple(a.shape)}")
+    if not xp.is_contiguous(a):
+        raise ValueError(f"{what} is not C-contiguous; pass a contiguous copy")
+    return a
+
+
+def _validate(params, inputs, states, need_grad, contract):
+    """Check everything before any kernel runs; `contract` is the module's (PARAMS,
+    INPUTS, STATES, DIMS). Returns (xp, params, inputs, states, sizes, dtype, T, B): the
+    call's array library and new dicts of its arrays, omitted states as zeros."""
+    PARAMS, INPUTS, STATES, DIMS = contract
+    if not isinstance(need_grad, (bool, np.bool_)):
+        raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
+    if not isinstance(params, dict):
+        raise ValueError("params must be a dict of arrays keyed as in the spec")
+    missing = [p for p in PARAMS if p not in params]
+    extra = [p for p in params if p not in PARAMS]
+    if missing or extra:
+        raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
+    xp = _library(params[next(iter(PARAMS))])
+    dtype, sizes, checked = None, {}, {}
+    for name, shape in PARAMS.items():
+        a = checked[name] = _check_array(xp, f"params[{name!r}]", params[name], len(shape), dtype)
+        dtype = xp.dtype(a)
+        for d, n in zip(shape, a.shape):
+            _bind(sizes, d, int(n), f"params[{name!r}] of shape {tuple(a.shape)}")
+    if not isinstance(inputs, dict):
+        if len(INPUTS) != 1:
+            raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
+        inputs = {next(iter(INPUTS)): inputs}
+    if set(inputs) != set(INPUTS):
+        raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
+    T = B = None
+    checked_inputs = {}
+    for name, dim in INPUTS.items():
+        a = checked_inputs[name] = _check_array(xp, f"inputs[{name!r}]", inputs[name], 3, dtype)
+        if T is None:
+            T, B = (int(n) for n in a.shape[:2])
+        if tuple(a.shape[:2]) != (T, B):
+            raise ValueError(f"inputs[{name!r}] has shape {tuple(a.shape)}; all inputs need the same T and B")
+        _bind(sizes, dim, int(a.shape[2]),
+              f"inputs[{name!r}] of shape {tuple(a.shape)} (time-major [T, B, {dim}])")
+    if states is not None and not isinstance(states, dict):
+        raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None for zeros), not {type(states).__name__}")
+    states = dict(states or {})
+    extra = [s for s in states if s not in STATES]
+    if extra:
+        raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
+    checked_states = {}
+    for name, dim in STATES.items():
+        if states.get(name) is not None:
+            a = checked_states[name] = _check_array(xp, f"states[{name!r}]", states[name], 2, dtype)
+            if int(a.shape[0]) != B:
+                raise ValueError(f"states[{name!r}] has shape {tuple(a.shape)}; expected batch size {B}")
+            _bind(sizes, dim, int(a.shape[1]), f"states[{name!r}] of shape {tuple(a.shape)}")
+    unknown = [d for d in DIMS if d not in sizes]
+    if unknown:
+        raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
+    for name, dim in STATES.items():
+        if name not in checked_states:
+            checked_states[name] = xp.zeros((B, _width(sizes, dim)), dtype)
+    return xp, checked, checked_inputs, checked_states, sizes, dtype, T, B
+
+
+def _kept(xp, arrays, names=None):
+    """Copies of the arguments backward reads, so that editing one after forward never
+    changes the gradients."""
+    return {k: xp.copy(arrays[k]) for k in (arrays if names is None else names)}
+
+
+def _check_upstream(xp, what, a, shape, dtype):
+    if a is None:
+        return None
+    a = _check_array(xp, what, a, len(shape), dtype)
+    if tuple(a.shape) != shape:
+        raise ValueError(f"{what} has shape {tuple(a.shape)}, expected {shape}")
+    return a
+
+
+def _upstream_states(xp, d_states, B, sizes, dtype, order, STATES):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    if d_states is not None and not isinstance(d_states, dict):
+        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None), not {type(d_states).__name__}")
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(xp, f"d_states[{name!r}]", d_states.get(name),
+                            (B, _width(sizes, dim)), dtype)
+        if g is None:
+            g = xp.zeros((B, _width(sizes, dim)), dtype)
+        upstream[name] = g if order is None else xp.take(g, order, 0)
+    return upstream
+
+
+def _check_cache(cache):
+    if not isinstance(cache, dict) or "xp" not in cache or "saved" not in cache:
+        raise ValueError("cache is not what forward returned; pass forward's third result "
+                         "to backward unchanged")
+
+
+# ---- ragged batches (forward and backward with lengths) -----------------------------------
+def _device_order(xp, lengths, T, B):
+    """(order, active) as the CPU module computes them (`_batch_order`): `active[t]`
+    sequences still run at step t (host integers, which the time loop reads); `order`
+    sorts the batch longest first (host integers), None without lengths."""
+    if lengths is not None and (_is_device_array(lengths) or xp.owns(lengths)):
+        lengths = xp.host(xp.wrap(lengths))
+    return _batch_order(lengths, T, B)
+
+
+def _sorted_padded(xp, x, order, active):
+    """x [T, B, D] with its sequences in `order` and every step past a sequence's end
+    zeroed, so that padding never reaches a gradient."""
+    T, B = (int(n) for n in x.shape[:2])
+    out = xp.contiguous(xp.take(x, xp.index(order), 1))
+    for t in range(T):
+        if active[t] < B:
+            out[t, int(active[t]):] = 0
+    return out
+
+
+def _device_last_steps(xp, order, active):
+    """`_last_steps`'s index arrays (step, row), on the device."""
+    ends, back = _last_steps(order, active)
+    return xp.index(ends), xp.index(back)
+
+
+def _in_caller_order(xp, grads, order):
+    """Gradients computed in `order` (longest first), back in the caller's batch order."""
+    if order is None:
+        return grads
+    back = xp.index(np.argsort(order))
+    return Gradients(grads.params, {k: xp.take(v, back, 1) for k, v in grads.inputs.items()},
+                     {k: xp.take(v, back, 0) for k, v in grads.states.items()})
+
+
+def _given(xp, grads):
+    """Gradients as the caller's kind of array."""
+    return Gradients(*({k: xp.give(v) for k, v in group.items()} for group in grads))
+
+
+# ---- parameters ----------------------------------------------------------------------------
+def _device_params(contract, init, hidden, dtype, seed, sizes):
+    """Parameters for `sizes` as Numba device arrays, drawn exactly as the CPU module
+    draws them (same seed, same values)."""
+    return {k: cuda.to_device(v) for k, v in _init_params(contract, init, hidden, dtype, seed,
+                                                          sizes).items()}

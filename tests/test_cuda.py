@@ -1,0 +1,145 @@
+"""The CUDA target (`target="cuda"`), run in Numba's CUDA simulator (conftest.py sets
+NUMBA_ENABLE_CUDASIM=1; CELLC_TEST_GPU=1 runs the same tests on a GPU).
+
+Every shipped spec is compiled for CUDA, its bytes written and imported as Python does,
+and run at tiny sizes over device arrays (`numba.cuda.to_device`), float32 and float64,
+forward and backward, against the NumPy interpreter; ragged batches and the forward that
+saves nothing against the CPU module. Kernels compile to PTX for an H200 (sm_90) through
+the real CUDA compiler where NVVM is installed (`test_cuda_ptx.py`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cellcheck import all_sizes, problem, rel_err, upstream
+from conftest import SPECS
+
+from cellc.driver import compile_spec
+from cellc.reference import interpreter
+from cellc.runtime.loader import import_file
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
+                                reason="numba-cuda is not installed (pip install cellc[cuda])")
+SIZES = {"H": 4, "I": 3}
+_BUILT: dict = {}
+
+
+def cuda_module(spec: Path, tmp_path_factory):
+    """The CUDA module of a spec, its bytes written and imported (once per session)."""
+    if spec not in _BUILT:
+        irs = compile_spec(spec, target="cuda")
+        path = tmp_path_factory.mktemp("cuda") / f"{irs.cell.name}_cuda.py"
+        path.write_bytes(irs.source.encode("utf-8"))
+        _BUILT[spec] = import_file(path, f"{irs.cell.name}_cuda"), irs.cell
+    return _BUILT[spec]
+
+
+def on_device(arrays: dict) -> dict:
+    from numba import cuda
+    return {k: cuda.to_device(v) for k, v in arrays.items()}
+
+
+def on_host(arrays: dict) -> dict:
+    return {k: v.copy_to_host() for k, v in arrays.items()}
+
+
+def test_simulator_is_on():
+    """These tests run the simulator unless a GPU run was asked for."""
+    from numba import cuda
+    assert cuda.is_available() and (type(cuda.to_device(np.zeros(1))).__name__ == "FakeCUDAArray") \
+        == (os.environ.get("CELLC_TEST_GPU") != "1")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_matches_interpreter(spec, dtype, tmp_path_factory):
+    module, cell = cuda_module(spec, tmp_path_factory)
+    assert module.TARGET == "cuda"
+    params, inputs, states = problem(module, T=3, B=2, sizes=SIZES, dtype=dtype, seed=3)
+    host_params = on_host(params)
+    x = on_device(inputs)
+    y, final, cache = module.forward(params, x if len(x) > 1 else next(iter(x.values())),
+                                     on_device(states))
+    y, final = y.copy_to_host(), on_host(final)
+    dy, ds = upstream(module, y, final, which="both", seed=3)
+    from numba import cuda
+    grads = module.backward(cache, cuda.to_device(dy), on_device(ds))
+    y_ref, final_ref, tape = interpreter.forward(cell, host_params, inputs, states)
+    dp, dx, d0 = interpreter.backward(cell, tape, dy, ds)
+    got = {"outputs": (y, y_ref)}
+    got.update({f"final {k}": (final[k], final_ref[k]) for k in final_ref})
+    got.update({f"d {k}": (grads.params[k].copy_to_host(), dp[k]) for k in dp})
+    got.update({f"d {k}": (grads.inputs[k].copy_to_host(), dx[k]) for k in dx})
+    got.update({f"d {k}0": (grads.states[k].copy_to_host(), d0[k]) for k in d0})
+    bound = 2e-5 if dtype == np.float32 else 1e-10
+    errors = {k: rel_err(a, b) for k, (a, b) in got.items()}
+    assert max(errors.values()) < bound, errors
+    assert all(a.dtype == dtype for a, _ in got.values())
+    assert set(grads.params) == set(module.PARAMS)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_ragged_and_inference_match_cpu(spec, tmp_path_factory):
+    """With lengths (sorted, padded, each sequence's own final states) and with
+    need_grad=False, the CUDA module gives what the CPU module gives."""
+    from cellcheck import generated
+    module, _ = cuda_module(spec, tmp_path_factory)
+    cpu, _ = generated(spec)
+    T, B = 4, 3
+    params, inputs, states = problem(cpu, T=T, B=B, sizes=SIZES, dtype=np.float64, seed=5)
+    lengths = np.array([2, 4, 0])
+    pick = (lambda d: d) if len(inputs) > 1 else (lambda d: next(iter(d.values())))
+    y, final, cache = cpu.forward(params, pick(inputs), states, lengths=lengths)
+    dy, ds = upstream(cpu, y, final, which="both", seed=5)
+    grads = cpu.backward(cache, dy, ds)
+    from numba import cuda
+    gy, gfinal, gcache = module.forward(on_device(params), pick(on_device(inputs)),
+                                        on_device(states), lengths=cuda.to_device(lengths))
+    ggrads = module.backward(gcache, cuda.to_device(dy), on_device(ds))
+    assert rel_err(gy.copy_to_host(), y) < 1e-12
+    for k in final:
+        assert rel_err(gfinal[k].copy_to_host(), final[k]) < 1e-12, k
+    for group in ("params", "inputs", "states"):
+        for k, v in getattr(grads, group).items():
+            assert rel_err(getattr(ggrads, group)[k].copy_to_host(), v) < 1e-10, (group, k)
+    iy, ifinal, none = module.forward(on_device(params), pick(on_device(inputs)), on_device(states),
+                                      lengths=lengths, need_grad=False)
+    assert none is None
+    assert rel_err(iy.copy_to_host(), y) < 1e-12
+    for k in final:
+        assert rel_err(ifinal[k].copy_to_host(), final[k]) < 1e-12, k
+
+
+def test_init_params_match_cpu(tmp_path_factory):
+    from cellcheck import generated
+    spec = next(s for s in SPECS if s.stem == "lstm")
+    module, _ = cuda_module(spec, tmp_path_factory)
+    cpu, _ = generated(spec)
+    sizes = all_sizes(cpu, {"H": 5, "I": 2})
+    for k, v in cpu.init_params(seed=4, **sizes).items():
+        got = module.init_params(seed=4, **sizes)[k].copy_to_host()
+        assert got.dtype == v.dtype and np.array_equal(got, v), k
+
+
+def test_bad_arguments_get_clear_errors(tmp_path_factory):
+    spec = next(s for s in SPECS if s.stem == "gru")
+    module, _ = cuda_module(spec, tmp_path_factory)
+    params = module.init_params(I=3, H=4)
+    from numba import cuda
+    x = np.zeros((2, 2, 3), np.float32)
+    with pytest.raises(ValueError, match="must be a CUDA array"):
+        module.forward(params, x)
+    with pytest.raises(ValueError, match=r"params\[.W_xr.\] must be a CUDA array"):
+        module.forward({k: v.copy_to_host() for k, v in params.items()}, cuda.to_device(x))
+    with pytest.raises(ValueError, match="dtype float64 but the parameters are float32"):
+        module.forward(params, cuda.to_device(x.astype(np.float64)))
+    with pytest.raises(ValueError, match="size I is 5"):
+        module.forward(params, cuda.to_device(np.zeros((2, 2, 5), np.float32)))
+    with pytest.raises(ValueError, match="lengths must lie"):
+        module.forward(params, cuda.to_device(x), lengths=np.array([3, 1]))
+    with pytest.raises(ValueError, match="need_grad=False"):
+        module.backward(None)
