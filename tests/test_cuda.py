@@ -143,3 +143,30 @@ def test_bad_arguments_get_clear_errors(tmp_path_factory):
         module.forward(params, cuda.to_device(x), lengths=np.array([3, 1]))
     with pytest.raises(ValueError, match="need_grad=False"):
         module.backward(None)
+
+
+def test_gpu_benchmark_check_runs_here(tmp_path_factory):
+    """benchmarks/gpu.py's correctness check, run in the simulator over Numba device
+    arrays (on a GPU it runs over torch tensors): it finds the CUDA module right, and a
+    wrong answer would show as a large error."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu
+    from cellcheck import generated
+    from numba import cuda
+    spec = next(s for s in SPECS if s.stem == "peephole_lstm")
+    module, cell = cuda_module(spec, tmp_path_factory)
+    cpu, _ = generated(spec)
+    errors = gpu.check("peephole_lstm", module, cpu, cell, cuda.to_device, lambda a: a.copy_to_host())
+    assert errors["float64"] < 1e-10 and errors["float32"] < 1e-5, errors
+
+    class Wrong:           # the same module with outputs off by a little
+        def __getattr__(self, name):
+            return getattr(module, name)
+
+        def forward(self, *args, **kwargs):
+            y, final, cache = module.forward(*args, **kwargs)
+            return cuda.to_device(y.copy_to_host() * 1.001), final, cache
+    assert gpu.check("peephole_lstm", Wrong(), cpu, cell, cuda.to_device,
+                     lambda a: a.copy_to_host())["float64"] > 1e-4
