@@ -150,6 +150,7 @@ def test_gpu_benchmark_check_runs_here(tmp_path_factory):
     arrays (on a GPU it runs over torch tensors): it finds the CUDA module right, and a
     wrong answer would show as a large error."""
     import sys
+
     from conftest import ROOT
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu
