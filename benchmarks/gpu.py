@@ -106,6 +106,26 @@ def check(name, module, cpu, cell, to_device, to_host) -> dict:
     return errors
 
 
+def check_rnn(torch) -> dict:
+    """cellc.torch.RNN on the GPU (the CUDA target behind PyTorch's operators) against
+    torch.nn.LSTM with the same weights: a 2-layer bidirectional LSTM, float64, outputs,
+    final states and the input's gradient."""
+    import cellc.torch
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(8, 16, num_layers=2, bidirectional=True, dtype=torch.float64).cuda()
+    rnn = cellc.torch.RNN.from_torch(ref, spec_path("lstm"))
+    assert next(rnn.parameters()).is_cuda
+    x = torch.randn(7, 3, 8, dtype=torch.float64, device="cuda")
+    out = {}
+    for name, module in (("cellc", rnn), ("torch", ref)):
+        xi = x.clone().requires_grad_(True)
+        y, (h, c) = module(xi)
+        (y.square().sum() + h.sum() + c.sum()).backward()
+        out[name] = [y, h, c, xi.grad] + [p.grad for p in module.parameters()]
+    return {"rnn_vs_nn_lstm": max(rel_err(a.detach().cpu().numpy(), b.detach().cpu().numpy())
+                                  for a, b in zip(out["cellc"][:4], out["torch"][:4]))}
+
+
 def implementations(name, module, cpu, B, H, T, torch, compile_limit, report):
     """{implementation: (train, forward)} for one cell and size, float32 on the GPU."""
     import torch_cells
@@ -254,6 +274,11 @@ def main():
         results["checks"][name] = {**errors, "ok": ok, "seconds": round(time.perf_counter() - t0, 1)}
         print(f"check {name}: {'ok' if ok else 'FAILED'} {errors} "
               f"({time.perf_counter() - t0:.1f} s with compiles)", flush=True)
+    try:
+        results["checks"]["torch.RNN"] = check_rnn(torch)
+    except Exception as err:
+        results["checks"]["torch.RNN"] = {"error": failure(err)}
+    print(f"check cellc.torch.RNN on cuda: {results['checks']['torch.RNN']}", flush=True)
     for size in args.sizes.split(","):
         B, H, T = SIZES[size]
         for name in cells:

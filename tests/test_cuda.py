@@ -171,3 +171,80 @@ def test_gpu_benchmark_check_runs_here(tmp_path_factory):
             return cuda.to_device(y.copy_to_host() * 1.001), final, cache
     assert gpu.check("peephole_lstm", Wrong(), cpu, cell, cuda.to_device,
                      lambda a: a.copy_to_host())["float64"] > 1e-4
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_torch_path_matches_cpu(spec, tmp_path_factory):
+    """Over torch tensors (in the simulator torch's CPU tensors stand for CUDA tensors;
+    the kernels see NumPy views of them), the drivers' torch path (cuBLAS through torch.mm,
+    index_select for ragged batches, torch's slicing and fills) gives what the CPU module
+    gives, float32, with lengths, and returns torch tensors."""
+    torch = pytest.importorskip("torch")
+    from cellcheck import generated
+    module, _ = cuda_module(spec, tmp_path_factory)
+    cpu, _ = generated(spec)
+    params, inputs, states = problem(cpu, T=3, B=3, sizes=SIZES, dtype=np.float32, seed=7)
+    lengths = np.array([3, 1, 2])
+    pick = (lambda d: d) if len(inputs) > 1 else (lambda d: next(iter(d.values())))
+    y, final, cache = cpu.forward(params, pick(inputs), states, lengths=lengths)
+    dy, ds = upstream(cpu, y, final, which="both", seed=7)
+    grads = cpu.backward(cache, dy, ds)
+
+    def tensors(d):
+        return {k: torch.from_numpy(v.copy()) for k, v in d.items()}
+    ty, tfinal, tcache = module.forward(tensors(params), pick(tensors(inputs)), tensors(states),
+                                        lengths=torch.from_numpy(lengths))
+    tgrads = module.backward(tcache, torch.from_numpy(dy), tensors(ds))
+    assert isinstance(ty, torch.Tensor) and ty.dtype == torch.float32
+    assert rel_err(ty.numpy(), y) < 1e-5
+    for k in final:
+        assert rel_err(tfinal[k].numpy(), final[k]) < 1e-5, k
+    for group in ("params", "inputs", "states"):
+        for k, v in getattr(grads, group).items():
+            got = getattr(tgrads, group)[k]
+            assert isinstance(got, torch.Tensor) and tuple(got.shape) == v.shape, (group, k)
+            assert rel_err(got.numpy(), v) < 1e-4, (group, k)
+    iy, _, _ = module.forward(tensors(params), pick(tensors(inputs)), tensors(states), need_grad=False)
+    y_full, _, _ = cpu.forward(params, pick(inputs), states, need_grad=False)
+    assert rel_err(iy.numpy(), y_full) < 1e-5
+
+
+@pytest.mark.parametrize("spec,options", [
+    ("lstm", dict(num_layers=2, bidirectional=True, batch_first=True)),
+    ("gru", dict(num_layers=2, dropout=0.25, zoneout=0.1)),
+    ("phased_lstm", dict(num_layers=1, bidirectional=True)),
+], ids=["lstm", "gru", "phased_lstm"])
+def test_layers_and_torch_rnn_on_the_cuda_target(spec, options, monkeypatch):
+    """`Layer(target="cuda")` and `cellc.torch.RNN` on CUDA tensors: the layer and the
+    operators as they run on a GPU, with torch's CPU tensors standing for CUDA tensors
+    (the simulator's kernels see them as NumPy arrays). The operators' one device switch
+    (`_layer`, `_numpy`) is pointed at the CUDA target; the outputs and every gradient
+    must equal the CPU target's, in training (dropout, zoneout) and with packed sequences."""
+    torch = pytest.importorskip("torch")
+    import cellc.torch
+    from cellc.runtime import torch_ops
+    path = next(s for s in SPECS if s.stem == spec)
+    extra = ["t"] if spec == "phased_lstm" else []
+    torch.manual_seed(0)
+    rnn = cellc.torch.RNN(path, 3, 4, dtype=torch.float64, **options)
+    B, T = 3, 5
+    x = torch.randn((B, T, 3) if options.get("batch_first") else (T, B, 3), dtype=torch.float64)
+    stamps = {k: torch.rand(x.shape[:2] + (1,), dtype=torch.float64) * 10 for k in extra}
+
+    def run():
+        rnn.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(1)
+        y, finals = rnn(xi, **stamps)
+        finals = finals if isinstance(finals, tuple) else (finals,)
+        (y.square().sum() + sum(f.sum() for f in finals)).backward()
+        return [y.detach(), *[f.detach() for f in finals], xi.grad,
+                *[p.grad for p in rnn.parameters()]]
+    want = run()
+    layer = torch_ops._LAYERS[rnn._key]
+    monkeypatch.setattr(torch_ops, "_layer", lambda key, x: torch_ops._LAYERS[key].on("cuda"))
+    monkeypatch.setattr(torch_ops, "_numpy", lambda t: None if t is None else t.detach().contiguous())
+    got = run()
+    assert layer.on("cuda").target == "cuda" and layer.on("cuda").cell.TARGET == "cuda"
+    for a, b in zip(got, want):
+        assert rel_err(a.numpy(), b.numpy()) < 1e-10

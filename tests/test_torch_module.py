@@ -257,8 +257,10 @@ def test_dtype_device_and_defaults():
     assert ct.RNN(spec("gru"), I, H, device="cpu").W_xr_l0.dtype == old
     with pytest.raises(ValueError, match="float32 and float64"):
         ct.RNN(spec("gru"), I, H, dtype=torch.float16)
-    with pytest.raises(ValueError, match="on the CPU"):
-        ct.RNN(spec("gru"), I, H, device="cuda")
+    with pytest.raises(ValueError, match="on the CPU and on CUDA GPUs"):
+        ct.RNN(spec("gru"), I, H, device="meta")
+    with pytest.raises(ValueError, match="on the CPU and on CUDA GPUs; the input are on meta"):
+        ct.RNN(spec("gru"), I, H)(torch.randn(T, B, I, device="meta"))
     half = ct.RNN(spec("gru"), I, H).to(torch.bfloat16)
     with pytest.raises(ValueError, match=r"float32 and float64.*\.float\(\)"):
         half(torch.randn(T, B, I, dtype=torch.bfloat16))

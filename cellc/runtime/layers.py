@@ -9,6 +9,10 @@ Zoneout and recurrent dropout (`cellc/regularizers.py`) run the cell's variant t
 their masks as inputs; the layer draws the masks, per layer and direction, from the
 seeded generator that also draws the dropout between layers.
 
+A layer of the CUDA target (`target="cuda"`) runs the cell's CUDA modules over the
+caller's device arrays (torch tensors; Numba and CuPy arrays go through torch), the work
+between layers in torch; masks are drawn on the host, as on the CPU, and copied over.
+
 Parameters are one flat dict, named as in the spec with PyTorch's suffixes: `W_xi_l0`,
 `W_xi_l0_reverse`, `W_xi_l1`, ... Initial and final states are stacked like PyTorch's
 `h_0`/`h_n`: `[num_layers * num_directions, B, size]`, index `layer * num_directions +
@@ -27,20 +31,74 @@ from .regularizers import Rates
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
 
-def _reverse(x: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
+def _is_tensor(a) -> bool:
+    return type(a).__module__.split(".")[0] == "torch"
+
+
+def _contiguous(a):
+    return a.contiguous() if _is_tensor(a) else np.ascontiguousarray(a)
+
+
+def _swap(a):
+    """[T, B, ...] <-> [B, T, ...], contiguous."""
+    return _contiguous(a.transpose(0, 1) if _is_tensor(a) else np.swapaxes(a, 0, 1))
+
+
+def _joined(parts: list, axis: int):
+    if _is_tensor(parts[0]):
+        import torch
+        return torch.cat(parts, dim=axis)
+    return np.concatenate(parts, axis=axis)
+
+
+def _stacked(parts: list):
+    if _is_tensor(parts[0]):
+        import torch
+        return torch.stack(parts)
+    return np.stack(parts)
+
+
+def _like(host: np.ndarray, a):
+    """A host array (a mask) where `a` lives: `a`'s device, for a tensor."""
+    if _is_tensor(a):
+        import torch
+        return torch.from_numpy(host).to(a.device)
+    return host
+
+
+def _reverse(x, lengths: np.ndarray | None):
     """Each sequence of x [T, B, ...] reversed within its own length (padding stays)."""
     if lengths is None:
-        return np.ascontiguousarray(x[::-1])
+        return x.flip(0) if _is_tensor(x) else np.ascontiguousarray(x[::-1])
     T, B = x.shape[:2]
     t = np.arange(T)[:, None]
     source = np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)     # [T, B] steps
     rows = (source * B + np.arange(B)).ravel()         # whole rows: a fast gather of memcpys
+    if _is_tensor(x):
+        return x.reshape(T * B, -1).index_select(0, _like(rows, x)).reshape(x.shape)
     return np.take(x.reshape(T * B, -1), rows, axis=0).reshape(x.shape)
+
+
+def _tensor(device_array):
+    """A Numba device array (a CUDA module's init_params) as a torch tensor on its device:
+    shared on a GPU, copied from the simulator's."""
+    import torch
+    if hasattr(device_array, "__cuda_array_interface__"):
+        return torch.as_tensor(device_array, device="cuda")
+    return torch.from_numpy(device_array.copy_to_host())
+
+
+def _is_array(a, target: str) -> bool:
+    return _is_tensor(a) if target == "cuda" else isinstance(a, np.ndarray)
+
+
+def _array_kind(target: str) -> str:
+    return "torch tensor" if target == "cuda" else "numpy array"
 
 
 def _rebuild(spec: tuple[str, str], options: dict) -> "Layer":
     from .loader import from_spec
-    return Layer(from_spec(*spec), **options)
+    return Layer(from_spec(*spec, options.get("target", "cpu")), **options)
 
 
 class Layer:
@@ -58,10 +116,16 @@ class Layer:
 
     def __init__(self, cell: ModuleType | str, num_layers: int = 1, *,
                  bidirectional: bool = False, merge: str = "concat", dropout: float = 0.0,
-                 batch_first: bool = False, zoneout=0.0, recurrent_dropout=0.0):
+                 batch_first: bool = False, zoneout=0.0, recurrent_dropout=0.0,
+                 target: str = "cpu"):
+        if target not in ("cpu", "cuda"):
+            raise ValueError(f"target must be 'cpu' or 'cuda', not {target!r}")
         if isinstance(cell, str) or hasattr(cell, "__fspath__"):
             from .loader import load
-            cell = load(cell)
+            cell = load(cell, target=target)
+        elif getattr(cell, "TARGET", "cpu") != target:
+            from .loader import for_target
+            cell = for_target(cell, target)
         if not (isinstance(num_layers, int) and not isinstance(num_layers, bool)
                 and num_layers >= 1):
             raise ValueError(f"num_layers must be a positive integer, not {num_layers!r}")
@@ -71,7 +135,8 @@ class Layer:
             raise ValueError(f"dropout must be a number in [0, 1), not {dropout!r}")
         self._options = dict(num_layers=num_layers, bidirectional=bidirectional, merge=merge,
                              dropout=dropout, batch_first=batch_first, zoneout=zoneout,
-                             recurrent_dropout=recurrent_dropout)
+                             recurrent_dropout=recurrent_dropout, target=target)
+        self.target = target
         self.cell, self.num_layers = cell, num_layers
         self.directions = 2 if bidirectional else 1
         self.merge, self.dropout, self.batch_first = merge, float(dropout), batch_first
@@ -97,8 +162,18 @@ class Layer:
     @property
     def key(self) -> str:
         """A name for this layer's cell and options, the same in every process."""
-        return hashlib.sha256(repr((self.cell.SPEC_SHA256, sorted(self._options.items())))
+        options = {k: v for k, v in self._options.items() if (k, v) != ("target", "cpu")}
+        return hashlib.sha256(repr((self.cell.SPEC_SHA256, sorted(options.items())))
                               .encode()).hexdigest()[:24]
+
+    def on(self, target: str) -> "Layer":
+        """This layer for another target (the same cell and options), made once."""
+        if target == self.target:
+            return self
+        siblings = self.__dict__.setdefault("_siblings", {})
+        if target not in siblings:
+            siblings[target] = Layer(self.cell, **dict(self._options, target=target))
+        return siblings[target]
 
     # ---- parameters --------------------------------------------------------------
     def param_names(self) -> list[str]:
@@ -130,7 +205,7 @@ class Layer:
             for direction in range(self.directions):
                 part = self.cell.init_params(dtype=dtype, seed=seed + 1000 * layer + direction,
                                              **self.sizes(sizes, layer))
-                params.update({new: part[old]
+                params.update({new: part[old] if self.target == "cpu" else _tensor(part[old])
                                for old, new in self.names(layer, direction).items()})
         return params
 
@@ -153,11 +228,11 @@ class Layer:
         x, extra = self._inputs(x)
         self._check(params, x, states)
         if self.batch_first:
-            x = np.ascontiguousarray(np.swapaxes(x, 0, 1))
-            extra = {k: np.ascontiguousarray(np.swapaxes(v, 0, 1)) for k, v in extra.items()}
+            x = _swap(x)
+            extra = {k: _swap(v) for k, v in extra.items()}
         T, B = x.shape[:2]
         if lengths is not None:      # checked by the cell's forward (layer 0 runs first)
-            lengths = np.asarray(lengths)
+            lengths = np.asarray(lengths.cpu() if _is_tensor(lengths) else lengths)
         states = dict(states or {})
         random = self.dropout or self.rates.variant
         rng = np.random.default_rng(seed) if training and random else None
@@ -167,8 +242,10 @@ class Layer:
         caches, masks = [], []
         for layer in range(self.num_layers):
             if rng is not None and self.dropout and layer > 0:
-                mask = (rng.random(x.shape) >= self.dropout).astype(x.dtype)
-                mask /= x.dtype.type(1 - self.dropout)
+                dtype = self._dtype(x)
+                mask = (rng.random(tuple(x.shape)) >= self.dropout).astype(dtype)
+                mask /= dtype.type(1 - self.dropout)
+                mask = _like(mask, x)
                 x = x * mask
                 masks.append(mask)
             outs = []
@@ -180,7 +257,8 @@ class Layer:
                     xin = {k: _reverse(v, lengths) for k, v in xin.items()}
                 if module is not self.cell:
                     widths = self._widths(p, xin[self.input], s)
-                    xin.update(self.rates.masks(T, B, widths, x.dtype, rng))
+                    xin.update({k: _like(m, x) for k, m in
+                                self.rates.masks(T, B, widths, self._dtype(x), rng).items()})
                 y, final, cache = module.forward(p, xin, s, lengths=lengths,
                                                  need_grad=need_grad)
                 outs.append(_reverse(y, lengths) if direction else y)
@@ -188,13 +266,17 @@ class Layer:
                 for k in finals:
                     finals[k].append(final[k])
             x = outs[0] if self.directions == 1 else (
-                np.concatenate(outs, axis=2) if self.merge == "concat" else outs[0] + outs[1])
-        finals = {k: np.stack(v) for k, v in finals.items()}
-        y = np.ascontiguousarray(np.swapaxes(x, 0, 1)) if self.batch_first else x
+                _joined(outs, 2) if self.merge == "concat" else outs[0] + outs[1])
+        finals = {k: _stacked(v) for k, v in finals.items()}
+        y = _swap(x) if self.batch_first else x
         if not need_grad:
             return y, finals, None
         return y, finals, {"caches": caches, "masks": masks, "lengths": lengths, "B": B,
-                           "shape": y.shape}
+                           "shape": tuple(y.shape)}
+
+    @staticmethod
+    def _dtype(x) -> np.dtype:
+        return np.dtype(str(x.dtype).replace("torch.", "")) if _is_tensor(x) else x.dtype
 
     def _inputs(self, x) -> tuple[np.ndarray, dict]:
         """The layer's input and the cell's other inputs, from an array or a dict."""
@@ -206,8 +288,8 @@ class Layer:
                              f"dict of them, each [T, B, size], not "
                              f"{sorted(x) if isinstance(x, dict) else type(x).__name__}")
         for k in self.extra_inputs:
-            if not isinstance(x[k], np.ndarray) or x[k].ndim != 3:
-                raise ValueError(f"input {k!r} must be a 3-D numpy array, not "
+            if not _is_array(x[k], self.target) or x[k].ndim != 3:
+                raise ValueError(f"input {k!r} must be a 3-D {_array_kind(self.target)}, not "
                                  f"{getattr(x[k], 'shape', type(x[k]).__name__)}")
         return x[self.input], {k: x[k] for k in self.extra_inputs}
 
@@ -220,8 +302,8 @@ class Layer:
         missing, extra = [n for n in names if n not in params], [n for n in params if n not in names]
         if missing or extra:
             raise ValueError(f"params: missing {missing}, unexpected {extra}")
-        if not isinstance(x, np.ndarray) or x.ndim != 3:
-            raise ValueError(f"x must be a 3-D numpy array ([T, B, {self.input_dim}]"
+        if not _is_array(x, self.target) or x.ndim != 3:
+            raise ValueError(f"x must be a 3-D {_array_kind(self.target)} ([T, B, {self.input_dim}]"
                              f"{', batch first' if self.batch_first else ''}), not "
                              f"{getattr(x, 'shape', type(x).__name__)}")
         if states is not None and not isinstance(states, dict):
@@ -231,13 +313,14 @@ class Layer:
         if unknown:
             raise ValueError(f"unknown states {unknown}; this cell's are {list(self.cell.STATES)}")
         for k, v in (states or {}).items():
-            if not isinstance(v, np.ndarray):
-                raise ValueError(f"states[{k!r}] must be a numpy array, not {type(v).__name__}")
+            if not _is_array(v, self.target):
+                raise ValueError(f"states[{k!r}] must be a {_array_kind(self.target)}, "
+                                 f"not {type(v).__name__}")
 
     def _widths(self, params: dict, x: np.ndarray, states: dict) -> dict[str, int]:
         """Each state's size, as the module will bind it: from the parameters' shapes,
         the input and the initial states (for the masks, drawn before the module runs)."""
-        sizes = self._sizes({n: np.shape(params[n]) for n in self.cell.PARAMS}, x.shape[-1],
+        sizes = self._sizes({n: tuple(params[n].shape) for n in self.cell.PARAMS}, x.shape[-1],
                             {k: v.shape[-1] for k, v in states.items()})
         return {s: sizes[d] for s, d in self.cell.STATES.items()}
 
@@ -271,8 +354,8 @@ class Layer:
         if v.ndim != 3 or v.shape[0] != self.num_layers * self.directions or v.shape[1] != B:
             raise ValueError(f"initial states must be [num_layers * num_directions = "
                              f"{self.num_layers * self.directions}, B = {B}, size], "
-                             f"got shape {v.shape}")
-        return np.ascontiguousarray(v[k])
+                             f"got shape {tuple(v.shape)}")
+        return _contiguous(v[k])
 
     def backward(self, cache: dict, d_outputs=None, d_states=None) -> Gradients:
         """Gradients for every parameter (layer names), the input and the initial states
@@ -286,17 +369,17 @@ class Layer:
         lengths, caches, masks = cache["lengths"], cache["caches"], cache["masks"]
         dy = d_outputs
         if dy is not None:
-            if not isinstance(dy, np.ndarray) or dy.shape != cache["shape"]:
-                raise ValueError(f"d_outputs must be a numpy array of the outputs' shape "
-                                 f"{cache['shape']}, not {getattr(dy, 'shape', type(dy).__name__)}")
+            if not _is_array(dy, self.target) or tuple(dy.shape) != cache["shape"]:
+                raise ValueError(f"d_outputs must be a {_array_kind(self.target)} of the outputs' "
+                                 f"shape {cache['shape']}, not {getattr(dy, 'shape', type(dy).__name__)}")
             if self.batch_first:
-                dy = np.swapaxes(dy, 0, 1)
+                dy = dy.transpose(0, 1) if _is_tensor(dy) else np.swapaxes(dy, 0, 1)
         if d_states is not None and not isinstance(d_states, dict):
             raise ValueError(f"d_states must be a dict keyed {list(self.cell.STATES)} (or None), "
                              f"not {type(d_states).__name__}")
         d_states = dict(d_states or {})
         for k, v in d_states.items():
-            if k not in self.cell.STATES or not isinstance(v, np.ndarray) or v.ndim != 3 \
+            if k not in self.cell.STATES or not _is_array(v, self.target) or v.ndim != 3 \
                     or v.shape[0] != self.num_layers * self.directions:
                 raise ValueError(f"d_states[{k!r}] must be a state of this cell, stacked "
                                  f"[{self.num_layers * self.directions}, B, size]")
@@ -312,8 +395,8 @@ class Layer:
                     if self.directions == 2 and self.merge == "concat":
                         width = dy.shape[2] // 2
                         part = dy[..., direction * width:(direction + 1) * width]
-                    part = _reverse(part, lengths) if direction else np.ascontiguousarray(part)
-                ds = {s: np.ascontiguousarray(v[k]) for s, v in d_states.items()}
+                    part = _reverse(part, lengths) if direction else _contiguous(part)
+                ds = {s: _contiguous(v[k]) for s, v in d_states.items()}
                 module, run = caches[k]
                 g = module.backward(run, part, ds)
                 grads.update({new: g.params[old]
@@ -332,5 +415,5 @@ class Layer:
             dy = dx
         inputs = {self.input: dy, **d_extra}
         if self.batch_first:
-            inputs = {k: np.ascontiguousarray(np.swapaxes(v, 0, 1)) for k, v in inputs.items()}
-        return Gradients(grads, inputs, {s: np.stack(v) for s, v in d0.items()})
+            inputs = {k: _swap(v) for k, v in inputs.items()}
+        return Gradients(grads, inputs, {s: _stacked(v) for s, v in d0.items()})

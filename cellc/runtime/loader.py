@@ -70,16 +70,23 @@ def spec_of(module) -> tuple:
     return module.NAME, module.SPEC_SOURCE, tuple(sorted(regularizers.items()))
 
 
-def from_spec(name: str, source: str, regularizers: tuple = ()):
+def from_spec(name: str, source: str, regularizers: tuple = (), target: str = "cpu"):
     """The compiled cell `spec_of` described: the module already imported in this
     process if there is one (a copy shares it), else compiled or read from the cache."""
     wanted = dict(regularizers)
     for module in list(sys.modules.values()):
         if (getattr(module, "SPEC_SOURCE", None) == source
                 and getattr(module, "REGULARIZERS", {}) == wanted
+                and getattr(module, "TARGET", "cpu") == target
                 and callable(getattr(module, "forward", None))):
             return module
-    return _load(source.encode("utf-8"), f"{name}.toml", Regularizers.of(**wanted))
+    return _load(source.encode("utf-8"), f"{name}.toml", Regularizers.of(**wanted), target)
+
+
+def for_target(module, target: str):
+    """The same compiled cell (spec and regularizers) for another target."""
+    name, source, regularizers = spec_of(module)
+    return from_spec(name, source, regularizers, target)
 
 
 def _load(raw: bytes, path: str, regularizers: Regularizers, target: str = "cpu"):

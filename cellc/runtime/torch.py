@@ -25,6 +25,7 @@ __all__ = ["RNN", "grads_from_torch", "set_blas_threads", "weights_from_torch",
 
 set_blas_threads = torch_ops.set_blas_threads
 DTYPES = (torch.float32, torch.float64)
+DEVICES = ("cpu", "cuda")      # cuda: the cell's CUDA target (numba-cuda), per call
 
 
 class RNN(nn.Module):
@@ -55,9 +56,9 @@ class RNN(nn.Module):
         if dtype not in DTYPES:
             raise ValueError(f"cellc.torch.RNN runs float32 and float64 "
                              f"(torch.float32, torch.float64), not {dtype}")
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError(f"cellc.torch.RNN runs on the CPU; device={device!r} is not "
-                             "supported (pass device='cpu' or leave it out)")
+        if device is not None and torch.device(device).type not in DEVICES:
+            raise ValueError(f"cellc.torch.RNN runs on the CPU and on CUDA GPUs; device={device!r} "
+                             "is neither (pass 'cpu', 'cuda' or leave it out)")
         self.layer = torch_ops.register(Layer(cell, num_layers, bidirectional=bidirectional,
                                               merge=merge, dropout=dropout, zoneout=zoneout,
                                               recurrent_dropout=recurrent_dropout))
@@ -78,6 +79,8 @@ class RNN(nn.Module):
                                      persistent=False)
             else:
                 self.register_parameter(name, nn.Parameter(torch.from_numpy(value)))
+        if device is not None:
+            self.to(device)
 
     @property
     def cell(self):
@@ -124,7 +127,8 @@ class RNN(nn.Module):
         [torch] table maps it."""
         module = cls(cell, rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bias,
                      rnn.batch_first, rnn.dropout, rnn.bidirectional,
-                     getattr(rnn, "proj_size", 0), dtype=rnn.weight_hh_l0.dtype)
+                     getattr(rnn, "proj_size", 0), dtype=rnn.weight_hh_l0.dtype,
+                     device=rnn.weight_hh_l0.device)
         module.load_weights_from(rnn)
         return module
 
@@ -147,9 +151,9 @@ class RNN(nn.Module):
                    bidirectional=self.bidirectional, batch_first=self.batch_first,
                    dropout=self.dropout, **(spec["options"] if spec else {}), **extra)
         rnn = rnn.to(self._weights()[0].dtype)
-        weights_to_torch(self.cell, {n: w.detach().numpy() for n, w in
+        weights_to_torch(self.cell, {n: w.detach().cpu().numpy() for n, w in
                                      zip(self.layer.param_names(), self._weights())}, rnn)
-        return rnn
+        return rnn.to(self._weights()[0].device)
 
     def flatten_parameters(self) -> None:
         """A no-op, as for torch.nn.LSTM on the CPU: cellc concatenates its weights itself."""
@@ -231,11 +235,15 @@ class RNN(nn.Module):
 
     def _check(self, x, weights, states) -> None:
         """What torch users get wrong, said in torch's terms before any kernel runs."""
-        dtype = weights[0].dtype
+        dtype, device = weights[0].dtype, weights[0].device
         for what, t in (("input", x), ("parameters", weights[0]),
                         *(("initial states", s) for s in states)):
-            if t.device.type != "cpu":
-                raise ValueError(f"cellc runs on the CPU; the {what} are on {t.device}")
+            if t.device.type not in DEVICES:
+                raise ValueError(f"cellc runs on the CPU and on CUDA GPUs; the {what} are on "
+                                 f"{t.device}")
+            if t.device != device:
+                raise ValueError(f"the {what} are on {t.device} but the parameters are on "
+                                 f"{device}; move them with .to({str(device)!r})")
             if t.dtype not in DTYPES:
                 raise ValueError(f"cellc runs float32 and float64; the {what} are {t.dtype} "
                                  "(convert the module with .float() or .double())")

@@ -8,7 +8,10 @@ Why custom operators (`torch.library.custom_op`), not an autograd.Function:
   * the parameters are explicit tensor inputs, so autograd, DDP's gradient hooks and
     parametrizations see them as they see torch.nn.LSTM's.
 
-The backward cache is NumPy arrays, which no operator can return. The forward returns
+On CUDA tensors the operators run the layer's CUDA target (`Layer.on("cuda")`: the
+cell's numba-cuda kernels, cuBLAS through torch), the tensors passed as they are.
+
+The backward cache is NumPy arrays (or tensors), which no operator can return. The forward returns
 a handle instead: a one-element tensor, saved for backward like any tensor, whose
 memory's address names the cache in `_CACHES` (its value is always 0, so that two runs
 of the operator give equal outputs, as torch.library.opcheck requires). A finalizer
@@ -71,26 +74,40 @@ def blas_threads():
 
 
 # ---- tensors and arrays ---------------------------------------------------------------
-def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+def _numpy(t: torch.Tensor | None) -> np.ndarray | torch.Tensor | None:
+    """A tensor as the layer takes it: NumPy for the CPU, the tensor itself for CUDA."""
     if t is None:
         return None
+    if t.is_cuda:
+        return t.detach().contiguous()
     a = t.detach().numpy()
     return np.ascontiguousarray(a).reshape(a.shape)     # a scalar parameter stays 0-d
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
+def _tensor(a: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """An array as an operator's output. A CUDA module's tensor that is a view (outputs and
+    final states of one state sequence, biases' gradients of one column sum) is copied:
+    an operator's outputs may not share memory."""
+    if isinstance(a, torch.Tensor):
+        return a.clone() if a._base is not None else a.contiguous()
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
+def _layer(key: str, x: torch.Tensor) -> Layer:
+    """The layer registered under `key`, for the device of `x`."""
+    layer = _LAYERS[key]
+    return layer.on("cuda") if x.is_cuda else layer
+
+
 # ---- the operators ---------------------------------------------------------------------
-@torch.library.custom_op("cellc::layer_forward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("cellc::layer_forward", mutates_args=(), device_types=("cpu", "cuda"))
 def layer_forward(key: str, x: torch.Tensor, extras: list[torch.Tensor],
                   states: list[torch.Tensor], params: list[torch.Tensor],
                   lengths: Optional[torch.Tensor], seed: torch.Tensor, training: bool,
                   need_grad: bool) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
     """Outputs, final states (in the cell's order) and the cache's handle. `extras` are
     the cell's inputs after the first (a time stamp), in the spec's order."""
-    layer = _LAYERS[key]
+    layer = _layer(key, x)
     names = layer.param_names()
     given = dict(zip(layer.cell.STATES, (_numpy(s) for s in states)))
     inputs = _numpy(x)
@@ -99,9 +116,9 @@ def layer_forward(key: str, x: torch.Tensor, extras: list[torch.Tensor],
     with blas_threads():
         y, finals, cache = layer.forward(
             dict(zip(names, (_numpy(p) for p in params))), inputs, given,
-            None if lengths is None else lengths.numpy(), training=training,
+            None if lengths is None else lengths.cpu().numpy(), training=training,
             seed=int(seed) if training else None, need_grad=need_grad)
-    handle = torch.zeros(1, dtype=torch.int64)
+    handle = torch.zeros(1, dtype=torch.int64, device=x.device)
     if need_grad:
         _CACHES[handle.data_ptr()] = cache
         weakref.finalize(handle, _CACHES.pop, handle.data_ptr(), None)
@@ -118,7 +135,7 @@ def _(key, x, extras, states, params, lengths, seed, training, need_grad):
             x.new_empty((1,), dtype=torch.int64))
 
 
-@torch.library.custom_op("cellc::layer_backward", mutates_args=(), device_types="cpu")
+@torch.library.custom_op("cellc::layer_backward", mutates_args=(), device_types=("cpu", "cuda"))
 def layer_backward(key: str, handle: torch.Tensor, x: torch.Tensor,
                    extras: list[torch.Tensor], states: list[torch.Tensor],
                    params: list[torch.Tensor], d_outputs: Optional[torch.Tensor],
@@ -127,7 +144,7 @@ def layer_backward(key: str, handle: torch.Tensor, x: torch.Tensor,
                               list[torch.Tensor]]:
     """Gradients of the input, the other inputs, the initial states given and every
     parameter."""
-    layer = _LAYERS[key]
+    layer = _layer(key, x)
     cache = _CACHES.get(handle.data_ptr())
     if cache is None:
         raise RuntimeError("cellc: this layer's forward ran without saving for backward "

@@ -58,7 +58,7 @@ def weights_from_torch(cell, rnn: nn.RNNBase) -> dict[str, np.ndarray]:
                 part = t.detach().cpu().numpy()[rows]
                 parts.append(part.T if transpose else part)
         params[name] = np.ascontiguousarray(sum(parts) if parts else np.zeros(
-            rnn.hidden_size, rnn.weight_hh_l0.detach().numpy().dtype))
+            rnn.hidden_size, rnn.weight_hh_l0.detach().cpu().numpy().dtype))
     return params
 
 
@@ -67,7 +67,7 @@ def grads_from_torch(cell, rnn: nn.RNNBase) -> dict[str, np.ndarray]:
     that is a sum of torch blocks has each block's gradient, so its first one is read."""
     grads = {}
     for name, [(t, rows, transpose), *_] in _mapped(cell, rnn):
-        g = t.grad.detach().numpy()[rows]
+        g = t.grad.detach().cpu().numpy()[rows]
         grads[name] = g.T if transpose else g
     return grads
 

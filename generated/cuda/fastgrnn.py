@@ -209,9 +209,6 @@ class _NumPy:
         else:
             np.matmul(a, b, out=c)
 
-    def launchable(self, a):
-        return a
-
     def host(self, a):
         return np.asarray(a)
 
@@ -278,13 +275,10 @@ class _Torch(_NumPy):
         return a.is_contiguous()
 
     def gemm(self, a, b, c, accumulate):
-        if c.is_contiguous():
-            if accumulate:
-                self.lib.addmm(c, a, b, out=c)
-            else:
-                self.lib.mm(a, b, out=c)
-        elif accumulate:
-            c += a @ b
+        if accumulate:
+            c.addmm_(a, b)
+        elif c.is_contiguous():
+            self.lib.mm(a, b, out=c)
         else:
             c.copy_(a @ b)
 
@@ -353,10 +347,12 @@ class _Numba(_Torch):
 
 
 def _library(a):
-    """The array library for a call whose first array is `a`."""
-    if _SIMULATED:
-        return _NumPy()
+    """The array library for a call whose first array is `a`. In the simulator, torch's
+    CPU tensors stand for its CUDA tensors (the kernels see them as NumPy arrays), so
+    that the torch path of every driver is tested without a GPU."""
     kind = type(a).__module__.split(".")[0]
+    if _SIMULATED:
+        return _Torch(a.device) if kind == "torch" else _NumPy()
     if kind == "torch":
         return _Torch(a.device)
     if kind == "cupy":
@@ -378,8 +374,26 @@ def _library(a):
 def _is_device_array(a):
     """Whether `a` is an array in device memory (the simulator's own, in the simulator)."""
     if _SIMULATED:
-        return type(a).__name__ == "FakeCUDAArray"
+        return type(a).__name__ == "FakeCUDAArray" or type(a).__module__.split(".")[0] == "torch"
     return hasattr(a, "__cuda_array_interface__")
+
+
+def _simulated_arguments(*args):
+    """A kernel's arguments as the simulator takes them: torch's tensors (standing for
+    CUDA tensors) as NumPy arrays over the same memory."""
+    def host(a):
+        if isinstance(a, tuple):
+            return tuple(host(x) for x in a)
+        return a.numpy() if type(a).__module__.split(".")[0] == "torch" else a
+    return host(args)
+
+
+def _gpu_arguments(*args):
+    return args
+
+
+# What a launcher hands its kernel: the arguments as they are on a GPU.
+_arguments = _simulated_arguments if _SIMULATED else _gpu_arguments
 
 
 # ---- the functions kernels call ------------------------------------------------------------
@@ -584,9 +598,8 @@ def _row_launch(rows, width):
 def _scratch(like, count, rows, width):
     """Scratch rows of a kernel that sums over a row's units, `count` per row, in the
     library (and on the device) of the array `like`."""
-    if _SIMULATED or isinstance(like, np.ndarray):
-        return np.empty((count, rows, width), like.dtype)
-    return _library(like).empty((count, rows, width), np.dtype(str(like.dtype).replace("torch.", "")))
+    xp = _library(like)
+    return xp.empty((count, rows, width), xp.dtype(like))
 
 
 def _contiguous(a):
@@ -881,7 +894,7 @@ def _gpu__fwd__step1(rows__, H, vectors__, reads__, writes__):
 def _fwd__step1(rows__, H, vectors__, reads__, writes__):
     if rows__ > 0:
         grid, block = _unit_launch(rows__, H)
-        _gpu__fwd__step1[grid, block](rows__, H, vectors__, reads__, writes__)
+        _gpu__fwd__step1[grid, block](*_arguments(rows__, H, vectors__, reads__, writes__))
 
 
 def _steps__fwd(xp, B, T, H, active__, vectors__, sequences__, buffers__):
@@ -955,7 +968,7 @@ def _gpu__bwd__step1(rows__, H, vectors__, reads__, writes__):
 def _bwd__step1(rows__, H, vectors__, reads__, writes__):
     if rows__ > 0:
         grid, block = _row_launch(rows__, H)
-        _gpu__bwd__step1[grid, block](rows__, H, vectors__, reads__, writes__)
+        _gpu__bwd__step1[grid, block](*_arguments(rows__, H, vectors__, reads__, writes__))
 
 
 def _steps__bwd(xp, B, T, H, active__, has_dy__, buffers__, sequences__, vectors__):
@@ -1017,7 +1030,7 @@ def _gpu__inf__step1(rows__, H, vectors__, reads__, writes__):
 def _inf__step1(rows__, H, vectors__, reads__, writes__):
     if rows__ > 0:
         grid, block = _unit_launch(rows__, H)
-        _gpu__inf__step1[grid, block](rows__, H, vectors__, reads__, writes__)
+        _gpu__inf__step1[grid, block](*_arguments(rows__, H, vectors__, reads__, writes__))
 
 
 def _steps__inf(xp, B, H, active__, t0__, t1__, vectors__, sequences__, buffers__):

@@ -235,5 +235,5 @@ def _launcher(f: tree.Function, shaped: _Shape) -> str:
                          f"{naming.ROWS}, {width})")
     else:
         lines.append(f"{pad}grid, block = _unit_launch({naming.ROWS}, {width})")
-    lines.append(f"{pad}{kernel_name(f.name)}[grid, block]({', '.join(_params(f, shaped))})")
+    lines.append(f"{pad}{kernel_name(f.name)}[grid, block](*_arguments({', '.join(_params(f, shaped))}))")
     return "\n".join(lines)

@@ -119,9 +119,6 @@ class _NumPy:
         else:
             np.matmul(a, b, out=c)
 
-    def launchable(self, a):
-        return a
-
     def host(self, a):
         return np.asarray(a)
 
@@ -188,13 +185,10 @@ class _Torch(_NumPy):
         return a.is_contiguous()
 
     def gemm(self, a, b, c, accumulate):
-        if c.is_contiguous():
-            if accumulate:
-                self.lib.addmm(c, a, b, out=c)
-            else:
-                self.lib.mm(a, b, out=c)
-        elif accumulate:
-            c += a @ b
+        if accumulate:
+            c.addmm_(a, b)
+        elif c.is_contiguous():
+            self.lib.mm(a, b, out=c)
         else:
             c.copy_(a @ b)
 
@@ -263,10 +257,12 @@ class _Numba(_Torch):
 
 
 def _library(a):
-    """The array library for a call whose first array is `a`."""
-    if _SIMULATED:
-        return _NumPy()
+    """The array library for a call whose first array is `a`. In the simulator, torch's
+    CPU tensors stand for its CUDA tensors (the kernels see them as NumPy arrays), so
+    that the torch path of every driver is tested without a GPU."""
     kind = type(a).__module__.split(".")[0]
+    if _SIMULATED:
+        return _Torch(a.device) if kind == "torch" else _NumPy()
     if kind == "torch":
         return _Torch(a.device)
     if kind == "cupy":
@@ -288,8 +284,26 @@ def _library(a):
 def _is_device_array(a):
     """Whether `a` is an array in device memory (the simulator's own, in the simulator)."""
     if _SIMULATED:
-        return type(a).__name__ == "FakeCUDAArray"
+        return type(a).__name__ == "FakeCUDAArray" or type(a).__module__.split(".")[0] == "torch"
     return hasattr(a, "__cuda_array_interface__")
+
+
+def _simulated_arguments(*args):
+    """A kernel's arguments as the simulator takes them: torch's tensors (standing for
+    CUDA tensors) as NumPy arrays over the same memory."""
+    def host(a):
+        if isinstance(a, tuple):
+            return tuple(host(x) for x in a)
+        return a.numpy() if type(a).__module__.split(".")[0] == "torch" else a
+    return host(args)
+
+
+def _gpu_arguments(*args):
+    return args
+
+
+# What a launcher hands its kernel: the arguments as they are on a GPU.
+_arguments = _simulated_arguments if _SIMULATED else _gpu_arguments
 
 
 # ---- the functions kernels call ------------------------------------------------------------
@@ -494,9 +508,8 @@ def _row_launch(rows, width):
 def _scratch(like, count, rows, width):
     """Scratch rows of a kernel that sums over a row's units, `count` per row, in the
     library (and on the device) of the array `like`."""
-    if _SIMULATED or isinstance(like, np.ndarray):
-        return np.empty((count, rows, width), like.dtype)
-    return _library(like).empty((count, rows, width), np.dtype(str(like.dtype).replace("torch.", "")))
+    xp = _library(like)
+    return xp.empty((count, rows, width), xp.dtype(like))
 
 
 def _contiguous(a):
