@@ -601,11 +601,22 @@ def _bind(sizes, dim, n, what):
         raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
 
 
-def _validate(params, inputs, states, need_grad, contract):
+class _HostArrays:
+    """How `_validate` checks, types and makes NumPy arrays. (A CUDA module, which shares
+    `_validate`, passes its own for device arrays.)"""
+
+    check = staticmethod(lambda what, a, ndim, dtype: _check_array(what, a, ndim, dtype))
+    dtype = staticmethod(lambda a: a.dtype)
+    zeros = staticmethod(lambda shape, dtype: np.zeros(shape, dtype))
+
+
+def _validate(params, inputs, states, need_grad, contract, arrays=None):
     """Check everything before any kernel runs. `contract` is the module's
-    (PARAMS, INPUTS, STATES, DIMS). Returns (params, inputs, states, sizes, dtype, T, B):
-    new dicts of the checked arrays, omitted states as zeros."""
+    (PARAMS, INPUTS, STATES, DIMS); `arrays` checks, types and makes the arrays (NumPy's
+    when None). Returns (params, inputs, states, sizes, dtype, T, B): new dicts of the
+    checked arrays, omitted states as zeros."""
     PARAMS, INPUTS, STATES, DIMS = contract
+    arrays = _HostArrays if arrays is None else arrays
     if not isinstance(need_grad, (bool, np.bool_)):
         raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
     if not isinstance(params, dict):
@@ -618,10 +629,10 @@ def _validate(params, inputs, states, need_grad, contract):
     sizes = {}
     params = dict(params)           # the checked arrays (compact copies of odd ones) from here
     for name, shape in PARAMS.items():
-        a = params[name] = _check_array(_Named("params[{!r}]", name), params[name], len(shape), dtype)
-        dtype = a.dtype
+        a = params[name] = arrays.check(_Named("params[{!r}]", name), params[name], len(shape), dtype)
+        dtype = arrays.dtype(a)
         for d, n in zip(shape, a.shape):
-            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, a.shape))
+            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, tuple(a.shape)))
     if not isinstance(inputs, dict):
         if len(INPUTS) != 1:
             raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
@@ -631,13 +642,13 @@ def _validate(params, inputs, states, need_grad, contract):
     inputs = dict(inputs)
     T = B = None
     for name, dim in INPUTS.items():
-        a = inputs[name] = _check_array(_Named("{} (inputs[{!r}])", name, name), inputs[name], 3, dtype)
+        a = inputs[name] = arrays.check(_Named("{} (inputs[{!r}])", name, name), inputs[name], 3, dtype)
         if T is None:
             T, B = a.shape[:2]
         if a.shape[:2] != (T, B):
-            raise ValueError(f"inputs[{name!r}] has shape {a.shape}; all inputs need the same T and B")
+            raise ValueError(f"inputs[{name!r}] has shape {tuple(a.shape)}; all inputs need the same T and B")
         _bind(sizes, dim, a.shape[2],
-              _Named("inputs[{!r}] of shape {} (time-major [T, B, {}])", name, a.shape, dim))
+              _Named("inputs[{!r}] of shape {} (time-major [T, B, {}])", name, tuple(a.shape), dim))
     if states is not None and not isinstance(states, dict):
         raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
                          f"(or None for zeros), not {type(states).__name__}")
@@ -647,16 +658,16 @@ def _validate(params, inputs, states, need_grad, contract):
         raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
     for name, dim in STATES.items():
         if states.get(name) is not None:
-            a = states[name] = _check_array(_Named("states[{!r}]", name), states[name], 2, dtype)
+            a = states[name] = arrays.check(_Named("states[{!r}]", name), states[name], 2, dtype)
             if a.shape[0] != B:
-                raise ValueError(f"states[{name!r}] has shape {a.shape}; expected batch size {B}")
-            _bind(sizes, dim, a.shape[1], _Named("states[{!r}] of shape {}", name, a.shape))
+                raise ValueError(f"states[{name!r}] has shape {tuple(a.shape)}; expected batch size {B}")
+            _bind(sizes, dim, a.shape[1], _Named("states[{!r}] of shape {}", name, tuple(a.shape)))
     unknown = [d for d in DIMS if d not in sizes]
     if unknown:
         raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
     for name, dim in STATES.items():
         if states.get(name) is None:
-            states[name] = np.zeros((B, _width(sizes, dim)), dtype)
+            states[name] = arrays.zeros((B, _width(sizes, dim)), dtype)
     return params, inputs, states, sizes, dtype, T, B
 
 

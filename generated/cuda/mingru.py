@@ -55,6 +55,79 @@ def _bind(sizes, dim, n, what):
         raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
 
 
+class _Named:
+    """An argument's name in an error message, formatted only when there is an error:
+    formatting them all eagerly took most of the argument checks' 24 us per call."""
+    __slots__ = ("text", "args")
+
+    def __init__(self, text, *args):
+        self.text, self.args = text, args
+
+    def __str__(self):
+        return self.text.format(*self.args)
+
+
+def _validate(params, inputs, states, need_grad, contract, arrays=None):
+    """Check everything before any kernel runs. `contract` is the module's
+    (PARAMS, INPUTS, STATES, DIMS); `arrays` checks, types and makes the arrays (NumPy's
+    when None). Returns (params, inputs, states, sizes, dtype, T, B): new dicts of the
+    checked arrays, omitted states as zeros."""
+    PARAMS, INPUTS, STATES, DIMS = contract
+    arrays = _HostArrays if arrays is None else arrays
+    if not isinstance(need_grad, (bool, np.bool_)):
+        raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
+    if not isinstance(params, dict):
+        raise ValueError("params must be a dict of arrays keyed as in the spec")
+    missing = [p for p in PARAMS if p not in params]
+    extra = [p for p in params if p not in PARAMS]
+    if missing or extra:
+        raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
+    dtype = None
+    sizes = {}
+    params = dict(params)           # the checked arrays (compact copies of odd ones) from here
+    for name, shape in PARAMS.items():
+        a = params[name] = arrays.check(_Named("params[{!r}]", name), params[name], len(shape), dtype)
+        dtype = arrays.dtype(a)
+        for d, n in zip(shape, a.shape):
+            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, tuple(a.shape)))
+    if not isinstance(inputs, dict):
+        if len(INPUTS) != 1:
+            raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
+        inputs = {next(iter(INPUTS)): inputs}
+    if set(inputs) != set(INPUTS):
+        raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
+    inputs = dict(inputs)
+    T = B = None
+    for name, dim in INPUTS.items():
+        a = inputs[name] = arrays.check(_Named("{} (inputs[{!r}])", name, name), inputs[name], 3, dtype)
+        if T is None:
+            T, B = a.shape[:2]
+        if a.shape[:2] != (T, B):
+            raise ValueError(f"inputs[{name!r}] has shape {tuple(a.shape)}; all inputs need the same T and B")
+        _bind(sizes, dim, a.shape[2],
+              _Named("inputs[{!r}] of shape {} (time-major [T, B, {}])", name, tuple(a.shape), dim))
+    if states is not None and not isinstance(states, dict):
+        raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None for zeros), not {type(states).__name__}")
+    states = dict(states or {})
+    extra = [s for s in states if s not in STATES]
+    if extra:
+        raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
+    for name, dim in STATES.items():
+        if states.get(name) is not None:
+            a = states[name] = arrays.check(_Named("states[{!r}]", name), states[name], 2, dtype)
+            if a.shape[0] != B:
+                raise ValueError(f"states[{name!r}] has shape {tuple(a.shape)}; expected batch size {B}")
+            _bind(sizes, dim, a.shape[1], _Named("states[{!r}] of shape {}", name, tuple(a.shape)))
+    unknown = [d for d in DIMS if d not in sizes]
+    if unknown:
+        raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
+    for name, dim in STATES.items():
+        if states.get(name) is None:
+            states[name] = arrays.zeros((B, _width(sizes, dim)), dtype)
+    return params, inputs, states, sizes, dtype, T, B
+
+
 def _batch_order(lengths, T, B):
     """(order, active) for a batch: `active[t]` sequences are still running at step t
     (active[T] = 0). Without lengths every sequence runs all T steps and order is None;
@@ -647,63 +720,31 @@ def _check_array(xp, what, a, ndim, dtype=None):
     return a
 
 
-def _validate(params, inputs, states, need_grad, contract):
-    """Check everything before any kernel runs; `contract` is the module's (PARAMS,
-    INPUTS, STATES, DIMS). Returns (xp, params, inputs, states, sizes, dtype, T, B): the
-    call's array library and new dicts of its arrays, omitted states as zeros."""
-    PARAMS, INPUTS, STATES, DIMS = contract
-    if not isinstance(need_grad, (bool, np.bool_)):
-        raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
-    if not isinstance(params, dict):
-        raise ValueError("params must be a dict of arrays keyed as in the spec")
-    missing = [p for p in PARAMS if p not in params]
-    extra = [p for p in params if p not in PARAMS]
-    if missing or extra:
-        raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
-    xp = _library(params[next(iter(PARAMS))])
-    dtype, sizes, checked = None, {}, {}
-    for name, shape in PARAMS.items():
-        a = checked[name] = _check_array(xp, f"params[{name!r}]", params[name], len(shape), dtype)
-        dtype = xp.dtype(a)
-        for d, n in zip(shape, a.shape):
-            _bind(sizes, d, int(n), f"params[{name!r}] of shape {tuple(a.shape)}")
-    if not isinstance(inputs, dict):
-        if len(INPUTS) != 1:
-            raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
-        inputs = {next(iter(INPUTS)): inputs}
-    if set(inputs) != set(INPUTS):
-        raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
-    T = B = None
-    checked_inputs = {}
-    for name, dim in INPUTS.items():
-        a = checked_inputs[name] = _check_array(xp, f"inputs[{name!r}]", inputs[name], 3, dtype)
-        if T is None:
-            T, B = (int(n) for n in a.shape[:2])
-        if tuple(a.shape[:2]) != (T, B):
-            raise ValueError(f"inputs[{name!r}] has shape {tuple(a.shape)}; all inputs need the same T and B")
-        _bind(sizes, dim, int(a.shape[2]),
-              f"inputs[{name!r}] of shape {tuple(a.shape)} (time-major [T, B, {dim}])")
-    if states is not None and not isinstance(states, dict):
-        raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
-                         f"(or None for zeros), not {type(states).__name__}")
-    states = dict(states or {})
-    extra = [s for s in states if s not in STATES]
-    if extra:
-        raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
-    checked_states = {}
-    for name, dim in STATES.items():
-        if states.get(name) is not None:
-            a = checked_states[name] = _check_array(xp, f"states[{name!r}]", states[name], 2, dtype)
-            if int(a.shape[0]) != B:
-                raise ValueError(f"states[{name!r}] has shape {tuple(a.shape)}; expected batch size {B}")
-            _bind(sizes, dim, int(a.shape[1]), f"states[{name!r}] of shape {tuple(a.shape)}")
-    unknown = [d for d in DIMS if d not in sizes]
-    if unknown:
-        raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
-    for name, dim in STATES.items():
-        if name not in checked_states:
-            checked_states[name] = xp.zeros((B, _width(sizes, dim)), dtype)
-    return xp, checked, checked_inputs, checked_states, sizes, dtype, T, B
+class _DeviceArrays:
+    """How the shared `_validate` checks, types and makes device arrays: in the library
+    of the first array it checks (which refuses host arrays with a clear error)."""
+
+    def __init__(self):
+        self.xp = None
+
+    def check(self, what, a, ndim, dtype):
+        if self.xp is None:
+            self.xp = _library(a)
+        return _check_array(self.xp, str(what), a, ndim, dtype)
+
+    def dtype(self, a):
+        return self.xp.dtype(a)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype)
+
+
+def _checked(params, inputs, states, need_grad, contract):
+    """The CPU module's `_validate` over device arrays. Returns (xp, params, inputs,
+    states, sizes, dtype, T, B): the call's array library first."""
+    arrays = _DeviceArrays()
+    checked = _validate(params, inputs, states, need_grad, contract, arrays)
+    return (arrays.xp, *checked)
 
 
 def _kept(xp, arrays, names=None):
@@ -998,7 +1039,7 @@ def forward(params, inputs, states=None, lengths=None, need_grad=True):
     `need_grad=False` saves nothing for backward. Returns (outputs [T, B, H],
     final states dict, cache for `backward`), as the caller's kind of array.
     """
-    xp, params, inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, need_grad, _CONTRACT)
+    xp, params, inputs, states, sizes, dtype, T, B = _checked(params, inputs, states, need_grad, _CONTRACT)
     order__, active__ = _device_order(xp, lengths, T, B)
     if order__ is not None:      # longest first, padding zeroed: step t runs rows :active__[t]
         index = xp.index(order__)

@@ -20,10 +20,19 @@ the CPU runtime's own functions, placed before this file's code (`SHARED`), so b
 targets bind sizes, sort batches and draw parameters alike.
 """
 # ruff: noqa: E402  (the module's own imports follow the marker, as placed)
-from ..numba.runtime import _batch_order, _bind, _init_params, _last_steps, _width  # noqa: F401
+from ..numba.runtime import (  # noqa: F401
+    _batch_order,
+    _bind,
+    _init_params,
+    _last_steps,
+    _Named,
+    _validate,
+    _width,
+)
 
 # The CPU runtime's functions every CUDA module carries too (placed before the code below).
-SHARED = ("_is_size", "_WIDTH_ONE", "_width", "_bind", "_batch_order", "_last_steps", "_init_params")
+SHARED = ("_is_size", "_WIDTH_ONE", "_width", "_bind", "_Named", "_validate", "_batch_order",
+          "_last_steps", "_init_params")
 # ---- placed verbatim in every generated module from here on ----
 import math
 from collections import namedtuple
@@ -558,63 +567,31 @@ def _check_array(xp, what, a, ndim, dtype=None):
     return a
 
 
-def _validate(params, inputs, states, need_grad, contract):
-    """Check everything before any kernel runs; `contract` is the module's (PARAMS,
-    INPUTS, STATES, DIMS). Returns (xp, params, inputs, states, sizes, dtype, T, B): the
-    call's array library and new dicts of its arrays, omitted states as zeros."""
-    PARAMS, INPUTS, STATES, DIMS = contract
-    if not isinstance(need_grad, (bool, np.bool_)):
-        raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
-    if not isinstance(params, dict):
-        raise ValueError("params must be a dict of arrays keyed as in the spec")
-    missing = [p for p in PARAMS if p not in params]
-    extra = [p for p in params if p not in PARAMS]
-    if missing or extra:
-        raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
-    xp = _library(params[next(iter(PARAMS))])
-    dtype, sizes, checked = None, {}, {}
-    for name, shape in PARAMS.items():
-        a = checked[name] = _check_array(xp, f"params[{name!r}]", params[name], len(shape), dtype)
-        dtype = xp.dtype(a)
-        for d, n in zip(shape, a.shape):
-            _bind(sizes, d, int(n), f"params[{name!r}] of shape {tuple(a.shape)}")
-    if not isinstance(inputs, dict):
-        if len(INPUTS) != 1:
-            raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
-        inputs = {next(iter(INPUTS)): inputs}
-    if set(inputs) != set(INPUTS):
-        raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
-    T = B = None
-    checked_inputs = {}
-    for name, dim in INPUTS.items():
-        a = checked_inputs[name] = _check_array(xp, f"inputs[{name!r}]", inputs[name], 3, dtype)
-        if T is None:
-            T, B = (int(n) for n in a.shape[:2])
-        if tuple(a.shape[:2]) != (T, B):
-            raise ValueError(f"inputs[{name!r}] has shape {tuple(a.shape)}; all inputs need the same T and B")
-        _bind(sizes, dim, int(a.shape[2]),
-              f"inputs[{name!r}] of shape {tuple(a.shape)} (time-major [T, B, {dim}])")
-    if states is not None and not isinstance(states, dict):
-        raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
-                         f"(or None for zeros), not {type(states).__name__}")
-    states = dict(states or {})
-    extra = [s for s in states if s not in STATES]
-    if extra:
-        raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
-    checked_states = {}
-    for name, dim in STATES.items():
-        if states.get(name) is not None:
-            a = checked_states[name] = _check_array(xp, f"states[{name!r}]", states[name], 2, dtype)
-            if int(a.shape[0]) != B:
-                raise ValueError(f"states[{name!r}] has shape {tuple(a.shape)}; expected batch size {B}")
-            _bind(sizes, dim, int(a.shape[1]), f"states[{name!r}] of shape {tuple(a.shape)}")
-    unknown = [d for d in DIMS if d not in sizes]
-    if unknown:
-        raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
-    for name, dim in STATES.items():
-        if name not in checked_states:
-            checked_states[name] = xp.zeros((B, _width(sizes, dim)), dtype)
-    return xp, checked, checked_inputs, checked_states, sizes, dtype, T, B
+class _DeviceArrays:
+    """How the shared `_validate` checks, types and makes device arrays: in the library
+    of the first array it checks (which refuses host arrays with a clear error)."""
+
+    def __init__(self):
+        self.xp = None
+
+    def check(self, what, a, ndim, dtype):
+        if self.xp is None:
+            self.xp = _library(a)
+        return _check_array(self.xp, str(what), a, ndim, dtype)
+
+    def dtype(self, a):
+        return self.xp.dtype(a)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype)
+
+
+def _checked(params, inputs, states, need_grad, contract):
+    """The CPU module's `_validate` over device arrays. Returns (xp, params, inputs,
+    states, sizes, dtype, T, B): the call's array library first."""
+    arrays = _DeviceArrays()
+    checked = _validate(params, inputs, states, need_grad, contract, arrays)
+    return (arrays.xp, *checked)
 
 
 def _kept(xp, arrays, names=None):
