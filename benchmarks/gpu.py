@@ -21,11 +21,17 @@ scarce, so everything fits well under 8 minutes (`--budget`, default 420 s).
 
 Targets (issue 18): cellc within 1.5x of cuDNN on LSTM and GRU; on spec-only cells at
 least 5x faster than the eager loop and faster than torch.compile.
+
+`--dry-run` runs the whole script on a machine without a GPU, so that it is known to
+work before GPU time is spent on it: Numba's CUDA simulator runs the kernels, torch's
+CPU tensors stand for CUDA tensors, and every figure it prints means nothing (it says so).
+`--impls` and `--sizes BxHxT` trim the run.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -41,12 +47,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 CELLS = ("lstm", "gru", "peephole_lstm", "ln_lstm")
 SIZES = {"medium": (64, 256, 100), "large": (256, 1024, 100)}     # (B, H, T), I = H
 CUDNN = {"lstm", "gru"}
+IMPLS = ("cellc", "cudnn", "loop", "compiled")
+DEVICE = "cuda"          # "cpu" in a dry run
+
+
+def synchronize(torch):
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def machine(torch) -> dict:
     import numba
-    info = {"gpu": torch.cuda.get_device_name(0),
-            "capability": ".".join(map(str, torch.cuda.get_device_capability(0))),
+    gpu = DEVICE == "cuda"
+    info = {"gpu": torch.cuda.get_device_name(0) if gpu else "none: DRY RUN in the simulator",
+            "capability": ".".join(map(str, torch.cuda.get_device_capability(0))) if gpu else None,
             "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version(), "numba": numba.__version__,
             "python": platform.python_version(), "cpu": platform.processor() or platform.machine()}
@@ -112,10 +126,10 @@ def check_rnn(torch) -> dict:
     final states and the input's gradient."""
     import cellc.torch
     torch.manual_seed(0)
-    ref = torch.nn.LSTM(8, 16, num_layers=2, bidirectional=True, dtype=torch.float64).cuda()
+    ref = torch.nn.LSTM(8, 16, num_layers=2, bidirectional=True, dtype=torch.float64).to(DEVICE)
     rnn = cellc.torch.RNN.from_torch(ref, spec_path("lstm"))
-    assert next(rnn.parameters()).is_cuda
-    x = torch.randn(7, 3, 8, dtype=torch.float64, device="cuda")
+    assert next(rnn.parameters()).device.type == DEVICE
+    x = torch.randn(7, 3, 8, dtype=torch.float64, device=DEVICE)
     out = {}
     for name, module in (("cellc", rnn), ("torch", ref)):
         xi = x.clone().requires_grad_(True)
@@ -126,11 +140,11 @@ def check_rnn(torch) -> dict:
                                   for a, b in zip(out["cellc"][:4], out["torch"][:4]))}
 
 
-def implementations(name, module, cpu, B, H, T, torch, compile_limit, report):
+def implementations(name, module, cpu, B, H, T, torch, compile_limit, report, wanted):
     """{implementation: (train, forward)} for one cell and size, float32 on the GPU."""
     import torch_cells
     params, x, states, dy = problem(cpu, B, H, T, np.float32, seed=0)
-    dev = "cuda"
+    dev = DEVICE
     xt, dyt = torch.from_numpy(x).to(dev), torch.from_numpy(dy).to(dev)
     st = [torch.from_numpy(states[s]).to(dev) for s in cpu.STATES]
     out = {}
@@ -146,7 +160,7 @@ def implementations(name, module, cpu, B, H, T, torch, compile_limit, report):
         module.forward(p, xt, s0, need_grad=False)
     out["cellc"] = (cellc_train, cellc_forward)
 
-    if name in CUDNN:
+    if name in CUDNN and "cudnn" in wanted:
         layer = torch_cells.nn_layer(cpu, {k: torch.from_numpy(v) for k, v in params.items()},
                                      H, H).to(dev)
         hs = tuple(s[None] for s in st)
@@ -172,8 +186,10 @@ def implementations(name, module, cpu, B, H, T, torch, compile_limit, report):
     def loop_forward():
         with torch.no_grad():
             fn(xt, st, leaves)
-    out["loop"] = (loop_train, loop_forward)
-
+    if "loop" in wanted:
+        out["loop"] = (loop_train, loop_forward)
+    if "compiled" not in wanted:
+        return out
     step = torch.compile(fn, dynamic=False)
 
     def stepped():
@@ -195,7 +211,7 @@ def implementations(name, module, cpu, B, H, T, torch, compile_limit, report):
     try:
         compiled_train()
         compiled_forward()
-        torch.cuda.synchronize()
+        synchronize(torch)
         first = time.perf_counter() - t0
         report["compile_s"] = round(first, 1)
         if first <= compile_limit:
@@ -220,19 +236,19 @@ def timed(impls: dict, torch, rounds: int) -> dict:
     first = {}
     for k, (train, forward) in impls.items():
         for mode, f in (("train", train), ("forward", forward)):
-            torch.cuda.synchronize()
+            synchronize(torch)
             t0 = time.perf_counter()
             f()
-            torch.cuda.synchronize()
+            synchronize(torch)
             first[(k, mode)] = time.perf_counter() - t0
             f()                       # a second warm-up call
     for _ in range(rounds):
         for k, (train, forward) in impls.items():
             for mode, f in (("train", train), ("forward", forward)):
-                torch.cuda.synchronize()
+                synchronize(torch)
                 t0 = time.perf_counter()
                 f()
-                torch.cuda.synchronize()
+                synchronize(torch)
                 times[(k, mode)].append(time.perf_counter() - t0)
     return {f"{k} {mode}": {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v),
                             "max_ms": 1e3 * max(v), "first_s": round(first[(k, mode)], 3)}
@@ -242,20 +258,28 @@ def timed(impls: dict, torch, rounds: int) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", default=",".join(CELLS))
-    parser.add_argument("--sizes", default=",".join(SIZES))
+    parser.add_argument("--sizes", default=",".join(SIZES), help="names, or BxHxT")
+    parser.add_argument("--impls", default=",".join(IMPLS), help="cellc is always run")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="no GPU: the simulator and torch's CPU tensors; figures mean nothing")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--budget", type=float, default=420.0, help="seconds; later items are skipped")
     parser.add_argument("--compile-limit", type=float, default=60.0)
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args()
     start = time.perf_counter()
+    if args.dry_run:            # before numba.cuda is imported
+        global DEVICE
+        DEVICE = "cpu"
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     import torch
 
     import cellc
     from cellc.frontend.spec import read_spec
     from cellc.passes import split
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA GPU here: this benchmark measures the CUDA target on a GPU")
+    if not torch.cuda.is_available() and not args.dry_run:
+        sys.exit("no CUDA GPU here: this benchmark measures the CUDA target on a GPU "
+                 "(--dry-run tries the script in the simulator)")
     results = {"machine": machine(torch), "checks": {}, "timings": [], "skipped": []}
     print(json.dumps(results["machine"]), flush=True)
     cells = args.cells.split(",")
@@ -267,7 +291,7 @@ def main():
         modules[name] = (module, cpu)
         try:
             errors = check(name, module, cpu, split(read_spec(spec_path(name))),
-                           lambda a: torch.from_numpy(a).cuda(), lambda t: t.cpu().numpy())
+                           lambda a: torch.from_numpy(a).to(DEVICE), lambda t: t.cpu().numpy())
         except Exception as err:        # reported, and the run goes on to the timings
             errors = {"float64": float("nan"), "float32": float("nan"), "error": failure(err)}
         ok = errors["float64"] < 1e-9 and errors["float32"] < 1e-4
@@ -280,7 +304,7 @@ def main():
         results["checks"]["torch.RNN"] = {"error": failure(err)}
     print(f"check cellc.torch.RNN on cuda: {results['checks']['torch.RNN']}", flush=True)
     for size in args.sizes.split(","):
-        B, H, T = SIZES[size]
+        B, H, T = SIZES[size] if size in SIZES else map(int, size.split("x"))
         for name in cells:
             if time.perf_counter() - start > args.budget:
                 results["skipped"].append(f"{name} {size}: over the {args.budget:.0f} s budget")
@@ -289,14 +313,19 @@ def main():
             module, cpu = modules[name]
             report = {"cell": name, "size": size, "B": B, "H": H, "T": T}
             try:
-                impls = implementations(name, module, cpu, B, H, T, torch, args.compile_limit, report)
+                impls = implementations(name, module, cpu, B, H, T, torch, args.compile_limit, report,
+                                    args.impls.split(","))
                 report.update(timed(impls, torch, args.rounds))
             except Exception as err:    # one cell's failure costs its row, not the run
                 report["error"] = failure(err)
             results["timings"].append(report)
             print(json.dumps(report), flush=True)
-            torch.cuda.empty_cache()
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
     print(table(results["timings"]))
+    if args.dry_run:
+        print("DRY RUN: kernels in Numba's CUDA simulator, torch on the CPU; no figure above "
+              "measures a GPU")
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

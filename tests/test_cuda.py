@@ -248,3 +248,26 @@ def test_layers_and_torch_rnn_on_the_cuda_target(spec, options, monkeypatch):
     assert layer.on("cuda").target == "cuda" and layer.on("cuda").cell.TARGET == "cuda"
     for a, b in zip(got, want):
         assert rel_err(a.numpy(), b.numpy()) < 1e-10
+
+
+def test_gpu_benchmark_dry_run(tmp_path):
+    """benchmarks/gpu.py runs end to end without a GPU (`--dry-run`: the simulator, torch's
+    CPU tensors), so that the run on a GPU is not the first: its checks pass and every
+    implementation asked for is timed, and it says that no figure measures a GPU."""
+    import json
+    import subprocess
+    import sys
+    from conftest import ROOT
+    out = tmp_path / "gpu.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run",
+                          "--cells", "lstm,gru", "--sizes", "3x4x3", "--rounds", "1",
+                          "--impls", "cellc,cudnn,loop", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "no figure above measures a GPU" in run.stdout
+    results = json.loads(out.read_text())
+    assert all(c["ok"] for c in results["checks"].values() if "ok" in c), results["checks"]
+    assert results["checks"]["torch.RNN"]["rnn_vs_nn_lstm"] < 1e-10
+    assert {r["cell"] for r in results["timings"]} == {"lstm", "gru"}
+    for r in results["timings"]:
+        assert {"cellc train", "cellc forward", "cudnn train", "loop forward"} <= set(r), r
