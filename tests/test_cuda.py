@@ -257,6 +257,7 @@ def test_gpu_benchmark_dry_run(tmp_path):
     import json
     import subprocess
     import sys
+
     from conftest import ROOT
     out = tmp_path / "gpu.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run",
