@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import __version__
-from .backend.cuda import module as cuda_module
 from .backend.numba import module
 from .backend.program import lower
 from .backend.tree import Program
@@ -59,7 +58,7 @@ class IRs(NamedTuple):
     timings: dict              # seconds per stage
 
 
-TARGETS = {"cpu": module, "cuda": cuda_module}
+TARGETS = ("cpu", "cuda")
 
 
 def compile_bytes(raw: bytes, path: str = "<spec>",
@@ -69,7 +68,10 @@ def compile_bytes(raw: bytes, path: str = "<spec>",
     is "cpu" (Numba) or "cuda" (numba.cuda). `path` is used in messages only."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; cellc compiles for {' or '.join(TARGETS)}")
-    printing = TARGETS[target]
+    if target == "cuda":
+        from .backend.cuda import module as printing
+    else:
+        printing = module
     timings = {}
     t0 = time.perf_counter()
 

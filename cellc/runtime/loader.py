@@ -50,6 +50,9 @@ def load(spec: str | os.PathLike, *, zoneout=(), recurrent_dropout=(), target: s
     regularizers = Regularizers.of(zoneout, recurrent_dropout)
     if target not in ("cpu", "cuda"):
         raise ValueError(f"unknown target {target!r}; cellc compiles for 'cpu' or 'cuda'")
+    if target == "cuda" and importlib.util.find_spec("numba_cuda") is None:
+        raise ImportError("cellc's CUDA target runs on numba-cuda, which is not installed: "
+                          "pip install 'cellc[cuda]' (and torch or CuPy for the GEMMs)")
     return _load(read_spec_bytes(spec), str(spec), regularizers, target)
 
 

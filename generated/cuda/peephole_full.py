@@ -40,7 +40,7 @@ def _is_size(n):
     return isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
 
 
-_WIDTH_ONE = '1'
+_WIDTH_ONE = "1"     # the dimension of a width of one: a per-row scalar, a scalar parameter
 
 
 def _width(sizes, dim):

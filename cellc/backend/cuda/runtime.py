@@ -15,9 +15,10 @@ the kernel's dtype); the simulator, which ignores overloads, calls the same fact
 function from Python (`_device_function`). So the code the simulator tests is the code
 the GPU runs.
 
-The argument checks' size rules, ragged batches' order and parameter initialisation are
-the CPU runtime's own functions, placed before this file's code (`SHARED`), so both
-targets bind sizes, sort batches and draw parameters alike.
+The argument checks, ragged batches' order and parameter initialisation are the CPU
+runtime's own functions, placed at the marker below (`cuda/module.py`'s `SHARED`; imported
+above it so that this file lints and tests as Python), so both targets check arguments,
+sort batches and draw parameters alike.
 """
 # ruff: noqa: E402  (the module's own imports follow the marker, as placed)
 from ..numba.runtime import (  # noqa: F401
@@ -30,9 +31,7 @@ from ..numba.runtime import (  # noqa: F401
     _width,
 )
 
-# The CPU runtime's functions every CUDA module carries too (placed before the code below).
-SHARED = ("_is_size", "_WIDTH_ONE", "_width", "_bind", "_Named", "_validate", "_batch_order",
-          "_last_steps", "_init_params")
+# isort: split
 # ---- placed verbatim in every generated module from here on ----
 import math
 from collections import namedtuple
