@@ -540,18 +540,6 @@ def clear_workspace():
 
 
 # ---- checking the arguments: Numba does no bounds checking --------------------------------
-class _Named:
-    """An argument's name in an error message, formatted only when there is an error:
-    formatting them all eagerly took most of the argument checks' 24 us per call."""
-    __slots__ = ("text", "args")
-
-    def __init__(self, text, *args):
-        self.text, self.args = text, args
-
-    def __str__(self):
-        return self.text.format(*self.args)
-
-
 def _check_array(what, a, ndim, dtype=None):
     if ndim == 0 and isinstance(a, np.floating):   # a scalar parameter, after numpy arithmetic
         a = np.asarray(a)
@@ -582,96 +570,13 @@ def _compact(a):
     return a.size == 0 or a.strides == tuple(reversed(strides))
 
 
-def _is_size(n):
-    return isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
-
-
-_WIDTH_ONE = "1"     # the dimension of a width of one: a per-row scalar, a scalar parameter
-
-
-def _width(sizes, dim):
-    return 1 if dim == _WIDTH_ONE else sizes[dim]
-
-
-def _bind(sizes, dim, n, what):
-    if dim == _WIDTH_ONE:
-        if n != 1:
-            raise ValueError(f"{what}: the spec gives this dimension size 1")
-        return
-    if n == 0:
-        raise ValueError(f"{what}: size {dim} is 0; sizes of a cell's vectors are at least 1")
-    if sizes.setdefault(dim, n) != n:
-        raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
-
-
 class _HostArrays:
-    """How `_validate` checks, types and makes NumPy arrays. (A CUDA module, which shares
-    `_validate`, passes its own for device arrays.)"""
+    """How the shared `_validate` checks, types and makes NumPy arrays (a CUDA module
+    passes its own, for device arrays)."""
 
     check = staticmethod(lambda what, a, ndim, dtype: _check_array(what, a, ndim, dtype))
     dtype = staticmethod(lambda a: a.dtype)
     zeros = staticmethod(lambda shape, dtype: np.zeros(shape, dtype))
-
-
-def _validate(params, inputs, states, need_grad, contract, arrays=None):
-    """Check everything before any kernel runs. `contract` is the module's
-    (PARAMS, INPUTS, STATES, DIMS); `arrays` checks, types and makes the arrays (NumPy's
-    when None). Returns (params, inputs, states, sizes, dtype, T, B): new dicts of the
-    checked arrays, omitted states as zeros."""
-    PARAMS, INPUTS, STATES, DIMS = contract
-    arrays = _HostArrays if arrays is None else arrays
-    if not isinstance(need_grad, (bool, np.bool_)):
-        raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
-    if not isinstance(params, dict):
-        raise ValueError("params must be a dict of arrays keyed as in the spec")
-    missing = [p for p in PARAMS if p not in params]
-    extra = [p for p in params if p not in PARAMS]
-    if missing or extra:
-        raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
-    dtype = None
-    sizes = {}
-    params = dict(params)           # the checked arrays (compact copies of odd ones) from here
-    for name, shape in PARAMS.items():
-        a = params[name] = arrays.check(_Named("params[{!r}]", name), params[name], len(shape), dtype)
-        dtype = arrays.dtype(a)
-        for d, n in zip(shape, a.shape):
-            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, tuple(a.shape)))
-    if not isinstance(inputs, dict):
-        if len(INPUTS) != 1:
-            raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
-        inputs = {next(iter(INPUTS)): inputs}
-    if set(inputs) != set(INPUTS):
-        raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
-    inputs = dict(inputs)
-    T = B = None
-    for name, dim in INPUTS.items():
-        a = inputs[name] = arrays.check(_Named("{} (inputs[{!r}])", name, name), inputs[name], 3, dtype)
-        if T is None:
-            T, B = a.shape[:2]
-        if a.shape[:2] != (T, B):
-            raise ValueError(f"inputs[{name!r}] has shape {tuple(a.shape)}; all inputs need the same T and B")
-        _bind(sizes, dim, a.shape[2],
-              _Named("inputs[{!r}] of shape {} (time-major [T, B, {}])", name, tuple(a.shape), dim))
-    if states is not None and not isinstance(states, dict):
-        raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
-                         f"(or None for zeros), not {type(states).__name__}")
-    states = dict(states or {})
-    extra = [s for s in states if s not in STATES]
-    if extra:
-        raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
-    for name, dim in STATES.items():
-        if states.get(name) is not None:
-            a = states[name] = arrays.check(_Named("states[{!r}]", name), states[name], 2, dtype)
-            if a.shape[0] != B:
-                raise ValueError(f"states[{name!r}] has shape {tuple(a.shape)}; expected batch size {B}")
-            _bind(sizes, dim, a.shape[1], _Named("states[{!r}] of shape {}", name, tuple(a.shape)))
-    unknown = [d for d in DIMS if d not in sizes]
-    if unknown:
-        raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
-    for name, dim in STATES.items():
-        if states.get(name) is None:
-            states[name] = arrays.zeros((B, _width(sizes, dim)), dtype)
-    return params, inputs, states, sizes, dtype, T, B
 
 
 def _kept(arrays, names=None):
@@ -766,6 +671,119 @@ def _upstream_states(d_states, B, sizes, dtype, order, STATES):
 
 
 # ---- ragged batches (forward and backward with lengths) -----------------------------------
+def _sorted_padded(x, order, active):
+    """x [T, B, D] with its sequences in `order` and every step past a sequence's end
+    zeroed, so that padding, whatever it holds, never reaches a gradient."""
+    T, B = x.shape[:2]
+    out = np.take(x, order, axis=1, out=_empty(x.shape, x.dtype), mode="clip")
+    out[np.arange(B)[None, :] >= active[:T, None]] = 0
+    return out
+
+
+def _in_caller_order(grads, order):
+    """Gradients computed in `order` (longest first), back in the caller's batch order."""
+    if order is None:
+        return grads
+    back = np.argsort(order)
+    return Gradients(grads.params, {k: np.take(v, back, axis=1) for k, v in grads.inputs.items()},
+                     {k: v[back] for k, v in grads.states.items()})
+
+
+# ---- shared by the CPU and CUDA targets (cellc/backend/shared_runtime.py) ----
+class _Named:
+    """An argument's name in an error message, formatted only when there is an error:
+    formatting them all eagerly took most of the argument checks' 24 us per call."""
+    __slots__ = ("text", "args")
+
+    def __init__(self, text, *args):
+        self.text, self.args = text, args
+
+    def __str__(self):
+        return self.text.format(*self.args)
+
+
+def _is_size(n):
+    return isinstance(n, (int, np.integer)) and not isinstance(n, (bool, np.bool_))
+
+
+_WIDTH_ONE = "1"     # the dimension of a width of one: a per-row scalar, a scalar parameter
+
+
+def _width(sizes, dim):
+    return 1 if dim == _WIDTH_ONE else sizes[dim]
+
+
+def _bind(sizes, dim, n, what):
+    if dim == _WIDTH_ONE:
+        if n != 1:
+            raise ValueError(f"{what}: the spec gives this dimension size 1")
+        return
+    if n == 0:
+        raise ValueError(f"{what}: size {dim} is 0; sizes of a cell's vectors are at least 1")
+    if sizes.setdefault(dim, n) != n:
+        raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
+
+
+def _validate(params, inputs, states, need_grad, contract, arrays):
+    """Check everything before any kernel runs. `contract` is the module's
+    (PARAMS, INPUTS, STATES, DIMS); `arrays` checks, types and makes the arrays (the CPU
+    module's `_HostArrays`, a CUDA module's device library). Returns (params, inputs,
+    states, sizes, dtype, T, B): new dicts of the checked arrays, omitted states as zeros."""
+    PARAMS, INPUTS, STATES, DIMS = contract
+    if not isinstance(need_grad, (bool, np.bool_)):
+        raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
+    if not isinstance(params, dict):
+        raise ValueError("params must be a dict of arrays keyed as in the spec")
+    missing = [p for p in PARAMS if p not in params]
+    extra = [p for p in params if p not in PARAMS]
+    if missing or extra:
+        raise ValueError(f"params: missing {missing}, unexpected {extra}; expected {list(PARAMS)}")
+    dtype = None
+    sizes = {}
+    params = dict(params)           # the checked arrays (compact copies of odd ones) from here
+    for name, shape in PARAMS.items():
+        a = params[name] = arrays.check(_Named("params[{!r}]", name), params[name], len(shape), dtype)
+        dtype = arrays.dtype(a)
+        for d, n in zip(shape, a.shape):
+            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, tuple(a.shape)))
+    if not isinstance(inputs, dict):
+        if len(INPUTS) != 1:
+            raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
+        inputs = {next(iter(INPUTS)): inputs}
+    if set(inputs) != set(INPUTS):
+        raise ValueError(f"inputs must have keys {list(INPUTS)}, got {list(inputs)}")
+    inputs = dict(inputs)
+    T = B = None
+    for name, dim in INPUTS.items():
+        a = inputs[name] = arrays.check(_Named("{} (inputs[{!r}])", name, name), inputs[name], 3, dtype)
+        if T is None:
+            T, B = a.shape[:2]
+        if a.shape[:2] != (T, B):
+            raise ValueError(f"inputs[{name!r}] has shape {tuple(a.shape)}; all inputs need the same T and B")
+        _bind(sizes, dim, a.shape[2],
+              _Named("inputs[{!r}] of shape {} (time-major [T, B, {}])", name, tuple(a.shape), dim))
+    if states is not None and not isinstance(states, dict):
+        raise ValueError(f"states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None for zeros), not {type(states).__name__}")
+    states = dict(states or {})
+    extra = [s for s in states if s not in STATES]
+    if extra:
+        raise ValueError(f"unknown states {extra}; this cell's states are {list(STATES)}")
+    for name, dim in STATES.items():
+        if states.get(name) is not None:
+            a = states[name] = arrays.check(_Named("states[{!r}]", name), states[name], 2, dtype)
+            if a.shape[0] != B:
+                raise ValueError(f"states[{name!r}] has shape {tuple(a.shape)}; expected batch size {B}")
+            _bind(sizes, dim, a.shape[1], _Named("states[{!r}] of shape {}", name, tuple(a.shape)))
+    unknown = [d for d in DIMS if d not in sizes]
+    if unknown:
+        raise ValueError(f"cannot tell the size of {unknown} from the arguments; pass initial states")
+    for name, dim in STATES.items():
+        if states.get(name) is None:
+            states[name] = arrays.zeros((B, _width(sizes, dim)), dtype)
+    return params, inputs, states, sizes, dtype, T, B
+
+
 def _batch_order(lengths, T, B):
     """(order, active) for a batch: `active[t]` sequences are still running at step t
     (active[T] = 0). Without lengths every sequence runs all T steps and order is None;
@@ -785,15 +803,6 @@ def _batch_order(lengths, T, B):
     return order, active
 
 
-def _sorted_padded(x, order, active):
-    """x [T, B, D] with its sequences in `order` and every step past a sequence's end
-    zeroed, so that padding, whatever it holds, never reaches a gradient."""
-    T, B = x.shape[:2]
-    out = np.take(x, order, axis=1, out=_empty(x.shape, x.dtype), mode="clip")
-    out[np.arange(B)[None, :] >= active[:T, None]] = 0
-    return out
-
-
 def _last_steps(order, active):
     """Index arrays (step, row) that pick each sequence's final state, in the caller's
     order, from a [T + 1, B, ...] state sequence kept in `order`."""
@@ -803,16 +812,6 @@ def _last_steps(order, active):
     return ends[back], back
 
 
-def _in_caller_order(grads, order):
-    """Gradients computed in `order` (longest first), back in the caller's batch order."""
-    if order is None:
-        return grads
-    back = np.argsort(order)
-    return Gradients(grads.params, {k: np.take(v, back, axis=1) for k, v in grads.inputs.items()},
-                     {k: v[back] for k, v in grads.states.items()})
-
-
-# ---- parameters ----------------------------------------------------------------------------
 def _init_params(contract, init, hidden, dtype, seed, sizes):
     """Parameters for `sizes`, keyed as in the spec: `init` overrides per parameter, the
     default is uniform in [-1/sqrt(n), 1/sqrt(n)] with n the largest of the `hidden`
@@ -1155,7 +1154,7 @@ def forward(params, inputs, states=None, lengths=None, need_grad=True):
     returned cache is None.
     Returns (outputs [T, B, H], final states dict, cache for `backward`).
     """
-    params, inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, need_grad, _CONTRACT)
+    params, inputs, states, sizes, dtype, T, B = _validate(params, inputs, states, need_grad, _CONTRACT, _HostArrays)
     _workspace.start_call()
     order__, active__ = _batch_order(lengths, T, B)
     if order__ is not None:      # longest first, padding zeroed: step t runs rows :active__[t]

@@ -272,3 +272,18 @@ def test_gpu_benchmark_dry_run(tmp_path):
     assert {r["cell"] for r in results["timings"]} == {"lstm", "gru"}
     for r in results["timings"]:
         assert {"cellc train", "cellc forward", "cudnn train", "loop forward"} <= set(r), r
+
+
+def test_every_cuda_module_carries_its_runtime_verbatim():
+    """generated/cuda/ holds the CUDA runtime as `cuda/runtime.py` and `shared_runtime.py`
+    write it (the code both targets share placed at its line), and no relative import."""
+    from conftest import ROOT
+
+    from cellc.backend.cuda import module
+    text = module.runtime_source()
+    assert "def _validate(" in text and "def _row_sum(" in text and "from .." not in text
+    paths = sorted((ROOT / "generated" / "cuda").glob("*.py"))
+    assert len(paths) == len(SPECS) + 1
+    for path in paths:
+        if path.name != "__init__.py":
+            assert text in path.read_text(encoding="utf-8"), path.name

@@ -89,7 +89,7 @@ CONTRACT = ({"W": ("I", "H"), "b": ("H",)}, {"x": "I"}, {"h": "H"}, ("H", "I"))
 def test_validate_fills_omitted_states_and_refuses_bad_arguments():
     params = {"W": np.zeros((3, 4)), "b": np.zeros(4)}
     x = np.zeros((5, 2, 3))
-    params, inputs, states, sizes, dtype, T, B = runtime._validate(params, x, None, True, CONTRACT)
+    params, inputs, states, sizes, dtype, T, B = runtime._validate(params, x, None, True, CONTRACT, runtime._HostArrays)
     assert (sizes, dtype, T, B) == ({"I": 3, "H": 4}, np.float64, 5, 2)
     assert states["h"].shape == (2, 4) and not states["h"].any()
     for bad, message in [({**params, "b": np.zeros(5)}, "size H is 5"),
@@ -97,9 +97,10 @@ def test_validate_fills_omitted_states_and_refuses_bad_arguments():
                          ({"W": params["W"]}, "missing"),
                          ({**params, "W": np.zeros((4, 3))}, "size H is 4 here but 3")]:
         with pytest.raises(ValueError, match=message):
-            runtime._validate(bad, x, None, True, CONTRACT)
+            runtime._validate(bad, x, None, True, CONTRACT, runtime._HostArrays)
     with pytest.raises(ValueError, match="C-contiguous"):
-        runtime._validate(params, np.zeros((2, 5, 3)).transpose(1, 0, 2), None, True, CONTRACT)
+        runtime._validate(params, np.zeros((2, 5, 3)).transpose(1, 0, 2), None, True, CONTRACT,
+                          runtime._HostArrays)
 
 
 def test_batch_order_for_ragged_batches():

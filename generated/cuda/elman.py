@@ -28,7 +28,17 @@ from numba.extending import overload
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
-# ---- shared with the CPU target (cellc/backend/numba/runtime.py) ----
+# ---- shared by the CPU and CUDA targets (cellc/backend/shared_runtime.py) ----
+class _Named:
+    """An argument's name in an error message, formatted only when there is an error:
+    formatting them all eagerly took most of the argument checks' 24 us per call."""
+    __slots__ = ("text", "args")
+
+    def __init__(self, text, *args):
+        self.text, self.args = text, args
+
+    def __str__(self):
+        return self.text.format(*self.args)
 
 
 def _is_size(n):
@@ -53,25 +63,12 @@ def _bind(sizes, dim, n, what):
         raise ValueError(f"{what}: size {dim} is {n} here but {sizes[dim]} elsewhere")
 
 
-class _Named:
-    """An argument's name in an error message, formatted only when there is an error:
-    formatting them all eagerly took most of the argument checks' 24 us per call."""
-    __slots__ = ("text", "args")
-
-    def __init__(self, text, *args):
-        self.text, self.args = text, args
-
-    def __str__(self):
-        return self.text.format(*self.args)
-
-
-def _validate(params, inputs, states, need_grad, contract, arrays=None):
+def _validate(params, inputs, states, need_grad, contract, arrays):
     """Check everything before any kernel runs. `contract` is the module's
-    (PARAMS, INPUTS, STATES, DIMS); `arrays` checks, types and makes the arrays (NumPy's
-    when None). Returns (params, inputs, states, sizes, dtype, T, B): new dicts of the
-    checked arrays, omitted states as zeros."""
+    (PARAMS, INPUTS, STATES, DIMS); `arrays` checks, types and makes the arrays (the CPU
+    module's `_HostArrays`, a CUDA module's device library). Returns (params, inputs,
+    states, sizes, dtype, T, B): new dicts of the checked arrays, omitted states as zeros."""
     PARAMS, INPUTS, STATES, DIMS = contract
-    arrays = _HostArrays if arrays is None else arrays
     if not isinstance(need_grad, (bool, np.bool_)):
         raise ValueError(f"need_grad must be True or False, not {need_grad!r}")
     if not isinstance(params, dict):

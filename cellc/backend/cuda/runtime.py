@@ -15,13 +15,11 @@ the kernel's dtype); the simulator, which ignores overloads, calls the same fact
 function from Python (`_device_function`). So the code the simulator tests is the code
 the GPU runs.
 
-The argument checks, ragged batches' order and parameter initialisation are the CPU
-runtime's own functions, placed at the marker below (`cuda/module.py`'s `SHARED`; imported
-above it so that this file lints and tests as Python), so both targets check arguments,
-sort batches and draw parameters alike.
+The argument checks, ragged batches' order and parameter initialisation are shared with
+the CPU target (`backend/shared_runtime.py`, placed at its line below).
 """
 # ruff: noqa: E402  (the module's own imports follow the marker, as placed)
-from ..numba.runtime import (  # noqa: F401
+from ..shared_runtime import (  # noqa: F401
     _batch_order,
     _bind,
     _init_params,
@@ -43,7 +41,7 @@ from numba.extending import overload
 
 Gradients = namedtuple("Gradients", ["params", "inputs", "states"])
 
-# ---- shared with the CPU target (cellc/backend/numba/runtime.py) ----
+# ---- shared by the CPU and CUDA targets (cellc/backend/shared_runtime.py) ----
 
 _SIMULATED = bool(nb.config.ENABLE_CUDASIM)
 # Kernels' math: libdevice's on a GPU (math.exp on float32 is expf); NumPy's in the

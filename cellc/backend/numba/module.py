@@ -58,10 +58,22 @@ def docstring_text(text: str) -> str:
 _ENV.filters["text"] = docstring_text
 
 
-def runtime_source(path: Path = _RUNTIME) -> str:
-    """A runtime's code, from its marker line on."""
+_SHARED_RUNTIME = Path(__file__).parent.parent / "shared_runtime.py"
+_SHARED = "# ---- shared by the CPU and CUDA targets (cellc/backend/shared_runtime.py) ----"
+
+
+def _placed(path: Path) -> str:
+    """A runtime file's code, from its marker line on."""
     text = path.read_text(encoding="utf-8")
     return text[text.index(_MARKER) + len(_MARKER):].rstrip("\n")
+
+
+def runtime_source(path: Path = _RUNTIME) -> str:
+    """A target's runtime as its modules carry it: its code from its marker line on, the
+    code both targets share (`shared_runtime.py`) after its line that says so."""
+    own = _placed(path)
+    assert _SHARED in own, f"{path.name} has no line for the shared runtime"
+    return own.replace(_SHARED, _SHARED + "\n" + _placed(_SHARED_RUNTIME) + "\n", 1).rstrip("\n")
 
 
 def environment(templates: str) -> jinja2.Environment:
