@@ -574,6 +574,7 @@ class _HostArrays:
     check = staticmethod(lambda what, a, ndim, dtype: _check_array(what, a, ndim, dtype))
     dtype = staticmethod(lambda a: a.dtype)
     zeros = staticmethod(lambda shape, dtype: np.zeros(shape, dtype))
+    rows = staticmethod(lambda a, order: a[order])
 
 
 def _kept(arrays, names=None):
@@ -638,33 +639,6 @@ def _check_saved(saved, shapes, dtype):
         raise ValueError("cache['saved'] was changed; pass forward's cache unchanged")
     for n, shape in shapes.items():
         _check_kept(_Named("cache['saved'][{!r}]", n), saved[n], shape, dtype)
-
-
-def _check_upstream(what, a, shape, dtype):
-    if a is None:
-        return None
-    a = _check_array(what, a, len(shape), dtype)
-    if a.shape != shape:
-        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
-    return a
-
-
-def _upstream_states(d_states, B, sizes, dtype, order, STATES):
-    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
-    if d_states is not None and not isinstance(d_states, dict):
-        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
-                         f"(or None), not {type(d_states).__name__}")
-    d_states = dict(d_states or {})
-    if [s for s in d_states if s not in STATES]:
-        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    upstream = {}
-    for name, dim in STATES.items():
-        g = _check_upstream(_Named("d_states[{!r}]", name), d_states.get(name),
-                            (B, _width(sizes, dim)), dtype)
-        if g is None:
-            g = np.zeros((B, _width(sizes, dim)), dtype)
-        upstream[name] = g if order is None else g[order]
-    return upstream
 
 
 # ---- ragged batches (forward and backward with lengths) -----------------------------------
@@ -779,6 +753,34 @@ def _validate(params, inputs, states, need_grad, contract, arrays):
         if states.get(name) is None:
             states[name] = arrays.zeros((B, _width(sizes, dim)), dtype)
     return params, inputs, states, sizes, dtype, T, B
+
+
+def _check_upstream(arrays, what, a, shape, dtype):
+    """An upstream gradient, checked as `arrays` checks arguments (None stays None)."""
+    if a is None:
+        return None
+    a = arrays.check(what, a, len(shape), dtype)
+    if tuple(a.shape) != shape:
+        raise ValueError(f"{what} has shape {tuple(a.shape)}, expected {shape}")
+    return a
+
+
+def _upstream_states(arrays, d_states, B, sizes, dtype, order, STATES):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    if d_states is not None and not isinstance(d_states, dict):
+        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None), not {type(d_states).__name__}")
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(arrays, _Named("d_states[{!r}]", name), d_states.get(name),
+                            (B, _width(sizes, dim)), dtype)
+        if g is None:
+            g = arrays.zeros((B, _width(sizes, dim)), dtype)
+        upstream[name] = g if order is None else arrays.rows(g, order)
+    return upstream
 
 
 def _batch_order(lengths, T, B):
@@ -1098,13 +1100,13 @@ def backward(cache, d_outputs=None, d_states=None):
     _mm__x = saved__['_mm__x']
     _w__h = saved__['_w__h']
     _w__x = saved__['_w__x']
-    dy__ = _check_upstream("d_outputs", d_outputs, (T, B, H), dtype)
+    dy__ = _check_upstream(_HostArrays, "d_outputs", d_outputs, (T, B, H), dtype)
     has_dy__ = dy__ is not None
     if not has_dy__:
         dy__ = np.zeros((1, B, H), dtype)    # never read: keeps one array type
     elif order__ is not None:
         dy__ = np.take(dy__, order__, axis=1)
-    upstream__ = _upstream_states(d_states, B, sizes, dtype, order__, STATES)
+    upstream__ = _upstream_states(_HostArrays, d_states, B, sizes, dtype, order__, STATES)
     _x = inputs['x']
     _b = params['b']
     _d__x = _empty((T, B, I), dtype)

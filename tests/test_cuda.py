@@ -287,3 +287,22 @@ def test_every_cuda_module_carries_its_runtime_verbatim():
     for path in paths:
         if path.name != "__init__.py":
             assert text in path.read_text(encoding="utf-8"), path.name
+
+
+def test_load_caches_each_target_apart(tmp_path, monkeypatch):
+    """`cellc.load(spec, target=...)`: one cached module per target, the CUDA one marked
+    as such; an unknown target is refused. (A cache of its own, and the process's memo
+    left as it was for the other tests.)"""
+    import cellc
+    from cellc.runtime import loader
+    monkeypatch.setenv("CELLC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(loader, "_LOADED", {})
+    spec = next(s for s in SPECS if s.stem == "elman")
+    gpu, cpu = cellc.load(spec, target="cuda"), cellc.load(spec)
+    assert gpu.TARGET == "cuda" and not hasattr(cpu, "TARGET")
+    assert gpu is cellc.load(spec, target="cuda") and gpu is not cpu
+    assert gpu.SPEC_SHA256 == cpu.SPEC_SHA256 and gpu.PARAMS == cpu.PARAMS
+    files = sorted(p.name for p in tmp_path.glob("*.py"))
+    assert len(files) == 2 and [f.startswith("elman_cuda_") for f in files].count(True) == 1, files
+    with pytest.raises(ValueError, match="unknown target 'tpu'"):
+        cellc.load(spec, target="tpu")

@@ -107,6 +107,34 @@ def _validate(params, inputs, states, need_grad, contract, arrays):
     return params, inputs, states, sizes, dtype, T, B
 
 
+def _check_upstream(arrays, what, a, shape, dtype):
+    """An upstream gradient, checked as `arrays` checks arguments (None stays None)."""
+    if a is None:
+        return None
+    a = arrays.check(what, a, len(shape), dtype)
+    if tuple(a.shape) != shape:
+        raise ValueError(f"{what} has shape {tuple(a.shape)}, expected {shape}")
+    return a
+
+
+def _upstream_states(arrays, d_states, B, sizes, dtype, order, STATES):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    if d_states is not None and not isinstance(d_states, dict):
+        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None), not {type(d_states).__name__}")
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(arrays, _Named("d_states[{!r}]", name), d_states.get(name),
+                            (B, _width(sizes, dim)), dtype)
+        if g is None:
+            g = arrays.zeros((B, _width(sizes, dim)), dtype)
+        upstream[name] = g if order is None else arrays.rows(g, order)
+    return upstream
+
+
 def _batch_order(lengths, T, B):
     """(order, active) for a batch: `active[t]` sequences are still running at step t
     (active[T] = 0). Without lengths every sequence runs all T steps and order is None;

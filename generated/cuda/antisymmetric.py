@@ -123,6 +123,34 @@ def _validate(params, inputs, states, need_grad, contract, arrays):
     return params, inputs, states, sizes, dtype, T, B
 
 
+def _check_upstream(arrays, what, a, shape, dtype):
+    """An upstream gradient, checked as `arrays` checks arguments (None stays None)."""
+    if a is None:
+        return None
+    a = arrays.check(what, a, len(shape), dtype)
+    if tuple(a.shape) != shape:
+        raise ValueError(f"{what} has shape {tuple(a.shape)}, expected {shape}")
+    return a
+
+
+def _upstream_states(arrays, d_states, B, sizes, dtype, order, STATES):
+    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
+    if d_states is not None and not isinstance(d_states, dict):
+        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
+                         f"(or None), not {type(d_states).__name__}")
+    d_states = dict(d_states or {})
+    if [s for s in d_states if s not in STATES]:
+        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
+    upstream = {}
+    for name, dim in STATES.items():
+        g = _check_upstream(arrays, _Named("d_states[{!r}]", name), d_states.get(name),
+                            (B, _width(sizes, dim)), dtype)
+        if g is None:
+            g = arrays.zeros((B, _width(sizes, dim)), dtype)
+        upstream[name] = g if order is None else arrays.rows(g, order)
+    return upstream
+
+
 def _batch_order(lengths, T, B):
     """(order, active) for a batch: `active[t]` sequences are still running at step t
     (active[T] = 0). Without lengths every sequence runs all T steps and order is None;
@@ -719,8 +747,8 @@ class _DeviceArrays:
     """How the shared `_validate` checks, types and makes device arrays: in the library
     of the first array it checks (which refuses host arrays with a clear error)."""
 
-    def __init__(self):
-        self.xp = None
+    def __init__(self, xp=None):
+        self.xp = xp
 
     def check(self, what, a, ndim, dtype):
         if self.xp is None:
@@ -732,6 +760,9 @@ class _DeviceArrays:
 
     def zeros(self, shape, dtype):
         return self.xp.zeros(shape, dtype)
+
+    def rows(self, a, order):
+        return self.xp.take(a, order, 0)
 
 
 def _checked(params, inputs, states, need_grad, contract):
@@ -746,33 +777,6 @@ def _kept(xp, arrays, names=None):
     """Copies of the arguments backward reads, so that editing one after forward never
     changes the gradients."""
     return {k: xp.copy(arrays[k]) for k in (arrays if names is None else names)}
-
-
-def _check_upstream(xp, what, a, shape, dtype):
-    if a is None:
-        return None
-    a = _check_array(xp, what, a, len(shape), dtype)
-    if tuple(a.shape) != shape:
-        raise ValueError(f"{what} has shape {tuple(a.shape)}, expected {shape}")
-    return a
-
-
-def _upstream_states(xp, d_states, B, sizes, dtype, order, STATES):
-    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
-    if d_states is not None and not isinstance(d_states, dict):
-        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
-                         f"(or None), not {type(d_states).__name__}")
-    d_states = dict(d_states or {})
-    if [s for s in d_states if s not in STATES]:
-        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    upstream = {}
-    for name, dim in STATES.items():
-        g = _check_upstream(xp, f"d_states[{name!r}]", d_states.get(name),
-                            (B, _width(sizes, dim)), dtype)
-        if g is None:
-            g = xp.zeros((B, _width(sizes, dim)), dtype)
-        upstream[name] = g if order is None else xp.take(g, order, 0)
-    return upstream
 
 
 def _check_cache(cache):
@@ -1072,13 +1076,13 @@ def backward(cache, d_outputs=None, d_states=None):
     _mm__x = saved__['_mm__x']
     _w__h = saved__['_w__h']
     _w__x = saved__['_w__x']
-    dy__ = _check_upstream(xp, "d_outputs", d_outputs, (T, B, H), dtype)
+    dy__ = _check_upstream(_DeviceArrays(xp), "d_outputs", d_outputs, (T, B, H), dtype)
     has_dy__ = dy__ is not None
     if not has_dy__:
         dy__ = xp.zeros((1, B, H), dtype)    # never read
     elif order__ is not None:
         dy__ = xp.take(dy__, xp.index(order__), 1)
-    upstream__ = _upstream_states(xp, d_states, B, sizes, dtype,
+    upstream__ = _upstream_states(_DeviceArrays(xp), d_states, B, sizes, dtype,
                                   None if order__ is None else xp.index(order__), STATES)
     _x = inputs['x']
     _b = params['b']

@@ -22,9 +22,11 @@ the CPU target (`backend/shared_runtime.py`, placed at its line below).
 from ..shared_runtime import (  # noqa: F401
     _batch_order,
     _bind,
+    _check_upstream,
     _init_params,
     _last_steps,
     _Named,
+    _upstream_states,
     _validate,
     _width,
 )
@@ -568,8 +570,8 @@ class _DeviceArrays:
     """How the shared `_validate` checks, types and makes device arrays: in the library
     of the first array it checks (which refuses host arrays with a clear error)."""
 
-    def __init__(self):
-        self.xp = None
+    def __init__(self, xp=None):
+        self.xp = xp
 
     def check(self, what, a, ndim, dtype):
         if self.xp is None:
@@ -581,6 +583,9 @@ class _DeviceArrays:
 
     def zeros(self, shape, dtype):
         return self.xp.zeros(shape, dtype)
+
+    def rows(self, a, order):
+        return self.xp.take(a, order, 0)
 
 
 def _checked(params, inputs, states, need_grad, contract):
@@ -595,33 +600,6 @@ def _kept(xp, arrays, names=None):
     """Copies of the arguments backward reads, so that editing one after forward never
     changes the gradients."""
     return {k: xp.copy(arrays[k]) for k in (arrays if names is None else names)}
-
-
-def _check_upstream(xp, what, a, shape, dtype):
-    if a is None:
-        return None
-    a = _check_array(xp, what, a, len(shape), dtype)
-    if tuple(a.shape) != shape:
-        raise ValueError(f"{what} has shape {tuple(a.shape)}, expected {shape}")
-    return a
-
-
-def _upstream_states(xp, d_states, B, sizes, dtype, order, STATES):
-    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
-    if d_states is not None and not isinstance(d_states, dict):
-        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
-                         f"(or None), not {type(d_states).__name__}")
-    d_states = dict(d_states or {})
-    if [s for s in d_states if s not in STATES]:
-        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    upstream = {}
-    for name, dim in STATES.items():
-        g = _check_upstream(xp, f"d_states[{name!r}]", d_states.get(name),
-                            (B, _width(sizes, dim)), dtype)
-        if g is None:
-            g = xp.zeros((B, _width(sizes, dim)), dtype)
-        upstream[name] = g if order is None else xp.take(g, order, 0)
-    return upstream
 
 
 def _check_cache(cache):

@@ -13,10 +13,12 @@ arguments rather than reading globals.
 from ..shared_runtime import (  # noqa: F401
     _batch_order,
     _bind,
+    _check_upstream,
     _init_params,
     _is_size,
     _last_steps,
     _Named,
+    _upstream_states,
     _validate,
     _width,
 )
@@ -580,6 +582,7 @@ class _HostArrays:
     check = staticmethod(lambda what, a, ndim, dtype: _check_array(what, a, ndim, dtype))
     dtype = staticmethod(lambda a: a.dtype)
     zeros = staticmethod(lambda shape, dtype: np.zeros(shape, dtype))
+    rows = staticmethod(lambda a, order: a[order])
 
 
 def _kept(arrays, names=None):
@@ -644,33 +647,6 @@ def _check_saved(saved, shapes, dtype):
         raise ValueError("cache['saved'] was changed; pass forward's cache unchanged")
     for n, shape in shapes.items():
         _check_kept(_Named("cache['saved'][{!r}]", n), saved[n], shape, dtype)
-
-
-def _check_upstream(what, a, shape, dtype):
-    if a is None:
-        return None
-    a = _check_array(what, a, len(shape), dtype)
-    if a.shape != shape:
-        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
-    return a
-
-
-def _upstream_states(d_states, B, sizes, dtype, order, STATES):
-    """The final states' upstream gradients, checked, zeros where omitted, in batch order."""
-    if d_states is not None and not isinstance(d_states, dict):
-        raise ValueError(f"d_states must be a dict of [B, size] arrays keyed {list(STATES)} "
-                         f"(or None), not {type(d_states).__name__}")
-    d_states = dict(d_states or {})
-    if [s for s in d_states if s not in STATES]:
-        raise ValueError(f"d_states has unknown keys; this cell's states are {list(STATES)}")
-    upstream = {}
-    for name, dim in STATES.items():
-        g = _check_upstream(_Named("d_states[{!r}]", name), d_states.get(name),
-                            (B, _width(sizes, dim)), dtype)
-        if g is None:
-            g = np.zeros((B, _width(sizes, dim)), dtype)
-        upstream[name] = g if order is None else g[order]
-    return upstream
 
 
 # ---- ragged batches (forward and backward with lengths) -----------------------------------
