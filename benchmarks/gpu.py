@@ -232,24 +232,22 @@ def failure(err: Exception) -> str:
 def timed(impls: dict, torch, rounds: int) -> dict:
     """Interleaved rounds: each implementation's train and forward once per round,
     synchronised; the first call of each (compiles) is timed apart."""
-    times = {(k, mode): [] for k in impls for mode in ("train", "forward")}
-    first = {}
-    for k, (train, forward) in impls.items():
-        for mode, f in (("train", train), ("forward", forward)):
-            synchronize(torch)
-            t0 = time.perf_counter()
-            f()
-            synchronize(torch)
-            first[(k, mode)] = time.perf_counter() - t0
-            f()                       # a second warm-up call
+    def seconds(f):
+        synchronize(torch)
+        t0 = time.perf_counter()
+        f()
+        synchronize(torch)
+        return time.perf_counter() - t0
+
+    calls = {(k, mode): f for k, (train, forward) in impls.items()
+             for mode, f in (("train", train), ("forward", forward))}
+    first = {key: seconds(f) for key, f in calls.items()}
+    for f in calls.values():
+        f()                           # a second warm-up call
+    times = {key: [] for key in calls}
     for _ in range(rounds):
-        for k, (train, forward) in impls.items():
-            for mode, f in (("train", train), ("forward", forward)):
-                synchronize(torch)
-                t0 = time.perf_counter()
-                f()
-                synchronize(torch)
-                times[(k, mode)].append(time.perf_counter() - t0)
+        for key, f in calls.items():
+            times[key].append(seconds(f))
     return {f"{k} {mode}": {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v),
                             "max_ms": 1e3 * max(v), "first_s": round(first[(k, mode)], 3)}
             for (k, mode), v in times.items()}

@@ -22,6 +22,7 @@ API (see the cellc README, "The generated module's contract"):
 """
 import ctypes
 import glob
+import operator
 import os
 import sys
 import threading
@@ -574,9 +575,9 @@ class _HostArrays:
     """How the shared `_validate` checks, types and makes NumPy arrays (a CUDA module
     passes its own, for device arrays)."""
 
-    check = staticmethod(lambda what, a, ndim, dtype: _check_array(what, a, ndim, dtype))
-    dtype = staticmethod(lambda a: a.dtype)
-    zeros = staticmethod(lambda shape, dtype: np.zeros(shape, dtype))
+    check = staticmethod(_check_array)
+    dtype = staticmethod(operator.attrgetter("dtype"))
+    zeros = staticmethod(np.zeros)
     rows = staticmethod(lambda a, order: a[order])
 
 
@@ -718,8 +719,9 @@ def _validate(params, inputs, states, need_grad, contract, arrays):
     for name, shape in PARAMS.items():
         a = params[name] = arrays.check(_Named("params[{!r}]", name), params[name], len(shape), dtype)
         dtype = arrays.dtype(a)
+        what = _Named("params[{!r}] of shape {}", name, tuple(a.shape))
         for d, n in zip(shape, a.shape):
-            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, tuple(a.shape)))
+            _bind(sizes, d, n, what)
     if not isinstance(inputs, dict):
         if len(INPUTS) != 1:
             raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")

@@ -22,6 +22,7 @@ import numba.cuda.dispatcher  # noqa: E402
 from numba import cuda  # noqa: E402
 
 from cellc import naming  # noqa: E402
+from cellc.backend.numba.printer import _grouped  # noqa: E402
 from cellc.driver import compile_spec  # noqa: E402
 from cellc.runtime.loader import import_file  # noqa: E402
 
@@ -31,32 +32,19 @@ DOUBLE = re.compile(r"\.f64\b|%fd\d")       # a double-precision instruction or 
 
 
 def signature(f, kernel, real):
-    """The kernel's argument types: rows and sizes int64, vectors 1-D, blocks 2-D (any
-    layout), a kernel's global scratch 3-D."""
-    ranks = {"vectors": 1, "reads": 2, "writes": 2}
+    """The kernel's argument types, grouped as its launcher passes them (the printer's
+    `_grouped`): rows and sizes int64, vectors 1-D, blocks 2-D (any layout), a kernel's
+    global scratch 3-D."""
+    ranks = {naming.GROUPS["vectors"]: 1, naming.GROUPS["reads"]: 2, naming.GROUPS["writes"]: 2}
     args = []
-    for name, members in _groups(f.params):
-        if members is None:
-            args.append(nb.types.int64)
+    for name, members in _grouped((p, p.name) for p in f.params):
+        if isinstance(members, tuple):
+            args.append(nb.types.UniTuple(nb.types.Array(real, ranks[name], "A"), len(members)))
         else:
-            array = nb.types.Array(real, ranks[name], "A")
-            args.append(nb.types.UniTuple(array, len(members)))
+            args.append(nb.types.int64)
     if naming.SCRATCH in kernel.py_func.__code__.co_varnames[:kernel.py_func.__code__.co_argcount]:
         args.append(nb.types.Array(real, 3, "A"))
     return nb.types.void(*args)
-
-
-def _groups(params):
-    out, where = [], {}
-    for p in params:
-        if p.group in ("vectors", "reads", "writes"):
-            if p.group not in where:
-                where[p.group] = len(out)
-                out.append((p.group, []))
-            out[where[p.group]][1].append(p.name)
-        else:
-            out.append((p.name, None))
-    return out
 
 
 def nvvm_missing() -> str | None:

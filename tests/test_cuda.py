@@ -218,7 +218,7 @@ def test_layers_and_torch_rnn_on_the_cuda_target(spec, options, monkeypatch):
     """`Layer(target="cuda")` and `cellc.torch.RNN` on CUDA tensors: the layer and the
     operators as they run on a GPU, with torch's CPU tensors standing for CUDA tensors
     (the simulator's kernels see them as NumPy arrays). The operators' one device switch
-    (`_layer`, `_numpy`) is pointed at the CUDA target; the outputs and every gradient
+    (`_on_gpu`) is pointed at the CUDA target; the outputs and every gradient
     must equal the CPU target's, in training (dropout, zoneout) and with packed sequences."""
     torch = pytest.importorskip("torch")
     import cellc.torch
@@ -242,8 +242,7 @@ def test_layers_and_torch_rnn_on_the_cuda_target(spec, options, monkeypatch):
                 *[p.grad for p in rnn.parameters()]]
     want = run()
     layer = torch_ops._LAYERS[rnn._key]
-    monkeypatch.setattr(torch_ops, "_layer", lambda key, x: torch_ops._LAYERS[key].on("cuda"))
-    monkeypatch.setattr(torch_ops, "_numpy", lambda t: None if t is None else t.detach().contiguous())
+    monkeypatch.setattr(torch_ops, "_on_gpu", lambda t: True)
     got = run()
     assert layer.on("cuda").target == "cuda" and layer.on("cuda").cell.TARGET == "cuda"
     for a, b in zip(got, want):

@@ -67,8 +67,9 @@ def _validate(params, inputs, states, need_grad, contract, arrays):
     for name, shape in PARAMS.items():
         a = params[name] = arrays.check(_Named("params[{!r}]", name), params[name], len(shape), dtype)
         dtype = arrays.dtype(a)
+        what = _Named("params[{!r}] of shape {}", name, tuple(a.shape))
         for d, n in zip(shape, a.shape):
-            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, tuple(a.shape)))
+            _bind(sizes, d, n, what)
     if not isinstance(inputs, dict):
         if len(INPUTS) != 1:
             raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")

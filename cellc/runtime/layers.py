@@ -9,9 +9,9 @@ Zoneout and recurrent dropout (`cellc/regularizers.py`) run the cell's variant t
 their masks as inputs; the layer draws the masks, per layer and direction, from the
 seeded generator that also draws the dropout between layers.
 
-A layer of the CUDA target (`target="cuda"`) runs the cell's CUDA modules over the
-caller's device arrays (torch tensors; Numba and CuPy arrays go through torch), the work
-between layers in torch; masks are drawn on the host, as on the CPU, and copied over.
+A layer of the CUDA target (`target="cuda"`) runs the cell's CUDA modules over torch
+tensors, the work between layers in torch; masks are drawn on the host, as on the CPU,
+and copied over.
 
 Parameters are one flat dict, named as in the spec with PyTorch's suffixes: `W_xi_l0`,
 `W_xi_l0_reverse`, `W_xi_l1`, ... Initial and final states are stacked like PyTorch's
@@ -137,6 +137,7 @@ class Layer:
                              dropout=dropout, batch_first=batch_first, zoneout=zoneout,
                              recurrent_dropout=recurrent_dropout, target=target)
         self.target = target
+        self._siblings: dict[str, Layer] = {}      # this layer for other targets (`on`)
         self.cell, self.num_layers = cell, num_layers
         self.directions = 2 if bidirectional else 1
         self.merge, self.dropout, self.batch_first = merge, float(dropout), batch_first
@@ -170,10 +171,9 @@ class Layer:
         """This layer for another target (the same cell and options), made once."""
         if target == self.target:
             return self
-        siblings = self.__dict__.setdefault("_siblings", {})
-        if target not in siblings:
-            siblings[target] = Layer(self.cell, **dict(self._options, target=target))
-        return siblings[target]
+        if target not in self._siblings:
+            self._siblings[target] = Layer(self.cell, **dict(self._options, target=target))
+        return self._siblings[target]
 
     # ---- parameters --------------------------------------------------------------
     def param_names(self) -> list[str]:

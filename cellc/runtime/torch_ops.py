@@ -74,11 +74,18 @@ def blas_threads():
 
 
 # ---- tensors and arrays ---------------------------------------------------------------
-def _numpy(t: torch.Tensor | None) -> np.ndarray | torch.Tensor | None:
-    """A tensor as the layer takes it: NumPy for the CPU, the tensor itself for CUDA."""
+def _on_gpu(t: torch.Tensor) -> bool:
+    """Whether the operators run the layer's CUDA target for this input: the one place
+    that decides between the targets."""
+    return t.is_cuda
+
+
+def _for_layer(t: torch.Tensor | None) -> np.ndarray | torch.Tensor | None:
+    """A tensor as the layer takes it: NumPy for the CPU target, the tensor itself for
+    the CUDA target."""
     if t is None:
         return None
-    if t.is_cuda:
+    if _on_gpu(t):
         return t.detach().contiguous()
     a = t.detach().numpy()
     return np.ascontiguousarray(a).reshape(a.shape)     # a scalar parameter stays 0-d
@@ -96,7 +103,7 @@ def _tensor(a: np.ndarray | torch.Tensor) -> torch.Tensor:
 def _layer(key: str, x: torch.Tensor) -> Layer:
     """The layer registered under `key`, for the device of `x`."""
     layer = _LAYERS[key]
-    return layer.on("cuda") if x.is_cuda else layer
+    return layer.on("cuda") if _on_gpu(x) else layer
 
 
 # ---- the operators ---------------------------------------------------------------------
@@ -109,13 +116,13 @@ def layer_forward(key: str, x: torch.Tensor, extras: list[torch.Tensor],
     the cell's inputs after the first (a time stamp), in the spec's order."""
     layer = _layer(key, x)
     names = layer.param_names()
-    given = dict(zip(layer.cell.STATES, (_numpy(s) for s in states)))
-    inputs = _numpy(x)
+    given = dict(zip(layer.cell.STATES, (_for_layer(s) for s in states)))
+    inputs = _for_layer(x)
     if layer.extra_inputs:
-        inputs = {layer.input: inputs, **dict(zip(layer.extra_inputs, map(_numpy, extras)))}
+        inputs = {layer.input: inputs, **dict(zip(layer.extra_inputs, map(_for_layer, extras)))}
     with blas_threads():
         y, finals, cache = layer.forward(
-            dict(zip(names, (_numpy(p) for p in params))), inputs, given,
+            dict(zip(names, (_for_layer(p) for p in params))), inputs, given,
             None if lengths is None else lengths.cpu().numpy(), training=training,
             seed=int(seed) if training else None, need_grad=need_grad)
     handle = torch.zeros(1, dtype=torch.int64, device=x.device)
@@ -150,9 +157,9 @@ def layer_backward(key: str, handle: torch.Tensor, x: torch.Tensor,
         raise RuntimeError("cellc: this layer's forward ran without saving for backward "
                            "(no_grad, inference_mode or nothing requiring grad), or its "
                            "cache is gone; run the forward again with grad enabled")
-    d_states = {k: _numpy(d) for k, d in zip(layer.cell.STATES, d_finals) if d is not None}
+    d_states = {k: _for_layer(d) for k, d in zip(layer.cell.STATES, d_finals) if d is not None}
     with blas_threads():
-        g = layer.backward(cache, _numpy(d_outputs), d_states)
+        g = layer.backward(cache, _for_layer(d_outputs), d_states)
     dx = _tensor(g.inputs[layer.input])
     d_extras = [_tensor(g.inputs[k]) if k in g.inputs else torch.zeros_like(e)
                 for k, e in zip(layer.extra_inputs, extras)]

@@ -83,8 +83,9 @@ def _validate(params, inputs, states, need_grad, contract, arrays):
     for name, shape in PARAMS.items():
         a = params[name] = arrays.check(_Named("params[{!r}]", name), params[name], len(shape), dtype)
         dtype = arrays.dtype(a)
+        what = _Named("params[{!r}] of shape {}", name, tuple(a.shape))
         for d, n in zip(shape, a.shape):
-            _bind(sizes, d, n, _Named("params[{!r}] of shape {}", name, tuple(a.shape)))
+            _bind(sizes, d, n, what)
     if not isinstance(inputs, dict):
         if len(INPUTS) != 1:
             raise ValueError(f"this cell has several inputs; pass a dict with keys {list(INPUTS)}")
@@ -232,6 +233,8 @@ _CHUNK_STEPS = 64
 # of a kernel that sums over a row's units: a power of two, the size of its shared buffer.
 _THREADS = 256
 _ROW_THREADS = 256
+# numba-cuda's fastmath swaps in approximate division, square root and exp (ftz, __expf):
+# kept off, so that a GPU's float32 stays within the CPU's tested error.
 _CUDA_JIT = dict(fastmath=False)
 
 
@@ -239,11 +242,6 @@ _CUDA_JIT = dict(fastmath=False)
 class _NumPy:
     """Arrays in host memory as the simulator's device memory: NumPy runs the GEMMs and
     the whole-array operations, the simulator the kernels."""
-
-    name = "numpy"
-
-    def __init__(self):
-        self.lib = np
 
     def owns(self, a):
         return isinstance(a, np.ndarray)
@@ -258,9 +256,6 @@ class _NumPy:
 
     def dtype(self, a):
         return np.dtype(a.dtype)
-
-    def native(self, dtype):
-        return np.dtype(dtype)
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype)
@@ -310,8 +305,6 @@ class _NumPy:
 
 class _Torch(_NumPy):
     """torch CUDA tensors: cuBLAS through torch.mm, torch's caching allocator."""
-
-    name = "torch"
 
     def __init__(self, device=None):
         import torch
@@ -384,8 +377,6 @@ class _Torch(_NumPy):
 class _CuPy(_NumPy):
     """CuPy arrays: cuBLAS through cupy.matmul, CuPy's memory pool."""
 
-    name = "cupy"
-
     def __init__(self):
         import cupy
         self.lib = cupy
@@ -434,8 +425,12 @@ class _CuPy(_NumPy):
 
 
 class _Numba(_Torch):
-    """Numba's own device arrays, run on torch (or CuPy) without a copy and given back
-    as Numba device arrays."""
+    """Numba's own device arrays (and any other `__cuda_array_interface__` object), run on
+    torch's current GPU without a copy and given back as Numba device arrays. (Without
+    torch, `_library` runs them on CuPy, and results come back as CuPy arrays.)"""
+
+    def __init__(self):
+        super().__init__("cuda")
 
     def give(self, a):
         return cuda.as_cuda_array(a)

@@ -4,6 +4,7 @@ targets share) and its own Jinja2 template; the context is the CPU module's
 (`numba/module.py`), so the two modules carry the same metadata."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from ... import naming
@@ -17,6 +18,7 @@ def runtime_source() -> str:
     return cpu_module.runtime_source(_RUNTIME)
 
 
+@lru_cache(maxsize=1)
 def target() -> cpu_module.Target:
     return cpu_module.Target(printer, runtime_source(), cpu_module.environment("backend/cuda/templates"),
                              extra=(("xp", naming.LIBRARY),))

@@ -85,6 +85,7 @@ class Statements(cpu.Statements):
 
 
 # ---- kernels ---------------------------------------------------------------------------
+_KERNEL = Statements()       # a kernel's lines: assignments and comments, as on the CPU
 class _Shape:
     """What a kernel's row body holds: its unit loops' width, its running sums (symbols a
     unit loop adds to) and its rows of scratch."""
@@ -177,7 +178,7 @@ def _by_units(shaped: _Shape, depth: int) -> list[str]:
             if isinstance(line, tree.Assign):
                 line = tree.Assign(line.target.xreplace(local), line.value.xreplace(local),
                                    line.accumulate)
-            text = Statements().statement(line)
+            text = _KERNEL.statement(line)
             if isinstance(line, tree.Assign) and isinstance(line.target, tree.Element) \
                     and not isinstance(s, tree.Loop):
                 text = [f"if {shaped.unit.name} == 0:"] + [INDENT + t for t in text]
@@ -196,7 +197,7 @@ def _by_rows(shaped: _Shape, depth: int) -> list[str]:
     lines = []
     for s in shaped.body:
         if not isinstance(s, tree.Loop):
-            text = Statements().statement(s)
+            text = _KERNEL.statement(s)
             if isinstance(s, tree.Assign) and isinstance(s.target, tree.Element):
                 text = [f"if {LANE} == 0:"] + [INDENT + t for t in text]
             lines += [pad + t for t in text]
@@ -211,7 +212,7 @@ def _by_rows(shaped: _Shape, depth: int) -> list[str]:
             if isinstance(line, tree.Assign):
                 line = tree.Assign(line.target.xreplace(where), line.value.xreplace(where),
                                    line.accumulate)
-            lines += [pad + INDENT + t for t in Statements().statement(line)]
+            lines += [pad + INDENT + t for t in _KERNEL.statement(line)]
         for total in sums:
             name = naming.code(total.name)
             lines.append(f"{pad}{name} = _row_sum({name}, {SUMS})")

@@ -13,6 +13,7 @@ free text is escaped (`docstring_text`), its names are identifiers and its numbe
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -97,6 +98,7 @@ class Target(NamedTuple):
     extra: tuple = ()             # (placeholder, value) the target's template adds
 
 
+@lru_cache(maxsize=1)
 def numba_target() -> Target:
     return Target(printer, runtime_source(), _ENV)
 
@@ -200,7 +202,8 @@ def context(cell: Cell, program: tree.Program, *, version: str, source_name: str
         "upstream": naming.UPSTREAMS,
     }
     values.update(target.extra)
-    missing, extra = placeholders(target) - set(values), set(values) - placeholders(target)
+    wanted = placeholders(target)
+    missing, extra = wanted - set(values), set(values) - wanted
     assert not missing and not extra, f"template and context differ: {missing} {extra}"
     return values
 

@@ -27,6 +27,7 @@ from ..shared_runtime import (  # noqa: F401
 # ---- placed verbatim in every generated module from here on ----
 import ctypes
 import glob
+import operator
 import os
 import sys
 import threading
@@ -579,9 +580,9 @@ class _HostArrays:
     """How the shared `_validate` checks, types and makes NumPy arrays (a CUDA module
     passes its own, for device arrays)."""
 
-    check = staticmethod(lambda what, a, ndim, dtype: _check_array(what, a, ndim, dtype))
-    dtype = staticmethod(lambda a: a.dtype)
-    zeros = staticmethod(lambda shape, dtype: np.zeros(shape, dtype))
+    check = staticmethod(_check_array)
+    dtype = staticmethod(operator.attrgetter("dtype"))
+    zeros = staticmethod(np.zeros)
     rows = staticmethod(lambda a, order: a[order])
 
 
